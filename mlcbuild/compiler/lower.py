@@ -1,0 +1,116 @@
+"""From a recipe and a target to a Relax IRModule, and from that to a library file.
+
+``export_model`` builds the architecture's ``nn.Module``, lets the quantization scheme
+swap its layers, and traces the entry functions. ``build_library`` runs the pipeline
+and writes the library in the target's output form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import tvm
+from tvm import relax
+
+from ..models import get_architecture
+from ..quant import get_scheme
+from ..recipe import Recipe
+from ..target import TargetDescriptor, tvm_target
+from .pipeline import build_pipeline
+
+LIB_NAMES = {"so": "lib.so", "tar": "lib.tar"}
+
+
+@dataclasses.dataclass
+class ExportedModel:
+    """The traced model.
+
+    Attributes:
+        mod: the Relax IRModule with entry functions ``embed``, ``prefill``, ``decode``,
+            ``batch_prefill``, ``batch_decode``, ``create_paged_kv_cache``.
+        params: ``[(name, shape, dtype)]`` in the order the entry functions take them.
+        model: the (quantized) ``nn.Module``, whose modules own ``quantize_weight``.
+    """
+
+    mod: tvm.IRModule
+    params: list[tuple[str, tuple[int, ...], str]]
+    model: object
+
+
+def build_model(recipe: Recipe, target) -> object:
+    """The quantized ``nn.Module`` of a recipe, its KV cache built for ``target``."""
+    arch = get_architecture(recipe.architecture)
+    scheme = get_scheme(recipe.scheme)
+    cfg = arch.config_from_hf(recipe.config, path=recipe.path)
+    model = arch.model_class(cfg, scheme.model_dtype, target)
+    return scheme.quantize_model(model)
+
+
+def export_model(recipe: Recipe, desc: TargetDescriptor) -> ExportedModel:
+    """Trace the recipe's model for a target into Relax."""
+    target = tvm_target(desc)
+    model = build_model(recipe, target)
+    with target:
+        mod, named_params = model.export_tvm(spec=model.get_default_spec(), allow_extern=False)
+    params = [(name, tuple(int(x) for x in p.shape), str(p.dtype)) for name, p in named_params]
+    return ExportedModel(mod=mod, params=params, model=model)
+
+
+def variable_bounds(recipe: Recipe) -> dict[str, int]:
+    """Largest run-time value of each symbolic size (for static memory planning)."""
+    b = recipe.build
+    return {
+        "seq_len": b.prefill_chunk_size,
+        "batch_size": b.max_batch_size,
+        "total_seq_len": b.context_window_size,
+    }
+
+
+def build_library(
+    recipe: Recipe,
+    desc: TargetDescriptor,
+    out_dir: Path,
+    timings: dict[str, float],
+    tuning_dir: Path | None = None,
+    on_phase: Callable[[str], None] | None = None,
+) -> tuple[Path, ExportedModel]:
+    """Compile the recipe for a target and write the library into ``out_dir``.
+
+    The library is ``lib.so`` (``output.format = "so"``) or ``lib.tar``: a tar of
+    object files of a system library whose symbols carry
+    ``recipe.build.system_lib_prefix`` (``"tar"``, for static linking in apps).
+
+    Returns:
+        ``(library path, exported model)``; ``timings`` gains seconds per phase.
+    Raises:
+        TargetError: the installed TVM cannot generate code for the target.
+    """
+    import time
+
+    desc.check_codegen()
+    target = tvm_target(desc)
+    if on_phase:
+        on_phase("export")
+    t0 = time.perf_counter()
+    exported = export_model(recipe, desc)
+    mod = exported.mod
+    if desc.system_lib:
+        mod = mod.with_attr("system_lib_prefix", recipe.build.system_lib_prefix)
+    timings["export"] = time.perf_counter() - t0
+
+    pipeline = build_pipeline(target, variable_bounds(recipe), timings, tuning_dir, on_phase)
+    ex = relax.build(mod, target, relax_pipeline=pipeline, system_lib=desc.system_lib)
+    if on_phase:
+        on_phase("codegen+export")
+    t0 = time.perf_counter()
+    lib_path = out_dir / LIB_NAMES[desc.output_format]
+    if desc.output_format == "tar":
+        from tvm.contrib import tar as _tar
+
+        ex.export_library(str(lib_path), fcompile=_tar.tar)
+    else:
+        ex.export_library(str(lib_path))
+    timings["codegen+export"] = time.perf_counter() - t0
+    return lib_path, exported

@@ -1,0 +1,112 @@
+"""Our Relax/TIR passes.
+
+- :func:`fuse_dequantize_matmul`: TVM's ``FuseOps`` does not fuse an injective
+  producer into a matmul (an out-elementwise-fusable op), so the dequantized weight
+  would be materialized in full before every matmul. This pass finds
+  ``call_tir(dequantize*) -> call_tir(matmul*)`` pairs and merges each into one
+  PrimFunc, so the kernel reads the packed ``uint32`` weights directly (what
+  MLC-LLM's ``FuseDequantizeMatmulEwise`` does).
+- :func:`attach_variable_bounds`: upper bounds of the symbolic sizes, which let
+  static memory planning allocate fixed buffers.
+- :func:`check_device_kernels`: no GPU kernel may silently become host code.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax, tirx
+from tvm.relax.dpl.pattern import GlobalVarPattern, TuplePattern, is_op, wildcard
+
+from ..errors import MlcbuildError
+
+_DEQUANT_PREFIXES = ("dequantize", "fused_dequantize")
+
+
+def _dequant_matmul_patterns():
+    patterns = []
+    for n_aux in (1, 2, 3):
+        for n_extra in (0, 1, 2):
+            dequant = is_op("relax.call_tir")(
+                GlobalVarPattern(), TuplePattern([wildcard() for _ in range(n_aux)]), add_constraint=False
+            )
+            matmul = is_op("relax.call_tir")(
+                GlobalVarPattern(),
+                TuplePattern([wildcard(), dequant] + [wildcard() for _ in range(n_extra)]),
+                add_constraint=False,
+            )
+
+            def check(ctx) -> bool:
+                dq = ctx.annotated_expr["dequant"]
+                mm = ctx.annotated_expr["matmul"]
+                dq_name = dq.args[0].name_hint
+                mm_name = mm.args[0].name_hint
+                return dq_name.startswith(_DEQUANT_PREFIXES) and "matmul" in mm_name
+
+            patterns.append(("dequantize_matmul", matmul, {"dequant": dequant, "matmul": matmul}, check))
+    return patterns
+
+
+@tvm.transform.module_pass(opt_level=0, name="FuseDequantizeMatmul")
+def fuse_dequantize_matmul(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Merge each dequantize PrimFunc into the matmul/GEMV that consumes it (after ``FuseTIR``)."""
+    mod = relax.transform.FuseOpsByPattern(_dequant_matmul_patterns())(mod)
+    return relax.transform.FuseTIR()(mod)
+
+
+def attach_variable_bounds(bounds: dict[str, int]):
+    """A pass setting ``tir_var_upper_bound`` on every Relax function.
+
+    Args:
+        bounds: symbolic size name -> largest value at run time, e.g.
+            ``{"seq_len": prefill_chunk_size, "batch_size": max_batch_size}``.
+    """
+
+    @tvm.transform.module_pass(opt_level=0, name="AttachVariableBounds")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        out = tvm.IRModule(mod.functions, attrs=mod.attrs)
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                func = func.with_attr("tir_var_upper_bound", bounds).with_attr("tir_non_negative_var", list(bounds))
+                out[gv] = func
+        return out
+
+    return _pass
+
+
+def _has_thread_binding(func: tirx.PrimFunc) -> bool:
+    # TVMScript text is the stable interface across TIR API changes (0.27 has no stmt_functor).
+    text = func.script()
+    return "blockIdx" in text or "threadIdx" in text
+
+
+def unscheduled_device_kernels(mod: tvm.IRModule) -> list[str]:
+    """Names of PrimFuncs with no GPU thread binding (they would run as host code)."""
+    bad = []
+    for gv, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc) and not _has_thread_binding(func):
+            attrs = func.attrs or {}
+            if "tirx.is_host_func" in attrs or "tir.is_host_func" in attrs:
+                continue
+            bad.append(gv.name_hint)
+    return sorted(bad)
+
+
+def check_device_kernels(target_kind: str):
+    """A pass that fails if any kernel of a GPU build has no thread binding.
+
+    Raises:
+        MlcbuildError: naming the kernels; without this they compile silently as
+            (slow, wrong-place) host code.
+    """
+
+    @tvm.transform.module_pass(opt_level=0, name="CheckDeviceKernels")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        bad = unscheduled_device_kernels(mod)
+        if bad:
+            raise MlcbuildError(
+                f"{len(bad)} kernel(s) have no {target_kind} schedule and would run on the host: {', '.join(bad[:8])}",
+                fix="add a schedule rule for them in mlcbuild/compiler/pipeline.py",
+            )
+        return mod
+
+    return _pass

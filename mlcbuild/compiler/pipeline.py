@@ -1,0 +1,119 @@
+"""The Relax pipeline, in named phases.
+
+graph     FuseTransposeMatmul (``x @ W^T`` as one NT matmul)
+lower     LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
+tir       FuseDequantizeMatmul (our pass), DeadCodeElimination
+schedule  tuned records from ``tuning_logs/<target>/`` (MetaScheduleApplyDatabase),
+          then dlight defaults: GPU Matmul/GEMV/Reduction/GeneralReduction/Fallback,
+          CPU GEMV/Reduction; GPU builds are checked to have no host-bound kernel
+vm        memory planning and VM lowering
+
+Each phase is timed (seconds) into the ``timings`` dict handed in.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import tvm
+from tvm import relax
+from tvm.s_tir import dlight as dl
+
+from .passes import attach_variable_bounds, check_device_kernels, fuse_dequantize_matmul
+
+
+def _timed(name: str, passes: list, timings: dict[str, float], on_phase: Callable[[str], None] | None):
+    seq = tvm.transform.Sequential(passes, name=name)
+
+    @tvm.transform.module_pass(opt_level=0, name=f"phase_{name}")
+    def _phase(mod, _ctx):
+        if on_phase:
+            on_phase(name)
+        t0 = time.perf_counter()
+        mod = seq(mod)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        return mod
+
+    return _phase
+
+
+def schedule_rules(target) -> list:
+    """The dlight rules for a target: GPU rules for GPU kinds, CPU rules for llvm."""
+    if "gpu" in target.keys:
+        return [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
+    return [dl.cpu.GEMV(), dl.cpu.Reduction()]
+
+
+def apply_tuning_records(work_dir: Path | None):
+    """``MetaScheduleApplyDatabase`` over a JSON database directory, or a no-op."""
+    if work_dir is None:
+        return tvm.transform.Sequential([])
+    from tvm.s_tir import meta_schedule as ms
+
+    @tvm.transform.module_pass(opt_level=0, name="ApplyTuningRecords")
+    def _pass(mod, _ctx):
+        db = ms.database.JSONDatabase(
+            path_workload=str(work_dir / "database_workload.json"),
+            path_tuning_record=str(work_dir / "database_tuning_record.json"),
+        )
+        with db:
+            return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+
+    return _pass
+
+
+def build_pipeline(
+    target,
+    variable_bounds: dict[str, int],
+    timings: dict[str, float],
+    tuning_dir: Path | None = None,
+    on_phase: Callable[[str], None] | None = None,
+):
+    """The whole Relax pipeline for ``target``, as one pass for ``tvm.relax.build``.
+
+    Args:
+        target: the ``tvm.target.Target`` (with host).
+        variable_bounds: largest run-time value of each symbolic size, tokens/sequences.
+        timings: filled with seconds per phase.
+        tuning_dir: a MetaSchedule JSON database to apply first, if any.
+        on_phase: called with each phase's name as it starts (progress display).
+    """
+    is_gpu = "gpu" in target.keys
+    phases = [
+        ("graph", [attach_variable_bounds(variable_bounds), relax.transform.FuseTransposeMatmul()]),
+        (
+            "lower",
+            [
+                relax.transform.LegalizeOps(),
+                relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FoldConstant(),
+                relax.transform.FuseOps(),
+                relax.transform.FuseTIR(),
+            ],
+        ),
+        ("tir", [fuse_dequantize_matmul, relax.transform.DeadCodeElimination()]),
+        (
+            "schedule",
+            [apply_tuning_records(tuning_dir), dl.ApplyDefaultSchedule(*schedule_rules(target))]
+            + ([check_device_kernels(target.kind.name)] if is_gpu else []),
+        ),
+        (
+            "vm",
+            [
+                relax.transform.RewriteDataflowReshape(),
+                relax.transform.ToNonDataflow(),
+                relax.transform.RemovePurityChecking(),
+                relax.transform.CallTIRRewrite(),
+                relax.transform.StaticPlanBlockMemory(),
+                relax.transform.LowerAllocTensor(),
+                relax.transform.KillAfterLastUse(),
+                relax.transform.LowerRuntimeBuiltin(),
+                relax.transform.ComputePrimValue(),
+                relax.transform.VMShapeLower(),
+                relax.transform.AttachGlobalSymbol(),
+            ],
+        ),
+    ]
+    return tvm.transform.Sequential([_timed(name, passes, timings, on_phase) for name, passes in phases])

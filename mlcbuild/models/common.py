@@ -1,0 +1,179 @@
+"""Blocks shared by the decoder-only architectures, in ``tvm.relax.frontend.nn``.
+
+Shapes use ``b`` = batch, ``s`` = sequence length (symbolic), ``d`` = hidden size,
+``h``/``h_kv`` = query/KV heads, ``hd`` = head dim.  Mirrors the structure of
+Hugging Face ``transformers/models/llama/modeling_llama.py``, with q/k/v and
+gate/up projections fused (the loader concatenates the checkpoint's tensors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tvm import relax as rx
+from tvm import te
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
+
+from ..errors import RecipeError
+
+
+class Embedding(nn.Embedding):
+    """Token embedding ``[vocab, d]`` that can also serve as a tied LM head."""
+
+    def lm_head_forward(self, x: Tensor) -> Tensor:
+        """Logits with the embedding as the output projection.
+
+        Args:
+            x: hidden states ``[b, s, d]`` of the model dtype.
+        Returns:
+            ``[b, s, vocab]`` of the model dtype.
+        """
+        return op.matmul(x, op.permute_dims(self.weight))
+
+
+class GatedMLP(nn.Module):
+    """SwiGLU feed-forward: ``down(act(gate(x)) * up(x))`` with gate and up fused.
+
+    Source: ``LlamaMLP`` in Hugging Face ``modeling_llama.py`` (Shazeer 2020, GLU variants).
+    """
+
+    def __init__(self, hidden_size: int, intermediate_size: int, dtype: str, act: str = "silu"):
+        self.intermediate_size = intermediate_size
+        self.gate_up_proj = nn.Linear(hidden_size, 2 * intermediate_size, bias=False, dtype=dtype)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False, dtype=dtype)
+        self.act = act
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[b, s, d]`` -> ``[b, s, d]``."""
+        gate_up = self.gate_up_proj(x)
+        gate, up = op.split(gate_up, 2, axis=-1)
+        return self.down_proj(op.silu(gate) * up)
+
+
+class PagedAttention(nn.Module):
+    """Multi-head attention with grouped KV heads on TVM's paged KV cache.
+
+    RoPE is applied inside the KV cache's fused attention kernel
+    (``vm.builtin.attention_kv_cache_attention_with_fused_qkv``), as MLC-LLM does.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, head_dim: int, dtype: str):
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.qkv_proj = nn.Linear(hidden_size, (num_heads + 2 * num_kv_heads) * head_dim, bias=False, dtype=dtype)
+        self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=False, dtype=dtype)
+
+    def forward(self, x: Tensor, paged_kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+        """``[b, s, d]`` -> ``[b, s, d]``; appends this step's K/V to the cache for ``layer_id``."""
+        b, s, _ = x.shape
+        qkv = op.reshape(self.qkv_proj(x), (b, s, self.num_heads + 2 * self.num_kv_heads, self.head_dim))
+        out = paged_kv_cache.attention_with_fused_qkv(layer_id, qkv, self.num_heads, sm_scale=self.head_dim**-0.5)
+        return self.o_proj(op.reshape(out, (b, s, self.num_heads * self.head_dim)))
+
+
+@dataclasses.dataclass(frozen=True)
+class KVCacheSpec:
+    """What the paged KV cache needs to know about a model."""
+
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rope_theta: float
+    rope_scaling: dict[str, Any]
+
+
+def create_tir_paged_kv_cache(
+    spec: KVCacheSpec,
+    dtype: str,
+    target,
+    max_batch_size: Any,
+    max_total_seq_len: Any,
+    prefill_chunk_size: Any,
+    page_size: Any,
+    support_sliding_window: Any,
+) -> PagedKVCache:
+    """Build TVM's TIR paged KV cache (``TIRPagedKVCache``) for ``target``.
+
+    The size arguments are symbolic ints bound at run time by the caller of
+    ``create_paged_kv_cache``: batch (sequences), total tokens, tokens per prefill,
+    tokens per page, and 0/1 for sliding-window support.
+    """
+    return TIRPagedKVCache(
+        attn_kind="mha",
+        max_batch_size=max_batch_size,
+        max_total_seq_len=max_total_seq_len,
+        prefill_chunk_size=prefill_chunk_size,
+        page_size=page_size,
+        support_sliding_window=support_sliding_window,
+        layer_partition=rx.ShapeExpr([0, spec.num_hidden_layers]),
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        qk_head_dim=spec.head_dim,
+        v_head_dim=spec.head_dim,
+        mla_original_qk_head_dim=0,
+        mla_original_v_head_dim=0,
+        rope_mode=RopeMode.NORMAL,
+        rope_scale=1,
+        rope_theta=spec.rope_theta,
+        # TVM's kernels take {} for plain RoPE and reject rope_type "default".
+        rope_scaling={} if spec.rope_scaling.get("rope_type") == "default" else dict(spec.rope_scaling),
+        rope_ext_factors=rx.prim_value(0),
+        rotary_dim=spec.head_dim,
+        enable_disaggregation=False,
+        dtype=dtype,
+        target=target,
+    )
+
+
+def last_token(x: Tensor) -> Tensor:
+    """``[b, s, d]`` -> ``[b, 1, d]``: the hidden state of the last position."""
+
+    def _index(t: te.Tensor):
+        b, s, d = t.shape
+        return te.compute((b, 1, d), lambda i, _, k: t[i, s - 1, k], name="index")
+
+    return op.tensor_expr_op(_index, name_hint="index", args=[x])
+
+
+def parse_rope_scaling(cfg: dict[str, Any], path) -> tuple[float, dict[str, Any]]:
+    """Read RoPE base and scaling from a config.json, in either spelling.
+
+    Accepts ``rope_theta`` + ``rope_scaling`` (transformers 4.x configs, what the hub
+    serves) and ``rope_parameters`` (transformers 5.x). Supported types: ``default``
+    and ``llama3`` (Llama 3.1/3.2; see ``_compute_llama3_parameters`` in
+    ``transformers/modeling_rope_utils.py``).
+
+    Returns:
+        ``(rope_theta, rope_scaling)`` where ``rope_scaling`` has a ``rope_type`` key.
+    Raises:
+        RecipeError: an unsupported scaling type or missing llama3 parameters.
+    """
+    params = cfg.get("rope_parameters") or {}
+    scaling = dict(cfg.get("rope_scaling") or params or {})
+    theta = float(cfg.get("rope_theta", params.get("rope_theta", 10000.0)))
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    if rope_type == "default":
+        return theta, {"rope_type": "default"}
+    if rope_type == "llama3":
+        needed = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+        missing = [k for k in needed if k not in scaling]
+        if missing:
+            raise RecipeError(
+                f"model.config.rope_scaling of type llama3 lacks {', '.join(missing)}",
+                path=path,
+                fix="copy rope_scaling from the checkpoint's config.json verbatim",
+            )
+        out = {"rope_type": "llama3"}
+        out.update({k: float(scaling[k]) for k in needed})
+        return theta, out
+    raise RecipeError(
+        f"model.config.rope_scaling type {rope_type!r} is not supported; supported: default, llama3",
+        path=path,
+        fix="use a checkpoint with a supported RoPE scaling, or add the type to mlcbuild/models/common.py",
+    )

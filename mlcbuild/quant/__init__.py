@@ -1,0 +1,37 @@
+"""Quantization schemes: the registry maps a recipe's ``quantization.scheme`` to one.
+
+Names and math follow MLC-LLM's registry (``python/mlc_llm/quantization/quantization.py``)
+so that numbers are comparable: ``q{bits}f{act bits}_{layout}``.
+"""
+
+from __future__ import annotations
+
+from .base import Scheme
+from .group import GroupQuant
+from .none import NoQuant
+
+SCHEMES: dict[str, Scheme] = {
+    s.name: s
+    for s in (
+        NoQuant("q0f32", model_dtype="float32"),
+        NoQuant("q0f16", model_dtype="float16"),
+        GroupQuant("q4f16_1", bits=4, group_size=32, model_dtype="float16", layout="NK"),
+        GroupQuant("q4f32_1", bits=4, group_size=32, model_dtype="float32", layout="NK"),
+        GroupQuant("q4f16_0", bits=4, group_size=32, model_dtype="float16", layout="KN"),
+        GroupQuant("q3f16_1", bits=3, group_size=40, model_dtype="float16", layout="NK"),
+    )
+}
+
+
+def get_scheme(name: str) -> Scheme:
+    """The scheme registered as ``name``.
+
+    Raises:
+        KeyError: with the allowed names (recipes are validated before this is reached).
+    """
+    if name not in SCHEMES:
+        raise KeyError(f"unknown quantization scheme {name!r}; allowed: {', '.join(SCHEMES)}")
+    return SCHEMES[name]
+
+
+__all__ = ["SCHEMES", "Scheme", "GroupQuant", "NoQuant", "get_scheme"]

@@ -1,0 +1,48 @@
+"""The interface every quantization scheme implements."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from tvm.relax.frontend import nn
+
+
+class Scheme:
+    """A quantization scheme.
+
+    Attributes:
+        name: registry name, e.g. ``"q4f16_1"``.
+        model_dtype: activation dtype of the compiled model, ``"float16"`` or ``"float32"``.
+    """
+
+    name: str
+    model_dtype: str
+
+    def check_model(self, cfg: Any, path=None) -> None:
+        """Raise ``RecipeError`` if the scheme cannot quantize a model of this config."""
+
+    def quantize_model(self, model: nn.Module) -> nn.Module:
+        """Swap the model's linear and embedding modules for quantized ones (in place)."""
+        return model
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-data description, for ``mlc-chat-config.json`` and tables."""
+        return {"name": self.name, "model_dtype": self.model_dtype}
+
+
+def replace_modules(module: nn.Module, fn: Callable[[nn.Module], nn.Module | None]) -> nn.Module:
+    """Walk ``module``'s children depth first; where ``fn(child)`` returns a module, put it in the child's place.
+
+    Returns the (possibly replaced) root.
+    """
+    new = fn(module)
+    if new is not None:
+        return new
+    if isinstance(module, nn.ModuleList):
+        for i, child in enumerate(module.modules):
+            module.modules[i] = replace_modules(child, fn)
+        return module
+    for key, child in list(vars(module).items()):
+        if isinstance(child, nn.Module):
+            setattr(module, key, replace_modules(child, fn))
+    return module

@@ -1,0 +1,242 @@
+"""Recipes: a model, a quantization scheme and build options, read from TOML.
+
+A recipe file looks like::
+
+    [model]
+    name = "Llama-3.2-1B-Instruct"
+    architecture = "llama"
+    source = "meta-llama/Llama-3.2-1B-Instruct"   # hub id or local path
+    [model.config]                                # the checkpoint's config.json, verbatim
+    hidden_size = 2048
+    ...
+    [quantization]
+    scheme = "q4f16_1"
+    [build]
+    context_window_size = 4096
+    prefill_chunk_size = 512
+    max_batch_size = 1
+
+Validation is strict: an unknown key, a wrong type or an unknown name is a
+:class:`~mlcbuild.errors.RecipeError` naming the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .errors import RecipeError
+
+# section -> key -> (type, required, default)
+_SCHEMA: dict[str, dict[str, tuple[type, bool, Any]]] = {
+    "model": {
+        "name": (str, True, None),
+        "architecture": (str, True, None),
+        "source": (str, True, None),
+        "config": (dict, True, None),
+    },
+    "quantization": {
+        "scheme": (str, True, None),
+    },
+    "build": {
+        "context_window_size": (int, False, None),  # default: config's max_position_embeddings
+        "prefill_chunk_size": (int, False, 2048),
+        "max_batch_size": (int, False, 1),
+        "page_size": (int, False, 16),
+        "system_lib_prefix": (str, False, None),  # default: derived from model name + scheme
+    },
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", dict: "a table", bool: "a boolean", float: "a number"}
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+    """Build options of a recipe.
+
+    Attributes:
+        context_window_size: maximum tokens in one sequence (prompt + generated), tokens.
+        prefill_chunk_size: maximum tokens in one prefill call, tokens.
+        max_batch_size: maximum sequences decoded together.
+        page_size: tokens per page of the paged KV cache.
+        system_lib_prefix: symbol prefix of the static library (Android/iOS), ends with ``_``.
+    """
+
+    context_window_size: int
+    prefill_chunk_size: int
+    max_batch_size: int
+    page_size: int
+    system_lib_prefix: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A validated recipe.
+
+    Attributes:
+        path: the TOML file it came from (``None`` when built in code).
+        name: model name, e.g. ``"Llama-3.2-3B-Instruct"``.
+        architecture: key of :data:`mlcbuild.models.ARCHITECTURES`, e.g. ``"llama"``.
+        source: hub id or local directory of the checkpoint.
+        config: the checkpoint's ``config.json`` keys, verbatim.
+        scheme: key of :data:`mlcbuild.quant.SCHEMES`, e.g. ``"q4f16_1"``.
+        build: the build options.
+    """
+
+    path: Path | None
+    name: str
+    architecture: str
+    source: str
+    config: dict[str, Any]
+    scheme: str
+    build: BuildOptions
+
+    def canonical(self) -> dict[str, Any]:
+        """The recipe as plain data, independent of the file's formatting or key order.
+
+        This, not the file's bytes, enters the cache key: reformatting a recipe or
+        reordering its keys does not change the key; changing any value does.
+        """
+        return {
+            "model": {
+                "name": self.name,
+                "architecture": self.architecture,
+                "source": self.source,
+                "config": self.config,
+            },
+            "quantization": {"scheme": self.scheme},
+            "build": dataclasses.asdict(self.build),
+        }
+
+    @property
+    def model_config(self):
+        """The architecture's parsed config (e.g. :class:`mlcbuild.models.llama.LlamaConfig`)."""
+        from .models import get_architecture
+
+        return get_architecture(self.architecture).config_from_hf(self.config, path=self.path)
+
+
+def default_system_lib_prefix(name: str, scheme: str) -> str:
+    """A C-identifier prefix for a static library: ``"<name>_<scheme>_"``, lower case.
+
+    Several models linked into one app binary need distinct prefixes; MLC-LLM's is
+    ``f"{model_type}_{quantization}_"`` which collides for two sizes of one family,
+    so ours uses the model name.
+    """
+    slug = re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
+    if not slug or slug[0].isdigit():
+        slug = "m_" + slug
+    return f"{slug}_{scheme}_"
+
+
+def _check_section(path: Path | str, section: str, table: Any) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise RecipeError(f"[{section}] must be a table", path=path, fix=f"write a [{section}] section")
+    schema = _SCHEMA[section]
+    unknown = sorted(set(table) - set(schema))
+    if unknown:
+        raise RecipeError(
+            f"unknown key {section}.{unknown[0]}; allowed keys in [{section}]: {', '.join(schema)}",
+            path=path,
+            fix=f"remove or rename {section}.{unknown[0]}",
+        )
+    out: dict[str, Any] = {}
+    for key, (typ, required, default) in schema.items():
+        if key not in table:
+            if required:
+                raise RecipeError(f"missing required key {section}.{key}", path=path, fix=f"add {key} = ... under [{section}]")
+            out[key] = default
+            continue
+        value = table[key]
+        if typ is int and isinstance(value, bool) or not isinstance(value, typ):
+            raise RecipeError(
+                f"{section}.{key} must be {_TYPE_NAMES[typ]}, got {type(value).__name__} {value!r}",
+                path=path,
+                fix=f"give {section}.{key} {_TYPE_NAMES[typ]}",
+            )
+        if typ is int and value <= 0:
+            raise RecipeError(f"{section}.{key} must be positive, got {value}", path=path, fix=f"set {section}.{key} >= 1")
+        out[key] = value
+    return out
+
+
+def parse_recipe(data: dict[str, Any], path: Path | str | None = None) -> Recipe:
+    """Validate recipe data (already parsed from TOML) and return a :class:`Recipe`.
+
+    Raises:
+        RecipeError: unknown section or key, wrong type, unknown architecture or scheme,
+            a model config the architecture rejects, or inconsistent build options.
+    """
+    from .models import ARCHITECTURES, get_architecture
+    from .quant import SCHEMES
+
+    where = path if path is not None else "<recipe>"
+    unknown = sorted(set(data) - set(_SCHEMA))
+    if unknown:
+        raise RecipeError(
+            f"unknown section [{unknown[0]}]; allowed sections: {', '.join(f'[{s}]' for s in _SCHEMA)}",
+            path=where,
+            fix=f"remove or rename [{unknown[0]}]",
+        )
+    for section in ("model", "quantization"):
+        if section not in data:
+            raise RecipeError(f"missing section [{section}]", path=where, fix=f"add a [{section}] section")
+    model = _check_section(where, "model", data["model"])
+    quant = _check_section(where, "quantization", data["quantization"])
+    build = _check_section(where, "build", data.get("build", {}))
+
+    if model["architecture"] not in ARCHITECTURES:
+        raise RecipeError(
+            f"unknown model.architecture {model['architecture']!r}; supported: {', '.join(sorted(ARCHITECTURES))}",
+            path=where,
+            fix="choose one of the supported architectures",
+        )
+    if quant["scheme"] not in SCHEMES:
+        raise RecipeError(
+            f"unknown quantization.scheme {quant['scheme']!r}; allowed: {', '.join(SCHEMES)}",
+            path=where,
+            fix="choose one of the allowed schemes",
+        )
+    cfg = get_architecture(model["architecture"]).config_from_hf(model["config"], path=where)
+    SCHEMES[quant["scheme"]].check_model(cfg, path=where)
+
+    if build["context_window_size"] is None:
+        build["context_window_size"] = cfg.max_position_embeddings
+    if build["prefill_chunk_size"] > build["context_window_size"]:
+        build["prefill_chunk_size"] = build["context_window_size"]
+    prefix = build["system_lib_prefix"] or default_system_lib_prefix(model["name"], quant["scheme"])
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*_", prefix):
+        raise RecipeError(
+            f"build.system_lib_prefix {prefix!r} must be a C identifier ending in '_'",
+            path=where,
+            fix="use letters, digits and '_' only, ending with '_'",
+        )
+    build["system_lib_prefix"] = prefix
+    return Recipe(
+        path=Path(path) if path is not None else None,
+        name=model["name"],
+        architecture=model["architecture"],
+        source=model["source"],
+        config=dict(model["config"]),
+        scheme=quant["scheme"],
+        build=BuildOptions(**build),
+    )
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe TOML file.
+
+    Raises:
+        RecipeError: the file is missing, is not valid TOML, or fails validation.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError("recipe file not found", path=path, fix="pass the path of a recipes/*.toml file")
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"not valid TOML: {e}", path=path, fix="fix the TOML syntax at the position given") from e
+    return parse_recipe(data, path)

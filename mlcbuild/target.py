@@ -1,0 +1,294 @@
+"""Target descriptors: a real device described in TOML, turned into a ``tvm.target.Target``.
+
+A descriptor (``targets/<name>.toml``)::
+
+    [target]
+    name = "s24"
+    description = "Samsung Galaxy S24 (Snapdragon 8 Gen 3): Adreno 750 via OpenCL"
+    memory_budget_bytes = 4294967296      # what one app may hold on the device
+    [device]                              # where the kernels run
+    kind = "opencl"                       # llvm | opencl | metal | vulkan | webgpu | cuda
+    device = "adreno"
+    max_threads_per_block = 512
+    max_shared_memory_per_block = 32768   # bytes
+    thread_warp_size = 1
+    [host]                                # the CPU that drives it (and runs CPU-only targets)
+    mtriple = "aarch64-linux-android"
+    mattr = ["+neon", "+dotprod", "+i8mm", "+fullfp16"]
+    num_cores = 8
+    [output]
+    format = "tar"                        # "so" (host) or "tar" (objects of a system library)
+
+``mtriple``/``mcpu`` may be ``"native"``: this machine's CPU. :func:`tvm_target` is
+the one function that turns a descriptor into a TVM target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .errors import TargetError
+
+REPO_TARGETS = Path(__file__).resolve().parent.parent / "targets"
+GPU_KINDS = ("opencl", "metal", "vulkan", "webgpu", "cuda")
+DEVICE_KINDS = ("llvm",) + GPU_KINDS
+OUTPUT_FORMATS = ("so", "tar")
+
+_SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    "target": {"name": ((str,), True), "description": ((str,), False), "memory_budget_bytes": ((int,), True)},
+    "device": {
+        "kind": ((str,), True),
+        "device": ((str,), False),
+        "max_threads_per_block": ((int,), False),
+        "max_shared_memory_per_block": ((int,), False),
+        "thread_warp_size": ((int,), False),
+    },
+    "host": {"mtriple": ((str,), True), "mcpu": ((str,), False), "mattr": ((list,), False), "num_cores": ((int,), False)},
+    "output": {"format": ((str,), True)},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetDescriptor:
+    """A validated target descriptor.
+
+    Attributes:
+        name: the target's name (``--target NAME``).
+        description: one line for humans.
+        memory_budget_bytes: memory one app may use on the device, bytes.
+        device: the ``[device]`` table (``kind`` plus TVM target attributes).
+        host: the ``[host]`` table (``mtriple``, ``mcpu``, ``mattr``, ``num_cores``).
+        output_format: ``"so"`` (a shared library to load) or ``"tar"`` (objects of a
+            system library with a per-model prefix, for static linking into an app).
+        path: the TOML file, or ``None``.
+    """
+
+    name: str
+    description: str
+    memory_budget_bytes: int
+    device: dict[str, Any]
+    host: dict[str, Any]
+    output_format: str
+    path: Path | None = None
+
+    @property
+    def kind(self) -> str:
+        """The device's code generator: ``llvm``, ``opencl``, ``metal``, ..."""
+        return self.device["kind"]
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.kind in GPU_KINDS
+
+    @property
+    def system_lib(self) -> bool:
+        """Whether the library is built as a system library (static linking)."""
+        return self.output_format == "tar"
+
+    def check_codegen(self) -> None:
+        """Fail at once if the installed TVM cannot generate code for this target.
+
+        Raises:
+            TargetError: e.g. Vulkan, whose SPIR-V code generator is not in the PyPI wheel.
+        """
+        import tvm  # noqa: F401  (registers the code generators)
+        import tvm_ffi
+
+        if tvm_ffi.get_global_func(f"target.build.{self.kind}", allow_missing=True) is None:
+            hint = {
+                "vulkan": "the apache-tvm wheel from PyPI is built without Vulkan (SPIR-V); build TVM from source "
+                "with -DUSE_VULKAN=ON and install it into this environment, or use an OpenCL target (s24, pixel8)",
+            }.get(self.kind, f"install a TVM build with the {self.kind} code generator")
+            raise TargetError(
+                f"the installed TVM cannot generate code for device kind {self.kind!r} (no target.build.{self.kind})",
+                path=self.path or self.name,
+                fix=hint,
+            )
+
+    def codegen_available(self) -> bool:
+        try:
+            self.check_codegen()
+            return True
+        except TargetError:
+            return False
+
+
+def _native_host() -> dict[str, Any]:
+    """This machine's CPU as LLVM sees it, with the ISA level capped where LLVM is slow.
+
+    On x86 with AVX2+FMA the CPU is given as ``x86-64-v3``: with the exact CPU name of an
+    AVX-512 machine, LLVM 22 spent ~90 s per vectorized GEMV (notes from the feasibility spike).
+    """
+    import tvm
+
+    triple = tvm.target.codegen.llvm_get_system_triple().replace("-conda-", "-unknown-")
+    cpu = tvm.target.codegen.llvm_get_system_cpu()
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        try:
+            has_avx2 = tvm.target.codegen.llvm_cpu_has_features(["avx2", "fma"], tvm.target.Target({"kind": "llvm", "mcpu": cpu}))
+        except Exception:  # pragma: no cover
+            has_avx2 = False
+        cpu = "x86-64-v3" if has_avx2 else "x86-64"
+    return {"mtriple": triple, "mcpu": cpu}
+
+
+def resolved_host(desc: TargetDescriptor) -> dict[str, Any]:
+    """The ``[host]`` table as TVM attributes, with ``native`` resolved."""
+    host = dict(desc.host)
+    native = _native_host() if "native" in (host.get("mtriple"), host.get("mcpu")) else {}
+    out: dict[str, Any] = {"kind": "llvm"}
+    out["mtriple"] = native["mtriple"] if host["mtriple"] == "native" else host["mtriple"]
+    cpu = host.get("mcpu")
+    if cpu == "native":
+        cpu = native["mcpu"]
+    if cpu:
+        out["mcpu"] = cpu
+    if host.get("mattr"):
+        out["mattr"] = list(host["mattr"])
+    cores = host.get("num_cores")
+    out["num-cores"] = int(cores) if cores else (os.cpu_count() or 1)
+    return out
+
+
+def tvm_target(desc: TargetDescriptor):
+    """The ``tvm.target.Target`` (device + host) of a descriptor: the one place this is decided."""
+    from tvm.target import Target
+
+    host = resolved_host(desc)
+    if desc.kind == "llvm":
+        return Target(host, host=host)
+    device = {k: v for k, v in desc.device.items()}
+    return Target(device, host=host)
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    if hasattr(x, "items"):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if hasattr(x, "export"):
+        return _plain(x.export())
+    try:
+        return [_plain(v) for v in x]
+    except TypeError:
+        return str(x)
+
+
+def target_json(desc: TargetDescriptor) -> dict[str, Any]:
+    """The full target as TVM exports it (every attribute, defaults included), as plain data."""
+    return _plain(tvm_target(desc).export())
+
+
+def parse_target(data: dict[str, Any], path: Path | str | None = None) -> TargetDescriptor:
+    """Validate descriptor data (parsed TOML).
+
+    Raises:
+        TargetError: unknown section/key, wrong type, unknown device kind or output format.
+    """
+    where = path or "<target>"
+    unknown = sorted(set(data) - set(_SCHEMA))
+    if unknown:
+        raise TargetError(f"unknown section [{unknown[0]}]; allowed: {', '.join(_SCHEMA)}", path=where, fix=f"remove [{unknown[0]}]")
+    out: dict[str, dict[str, Any]] = {}
+    for section, schema in _SCHEMA.items():
+        table = data.get(section)
+        if not isinstance(table, dict):
+            raise TargetError(f"missing section [{section}]", path=where, fix=f"add a [{section}] table")
+        bad = sorted(set(table) - set(schema))
+        if bad:
+            raise TargetError(
+                f"unknown key {section}.{bad[0]}; allowed keys in [{section}]: {', '.join(schema)}",
+                path=where,
+                fix=f"remove or rename {section}.{bad[0]}",
+            )
+        for key, (types, required) in schema.items():
+            if key not in table:
+                if required:
+                    raise TargetError(f"missing required key {section}.{key}", path=where, fix=f"add {key} under [{section}]")
+                continue
+            v = table[key]
+            if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+                raise TargetError(f"{section}.{key} has the wrong type ({type(v).__name__})", path=where, fix=f"fix {section}.{key}")
+        out[section] = dict(table)
+    if out["device"]["kind"] not in DEVICE_KINDS:
+        raise TargetError(
+            f"unknown device.kind {out['device']['kind']!r}; allowed: {', '.join(DEVICE_KINDS)}",
+            path=where,
+            fix="choose one of the allowed device kinds",
+        )
+    if out["output"]["format"] not in OUTPUT_FORMATS:
+        raise TargetError(
+            f"unknown output.format {out['output']['format']!r}; allowed: {', '.join(OUTPUT_FORMATS)}",
+            path=where,
+            fix="use 'so' for a loadable library or 'tar' for a static system library",
+        )
+    return TargetDescriptor(
+        name=out["target"]["name"],
+        description=out["target"].get("description", ""),
+        memory_budget_bytes=out["target"]["memory_budget_bytes"],
+        device=out["device"],
+        host=out["host"],
+        output_format=out["output"]["format"],
+        path=Path(path) if path else None,
+    )
+
+
+def target_dirs() -> list[Path]:
+    """Where target names are looked up: ``./targets`` then the repository's ``targets/``."""
+    dirs = [Path.cwd() / "targets", REPO_TARGETS]
+    seen, out = set(), []
+    for d in dirs:
+        r = d.resolve()
+        if r not in seen and d.is_dir():
+            seen.add(r)
+            out.append(d)
+    return out
+
+
+def load_target(name_or_path: str | Path) -> TargetDescriptor:
+    """Load a descriptor by name (``s24``) or by path (``targets/s24.toml``).
+
+    Raises:
+        TargetError: not found (the message lists the known names), bad TOML, or invalid.
+    """
+    p = Path(name_or_path)
+    if p.suffix != ".toml" or not p.is_file():
+        for d in target_dirs():
+            cand = d / f"{name_or_path}.toml"
+            if cand.is_file():
+                p = cand
+                break
+        else:
+            known = sorted({x.stem for d in target_dirs() for x in d.glob("*.toml")})
+            raise TargetError(
+                f"unknown target {str(name_or_path)!r}; known targets: {', '.join(known)}",
+                fix="pass one of the known names or the path of a target .toml",
+            )
+    try:
+        with p.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise TargetError(f"not valid TOML: {e}", path=p, fix="fix the TOML syntax") from e
+    return parse_target(data, p)
+
+
+def list_targets() -> list[TargetDescriptor]:
+    """Every descriptor found in :func:`target_dirs`, by name."""
+    out: dict[str, TargetDescriptor] = {}
+    for d in target_dirs():
+        for f in sorted(d.glob("*.toml")):
+            desc = load_target(f)
+            out.setdefault(desc.name, desc)
+    return [out[k] for k in sorted(out)]
+
+
+def canonical_target(desc: TargetDescriptor) -> str:
+    """The full target JSON as a canonical string (sorted keys), for cache keys."""
+    return json.dumps(target_json(desc), sort_keys=True, separators=(",", ":"))
