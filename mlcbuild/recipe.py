@@ -146,7 +146,9 @@ def _check_section(path: Path | str, section: str, table: Any) -> dict[str, Any]
     for key, (typ, required, default) in schema.items():
         if key not in table:
             if required:
-                raise RecipeError(f"missing required key {section}.{key}", path=path, fix=f"add {key} = ... under [{section}]")
+                raise RecipeError(
+                    f"missing required key {section}.{key}", path=path, fix=f"add {key} = ... under [{section}]"
+                )
             out[key] = default
             continue
         value = table[key]
@@ -157,7 +159,9 @@ def _check_section(path: Path | str, section: str, table: Any) -> dict[str, Any]
                 fix=f"give {section}.{key} {_TYPE_NAMES[typ]}",
             )
         if typ is int and value <= 0:
-            raise RecipeError(f"{section}.{key} must be positive, got {value}", path=path, fix=f"set {section}.{key} >= 1")
+            raise RecipeError(
+                f"{section}.{key} must be positive, got {value}", path=path, fix=f"set {section}.{key} >= 1"
+            )
         out[key] = value
     return out
 

@@ -49,7 +49,12 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "max_shared_memory_per_block": ((int,), False),
         "thread_warp_size": ((int,), False),
     },
-    "host": {"mtriple": ((str,), True), "mcpu": ((str,), False), "mattr": ((list,), False), "num_cores": ((int,), False)},
+    "host": {
+        "mtriple": ((str,), True),
+        "mcpu": ((str,), False),
+        "mattr": ((list,), False),
+        "num_cores": ((int,), False),
+    },
     "output": {"format": ((str,), True)},
 }
 
@@ -91,16 +96,26 @@ class TargetDescriptor:
         """Whether the library is built as a system library (static linking)."""
         return self.output_format == "tar"
 
-    def check_codegen(self) -> None:
+    def data(self) -> dict[str, Any]:
+        """The descriptor as plain data (what its TOML says), for cache keys and build.json."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "memory_budget_bytes": self.memory_budget_bytes,
+            "device": self.device,
+            "host": self.host,
+            "output_format": self.output_format,
+        }
+
+    def check_codegen(self, memo_dir: Path | None = None) -> None:
         """Fail at once if the installed TVM cannot generate code for this target.
 
         Raises:
             TargetError: e.g. Vulkan, whose SPIR-V code generator is not in the PyPI wheel.
         """
-        import tvm  # noqa: F401  (registers the code generators)
-        import tvm_ffi
+        from .stamp import available_codegens
 
-        if tvm_ffi.get_global_func(f"target.build.{self.kind}", allow_missing=True) is None:
+        if self.kind not in available_codegens(memo_dir):
             hint = {
                 "vulkan": "the apache-tvm wheel from PyPI is built without Vulkan (SPIR-V); build TVM from source "
                 "with -DUSE_VULKAN=ON and install it into this environment, or use an OpenCL target (s24, pixel8)",
@@ -132,7 +147,9 @@ def _native_host() -> dict[str, Any]:
     machine = platform.machine().lower()
     if machine in ("x86_64", "amd64"):
         try:
-            has_avx2 = tvm.target.codegen.llvm_cpu_has_features(["avx2", "fma"], tvm.target.Target({"kind": "llvm", "mcpu": cpu}))
+            has_avx2 = tvm.target.codegen.llvm_cpu_has_features(
+                ["avx2", "fma"], tvm.target.Target({"kind": "llvm", "mcpu": cpu})
+            )
         except Exception:  # pragma: no cover
             has_avx2 = False
         cpu = "x86-64-v3" if has_avx2 else "x86-64"
@@ -195,7 +212,9 @@ def parse_target(data: dict[str, Any], path: Path | str | None = None) -> Target
     where = path or "<target>"
     unknown = sorted(set(data) - set(_SCHEMA))
     if unknown:
-        raise TargetError(f"unknown section [{unknown[0]}]; allowed: {', '.join(_SCHEMA)}", path=where, fix=f"remove [{unknown[0]}]")
+        raise TargetError(
+            f"unknown section [{unknown[0]}]; allowed: {', '.join(_SCHEMA)}", path=where, fix=f"remove [{unknown[0]}]"
+        )
     out: dict[str, dict[str, Any]] = {}
     for section, schema in _SCHEMA.items():
         table = data.get(section)
@@ -211,11 +230,15 @@ def parse_target(data: dict[str, Any], path: Path | str | None = None) -> Target
         for key, (types, required) in schema.items():
             if key not in table:
                 if required:
-                    raise TargetError(f"missing required key {section}.{key}", path=where, fix=f"add {key} under [{section}]")
+                    raise TargetError(
+                        f"missing required key {section}.{key}", path=where, fix=f"add {key} under [{section}]"
+                    )
                 continue
             v = table[key]
             if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
-                raise TargetError(f"{section}.{key} has the wrong type ({type(v).__name__})", path=where, fix=f"fix {section}.{key}")
+                raise TargetError(
+                    f"{section}.{key} has the wrong type ({type(v).__name__})", path=where, fix=f"fix {section}.{key}"
+                )
         out[section] = dict(table)
     if out["device"]["kind"] not in DEVICE_KINDS:
         raise TargetError(
@@ -289,6 +312,44 @@ def list_targets() -> list[TargetDescriptor]:
     return [out[k] for k in sorted(out)]
 
 
-def canonical_target(desc: TargetDescriptor) -> str:
-    """The full target JSON as a canonical string (sorted keys), for cache keys."""
-    return json.dumps(target_json(desc), sort_keys=True, separators=(",", ":"))
+def _cpu_identity() -> str:
+    """This machine's CPU model and flags (what ``native`` resolves from)."""
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        keep = [
+            ln for ln in info.read_text().splitlines() if ln.startswith(("model name", "flags", "Features", "CPU part"))
+        ]
+        return "\n".join(sorted(set(keep)))
+    return f"{platform.machine()} {platform.processor()}"
+
+
+def full_target_json(desc: TargetDescriptor, memo_dir: Path | None = None) -> dict[str, Any]:
+    """:func:`target_json`, memoized in ``memo_dir`` so that a cache hit needs no TVM.
+
+    The memo is keyed by the descriptor's data, the toolchain and (for ``native``
+    descriptors) this machine's CPU identity and core count.
+    """
+    from .cache import content_key
+    from .stamp import toolchain_stamp
+
+    native = "native" in (desc.host.get("mtriple"), desc.host.get("mcpu"))
+    ident = content_key(
+        {
+            "target": desc.data(),
+            "toolchain": toolchain_stamp(memo_dir),
+            "cpu": (_cpu_identity(), os.cpu_count()) if native or not desc.host.get("num_cores") else None,
+        }
+    )
+    path = memo_dir / f"target-{ident[:24]}.json" if memo_dir else None
+    if path is not None and path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            pass
+    data = target_json(desc)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, sort_keys=True))
+        tmp.replace(path)
+    return data

@@ -53,7 +53,9 @@ def convert_params(
         if name not in pending:
             src = _source_name(name)
             if src not in param_map:
-                raise MlcbuildError(f"no checkpoint mapping for parameter {name}", fix="add it to the architecture's hf_param_map")
+                raise MlcbuildError(
+                    f"no checkpoint mapping for parameter {name}", fix="add it to the architecture's hf_param_map"
+                )
             hf_names, combine = param_map[src]
             arr = combine(*(np.asarray(read(n), dtype=np.float32) for n in hf_names))
             owner = _module_at(model, src.rsplit(".", 1)[0])

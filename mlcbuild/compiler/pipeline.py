@@ -7,6 +7,7 @@ schedule  tuned records from ``tuning_logs/<target>/`` (MetaScheduleApplyDatabas
           then dlight defaults: GPU Matmul/GEMV/Reduction/GeneralReduction/Fallback,
           CPU GEMV/Reduction; GPU builds are checked to have no host-bound kernel
 vm        memory planning and VM lowering
+codegen   (announced last; done by ``tvm.relax.build`` after the pipeline)
 
 Each phase is timed (seconds) into the ``timings`` dict handed in.
 """
@@ -116,4 +117,11 @@ def build_pipeline(
             ],
         ),
     ]
-    return tvm.transform.Sequential([_timed(name, passes, timings, on_phase) for name, passes in phases])
+
+    @tvm.transform.module_pass(opt_level=0, name="announce_codegen")
+    def _codegen_starts(mod, _ctx):
+        if on_phase:
+            on_phase("codegen")  # tvm.relax.build generates machine code after the pipeline
+        return mod
+
+    return tvm.transform.Sequential([_timed(n, p, timings, on_phase) for n, p in phases] + [_codegen_starts])

@@ -34,7 +34,7 @@ def _llama() -> Architecture:
         name="llama",
         hf_model_types=("llama", "mobilellm"),
         config_from_hf=llama.LlamaConfig.from_hf,
-        model_class=llama.LlamaForCausalLM,
+        model_class=llama.model_class,
         hf_param_map=llama.hf_param_map,
     )
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from tvm.relax.frontend import nn
-
 
 class Scheme:
     """A quantization scheme.
@@ -21,7 +19,7 @@ class Scheme:
     def check_model(self, cfg: Any, path=None) -> None:
         """Raise ``RecipeError`` if the scheme cannot quantize a model of this config."""
 
-    def quantize_model(self, model: nn.Module) -> nn.Module:
+    def quantize_model(self, model):
         """Swap the model's linear and embedding modules for quantized ones (in place)."""
         return model
 
@@ -30,11 +28,13 @@ class Scheme:
         return {"name": self.name, "model_dtype": self.model_dtype}
 
 
-def replace_modules(module: nn.Module, fn: Callable[[nn.Module], nn.Module | None]) -> nn.Module:
+def replace_modules(module, fn: Callable[[Any], Any]):
     """Walk ``module``'s children depth first; where ``fn(child)`` returns a module, put it in the child's place.
 
-    Returns the (possibly replaced) root.
+    Returns the (possibly replaced) root ``nn.Module``.
     """
+    from tvm.relax.frontend import nn
+
     new = fn(module)
     if new is not None:
         return new

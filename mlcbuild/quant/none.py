@@ -13,4 +13,9 @@ class NoQuant(Scheme):
         self.model_dtype = model_dtype
 
     def describe(self):
-        return {"name": self.name, "model_dtype": self.model_dtype, "kind": "none", "bits": 16 if "16" in self.model_dtype else 32}
+        return {
+            "name": self.name,
+            "model_dtype": self.model_dtype,
+            "kind": "none",
+            "bits": 16 if "16" in self.model_dtype else 32,
+        }

@@ -1,0 +1,235 @@
+"""The ``mlcbuild`` command line: parse, call one function, render with rich.
+
+Nothing below this module imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import MlcbuildError
+
+stdout = Console()
+err = Console(stderr=True)
+
+
+def _on_sigterm(signum, frame):  # let finally-blocks remove partial builds
+    raise SystemExit(128 + signum)
+
+
+def _fail(e: MlcbuildError) -> None:
+    err.print(f"[bold red]error:[/] {e.path + ': ' if e.path else ''}{e.message}", highlight=False)
+    if e.fix:
+        err.print(f"  [bold]fix:[/] {e.fix}", highlight=False)
+    sys.exit(2)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MlcbuildError as e:
+            _fail(e)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="mlcbuild")
+def main() -> None:
+    """mlcbuild: compile LLMs into device libraries with Apache TVM, reproducibly and cached."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+@main.command("compile")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "-t", "target_name", default="host", show_default=True, help="target name or .toml path")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="also copy the artifact here")
+@click.option("--json", "as_json", is_flag=True, help="print {artifact, key, cache, seconds} as JSON")
+@click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MLCBUILD_CACHE", help="build cache root"
+)
+def compile_cmd(recipe: Path, target_name: str, out: Path | None, as_json: bool, cache_dir: Path | None) -> None:
+    """Compile RECIPE for a target (default: host) into a cached library."""
+    from .cache import Cache
+    from .compile import compile_recipe
+    from .recipe import load_recipe
+    from .target import load_target
+
+    r = load_recipe(recipe)
+    desc = load_target(target_name)
+    with Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=err, transient=as_json
+    ) as progress:
+        task = progress.add_task(f"{r.name} -> {desc.name}: key", total=None)
+        started = {"t": time.perf_counter(), "name": "key"}
+
+        def on_phase(name: str) -> None:
+            if name == started["name"]:
+                return
+            if not as_json:
+                progress.console.print(
+                    f"  {started['name']:<15} {time.perf_counter() - started['t']:7.2f} s", highlight=False
+                )
+            started.update(t=time.perf_counter(), name=name)
+            progress.update(task, description=f"{r.name} -> {desc.name}: {name}")
+
+        result = compile_recipe(r, desc, cache=Cache(cache_dir), out=out, on_phase=on_phase)
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+    else:
+        stdout.print(
+            f"[green]{result.cache}[/] {result.artifact}  key {result.key[:16]}  {result.seconds:.2f} s",
+            highlight=False,
+        )
+
+
+@main.group("targets", invoke_without_command=True)
+@click.pass_context
+def targets_cmd(ctx) -> None:
+    """List the target descriptors."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .target import list_targets
+
+    t = Table(title="targets")
+    for col in (
+        "name",
+        "device",
+        "host triple",
+        "threads/block",
+        "shared mem",
+        "warp",
+        "memory budget",
+        "output",
+        "codegen",
+    ):
+        t.add_column(col)
+    for d in list_targets():
+        gpu = d.is_gpu
+        dev = d.kind + (f" ({d.device['device']})" if d.device.get("device") else "")
+        t.add_row(
+            d.name,
+            dev,
+            d.host.get("mtriple", ""),
+            str(d.device.get("max_threads_per_block", "-")) if gpu else "-",
+            f"{d.device['max_shared_memory_per_block']} B"
+            if gpu and "max_shared_memory_per_block" in d.device
+            else "-",
+            str(d.device.get("thread_warp_size", "-")) if gpu else "-",
+            f"{d.memory_budget_bytes / 2**30:.1f} GiB",
+            ".so" if d.output_format == "so" else ".tar (system lib)",
+            "yes" if d.codegen_available() else "[red]missing[/]",
+        )
+    stdout.print(t)
+
+
+@main.command("schemes")
+def schemes_cmd() -> None:
+    """List the quantization schemes."""
+    from .quant import SCHEMES
+
+    t = Table(title="quantization schemes")
+    for col in ("name", "weights", "group", "activations", "layout"):
+        t.add_column(col)
+    for s in SCHEMES.values():
+        d = s.describe()
+        if d.get("kind") == "group":
+            t.add_row(
+                s.name,
+                f"int{d['bits']} ({d['elems_per_word']} per uint32)",
+                str(d["group_size"]),
+                d["model_dtype"],
+                d["layout"],
+            )
+        else:
+            t.add_row(s.name, "unquantized", "-", d["model_dtype"], "-")
+    stdout.print(t)
+
+
+@main.group("cache")
+def cache_cmd() -> None:
+    """Inspect and maintain the build cache."""
+
+
+@cache_cmd.command("ls")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MLCBUILD_CACHE")
+@click.option("--json", "as_json", is_flag=True)
+def cache_ls(cache_dir: Path | None, as_json: bool) -> None:
+    """List cache entries."""
+    from .cache import Cache
+
+    c = Cache(cache_dir)
+    entries = c.entries()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "key": e.key,
+                        "path": str(e.path),
+                        "size_bytes": e.size_bytes,
+                        "recipe": e.info.get("inputs", {}).get("recipe", {}).get("model", {}).get("name"),
+                        "target": e.info.get("target_name"),
+                    }
+                    for e in entries
+                ]
+            )
+        )
+        return
+    t = Table(title=f"cache {c.root}")
+    for col in ("key", "model", "scheme", "target", "size", "created"):
+        t.add_column(col)
+    for e in entries:
+        rec = e.info.get("inputs", {}).get("recipe", {})
+        t.add_row(
+            e.key[:16],
+            rec.get("model", {}).get("name", "?"),
+            rec.get("quantization", {}).get("scheme", "?"),
+            e.info.get("target_name", "?"),
+            f"{e.size_bytes / 2**20:.1f} MiB",
+            e.info.get("created", "?"),
+        )
+    stdout.print(t)
+
+
+@cache_cmd.command("verify")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MLCBUILD_CACHE")
+def cache_verify(cache_dir: Path | None) -> None:
+    """Re-hash every entry; report corrupt ones (exit 1 if any)."""
+    from .cache import Cache
+
+    report = Cache(cache_dir).verify()
+    bad = {k: v for k, v in report.items() if v}
+    for k, problems in report.items():
+        if problems:
+            stdout.print(f"[red]corrupt[/] {k}: " + "; ".join(problems), highlight=False)
+        else:
+            stdout.print(f"[green]ok[/]      {k}", highlight=False)
+    stdout.print(f"{len(report)} entries, {len(bad)} corrupt")
+    if bad:
+        sys.exit(1)
+
+
+@cache_cmd.command("gc")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MLCBUILD_CACHE")
+@click.option("--older-than-days", type=float, default=None, help="also remove entries older than this")
+def cache_gc(cache_dir: Path | None, older_than_days: float | None) -> None:
+    """Remove unfinished builds, corrupt entries and (optionally) old entries."""
+    from .cache import Cache
+
+    removed = Cache(cache_dir).gc(older_than_s=older_than_days * 86400 if older_than_days is not None else None)
+    for r in removed:
+        stdout.print(f"removed {r}", highlight=False)
+    stdout.print(f"{len(removed)} removed")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,219 @@
+"""``mlcbuild compile``: recipe + target -> a cached artifact directory.
+
+The key is :func:`mlcbuild.cache.content_key` of every input that can change the
+library: the canonical recipe, the descriptor and the full TVM target JSON, the
+digest of the applied tuning records, and the toolchain stamp (mlcbuild, TVM and
+its commit, TVM FFI, LLVM). A hit touches no TVM code.
+
+An artifact directory holds ``lib.so`` or ``lib.tar``, ``mlc-chat-config.json``
+(MLC-LLM's schema), ``build.json`` (inputs, hashes, stamp, timings) and the cache's
+``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .cache import Cache, content_key, file_sha256
+from .recipe import Recipe
+from .stamp import toolchain_stamp
+from .target import TargetDescriptor, full_target_json
+
+REPO_TUNING_LOGS = Path(__file__).resolve().parent.parent / "tuning_logs"
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "uint32": 4, "int8": 1, "int32": 4}
+
+
+@dataclasses.dataclass
+class CompileResult:
+    """What ``compile`` did.
+
+    Attributes:
+        artifact: the artifact directory (in the cache, or ``--out``).
+        key: the cache key (64 hex chars).
+        cache: ``"hit"`` or ``"miss"``.
+        seconds: wall time of the whole call, s.
+    """
+
+    artifact: Path
+    key: str
+    cache: str
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"artifact": str(self.artifact), "key": self.key, "cache": self.cache, "seconds": round(self.seconds, 3)}
+
+
+def tuning_dir(desc: TargetDescriptor, root: Path | None = None) -> Path:
+    """``tuning_logs/<target name>/`` (under ``root``, default the repository's)."""
+    return (root or REPO_TUNING_LOGS) / desc.name
+
+
+def tuning_digest(directory: Path) -> dict[str, Any] | None:
+    """Digest of the tuning records in a MetaSchedule JSON database directory.
+
+    Returns:
+        ``{"files": {name: sha256}, "digest": sha256}``, or ``None`` when there are no records.
+    """
+    rec = directory / "database_tuning_record.json"
+    wl = directory / "database_workload.json"
+    if not rec.is_file() or not wl.is_file() or rec.stat().st_size == 0:
+        return None
+    files = {f.name: file_sha256(f) for f in (wl, rec)}
+    return {"files": files, "digest": content_key(files)}
+
+
+def key_inputs(recipe: Recipe, desc: TargetDescriptor, cache: Cache, tuning_root: Path | None = None) -> dict[str, Any]:
+    """Every input of the build, as plain data; its :func:`content_key` is the cache key."""
+    return {
+        "recipe": recipe.canonical(),
+        "target": {"descriptor": desc.data(), "tvm": full_target_json(desc, cache.memo)},
+        "tuning_records": tuning_digest(tuning_dir(desc, tuning_root)),
+        "toolchain": toolchain_stamp(cache.memo),
+    }
+
+
+def chat_config(recipe: Recipe) -> dict[str, Any]:
+    """``mlc-chat-config.json`` in MLC-LLM's schema (tokenizer fields are filled by ``convert``)."""
+    cfg = recipe.config
+    mcfg = recipe.model_config
+    return {
+        "version": "0.1.0",
+        "model_type": recipe.architecture,
+        "quantization": recipe.scheme,
+        "model_config": {**cfg, "context_window_size": recipe.build.context_window_size},
+        "vocab_size": mcfg.vocab_size,
+        "context_window_size": recipe.build.context_window_size,
+        "sliding_window_size": -1,
+        "prefill_chunk_size": recipe.build.prefill_chunk_size,
+        "attention_sink_size": -1,
+        "tensor_parallel_shards": 1,
+        "pipeline_parallel_stages": 1,
+        "max_batch_size": recipe.build.max_batch_size,
+        "active_vocab_size": mcfg.vocab_size,
+        "temperature": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "repetition_penalty": 1.0,
+        "top_p": 1.0,
+        "tokenizer_files": [],
+        "tokenizer_info": {},
+        "conv_template": "LM",
+        "pad_token_id": cfg.get("pad_token_id") if cfg.get("pad_token_id") is not None else 0,
+        "bos_token_id": cfg.get("bos_token_id", 1),
+        "eos_token_id": cfg.get("eos_token_id", 2),
+        "model_task": "chat",
+    }
+
+
+def memory_estimate(recipe: Recipe, params: list[tuple[str, tuple[int, ...], str]]) -> dict[str, int]:
+    """Device memory the model needs, bytes: parameters + KV cache at the full context window.
+
+    KV cache = 2 (K and V) x layers x KV heads x head dim x context tokens x batch x dtype bytes.
+    Temporary activation buffers are not included.
+    """
+    import math
+
+    from .quant import get_scheme
+
+    param_bytes = sum(math.prod(shape) * _DTYPE_BYTES.get(dtype, 4) for _, shape, dtype in params)
+    m = recipe.model_config
+    b = recipe.build
+    kv = 2 * m.num_hidden_layers * m.num_key_value_heads * m.head_dim * b.context_window_size * b.max_batch_size
+    kv_bytes = kv * _DTYPE_BYTES[get_scheme(recipe.scheme).model_dtype]
+    return {
+        "params_bytes": int(param_bytes),
+        "kv_cache_bytes": int(kv_bytes),
+        "total_bytes": int(param_bytes + kv_bytes),
+    }
+
+
+def compile_recipe(
+    recipe: Recipe,
+    desc: TargetDescriptor,
+    *,
+    cache: Cache | None = None,
+    out: Path | None = None,
+    tuning_root: Path | None = None,
+    on_phase: Callable[[str], None] | None = None,
+) -> CompileResult:
+    """Compile ``recipe`` for ``desc``, or return the cached artifact.
+
+    Args:
+        cache: the build cache (default: :func:`mlcbuild.cache.default_root`).
+        out: if given, the artifact's files are also copied there.
+        tuning_root: where ``<target>/database_*.json`` tuning records live.
+        on_phase: progress callback, called with each phase name.
+    Raises:
+        TargetError: the target's backend cannot be generated by the installed TVM.
+        RecipeError, MlcbuildError: invalid inputs or a failed build (no entry is left).
+    """
+    t_start = time.perf_counter()
+    cache = cache or Cache()
+    desc.check_codegen(cache.memo)
+    if on_phase:
+        on_phase("key")
+    inputs = key_inputs(recipe, desc, cache, tuning_root)
+    key = content_key(inputs)
+    status = "hit"
+    path = cache.lookup(key)
+    if path is None:
+        with cache.building(key) as work:
+            if work is not None:
+                status = "miss"
+                _build_into(work, recipe, desc, inputs, key, tuning_root, on_phase)
+        path = cache.entry_path(key)
+    artifact = path
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in path.iterdir():
+            if f.is_file():
+                shutil.copy2(f, out / f.name)
+        artifact = out
+    return CompileResult(artifact=artifact, key=key, cache=status, seconds=time.perf_counter() - t_start)
+
+
+def _build_into(
+    work: Path,
+    recipe: Recipe,
+    desc: TargetDescriptor,
+    inputs: dict[str, Any],
+    key: str,
+    tuning_root: Path | None,
+    on_phase: Callable[[str], None] | None,
+) -> None:
+    from .compiler.lower import build_library
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    tdir = tuning_dir(desc, tuning_root) if inputs["tuning_records"] else None
+    lib_path, exported = build_library(recipe, desc, work, timings, tuning_dir=tdir, on_phase=on_phase)
+    total = time.perf_counter() - t0
+    (work / "mlc-chat-config.json").write_text(json.dumps(chat_config(recipe), indent=2) + "\n")
+    build = {
+        "key": key,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "recipe_file": str(recipe.path) if recipe.path else None,
+        "recipe_sha256": content_key(inputs["recipe"]),
+        "target_name": desc.name,
+        "target_sha256": content_key(inputs["target"]),
+        "inputs": inputs,
+        "stamp": inputs["toolchain"],
+        "library": {
+            "file": lib_path.name,
+            "format": desc.output_format,
+            "system_lib_prefix": recipe.build.system_lib_prefix if desc.system_lib else None,
+            "sha256": file_sha256(lib_path),
+            "size_bytes": lib_path.stat().st_size,
+        },
+        "params": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in exported.params],
+        "memory": memory_estimate(recipe, exported.params),
+        "memory_budget_bytes": desc.memory_budget_bytes,
+        "seconds": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(total, 3)},
+    }
+    (work / "build.json").write_text(json.dumps(build, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,140 @@
+"""Llama architecture: Llama 2/3/3.1/3.2, SmolLM/SmolLM2, TinyLlama, MobileLLM.
+
+Mirrors Hugging Face ``transformers/models/llama/modeling_llama.py``
+(``LlamaForCausalLM``): pre-norm decoder blocks of RMSNorm -> GQA attention with
+RoPE -> residual -> RMSNorm -> SwiGLU MLP -> residual, a final RMSNorm, and an LM
+head that may be tied to the token embedding.
+"""
+
+from __future__ import annotations
+
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
+
+from ..common import Embedding, GatedMLP, PagedAttention, create_tir_paged_kv_cache, last_token
+from .config import LlamaConfig
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, cfg: LlamaConfig, dtype: str):
+        self.input_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
+        self.self_attn = PagedAttention(
+            cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, dtype
+        )
+        self.post_attention_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
+        self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, dtype)
+
+    def forward(self, x: Tensor, paged_kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), paged_kv_cache, layer_id)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, cfg: LlamaConfig, dtype: str):
+        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
+        self.layers = nn.ModuleList([LlamaDecoderLayer(cfg, dtype) for _ in range(cfg.num_hidden_layers)])
+        self.norm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
+
+    def forward(self, x: Tensor, paged_kv_cache: PagedKVCache) -> Tensor:
+        for layer_id, layer in enumerate(self.layers):
+            x = layer(x, paged_kv_cache, layer_id)
+        return self.norm(x)
+
+
+class LlamaForCausalLM(nn.Module):
+    """The exported model. Entry functions follow MLC-LLM's runtime names.
+
+    Args:
+        cfg: the parsed config.
+        dtype: activation and unquantized-weight dtype, ``"float32"`` or ``"float16"``.
+        target: the ``tvm.target.Target`` the KV-cache kernels are generated for.
+    """
+
+    def __init__(self, cfg: LlamaConfig, dtype: str, target):
+        self.cfg = cfg
+        self.dtype = dtype
+        self.target = target
+        self.model = LlamaModel(cfg, dtype)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype)
+
+    def _logits(self, x: Tensor) -> Tensor:
+        if self.cfg.tie_word_embeddings:
+            logits = self.model.embed_tokens.lm_head_forward(x)
+        else:
+            logits = self.lm_head(x)
+        return logits.astype("float32") if logits.dtype != "float32" else logits
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """Token ids ``[s]`` int32 -> embeddings ``[s, d]`` of the model dtype."""
+        return self.model.embed_tokens(input_ids)
+
+    def prefill(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
+        """One sequence's prompt chunk ``[1, s, d]`` -> last-token logits ``[1, 1, vocab]`` float32."""
+        hidden = self.model(input_embed, paged_kv_cache)
+        return self._logits(last_token(hidden)), paged_kv_cache
+
+    def decode(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
+        """One token ``[1, 1, d]`` -> logits ``[1, 1, vocab]`` float32."""
+        return self._logits(self.model(input_embed, paged_kv_cache)), paged_kv_cache
+
+    def batch_prefill(self, input_embeds: Tensor, logit_positions: Tensor, paged_kv_cache: PagedKVCache):
+        """Concatenated prompts ``[1, s, d]`` and per-sequence last positions ``[n]`` int32
+        -> logits ``[1, n, vocab]`` float32."""
+        hidden = self.model(input_embeds, paged_kv_cache)
+        hidden = op.take(hidden, logit_positions, axis=1)
+        return self._logits(hidden), paged_kv_cache
+
+    def batch_decode(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache):
+        """One token per sequence ``[n, 1, d]`` -> logits ``[n, 1, vocab]`` float32."""
+        return self._logits(self.model(input_embeds, paged_kv_cache)), paged_kv_cache
+
+    def create_paged_kv_cache(
+        self, max_batch_size, max_total_seq_len, prefill_chunk_size, page_size, support_sliding_window
+    ) -> PagedKVCache:
+        """A fresh paged KV cache; sizes in sequences, tokens, tokens, tokens per page, 0/1."""
+        return create_tir_paged_kv_cache(
+            self.cfg.kv_cache_spec(),
+            self.dtype,
+            self.target,
+            max_batch_size,
+            max_total_seq_len,
+            prefill_chunk_size,
+            page_size,
+            support_sliding_window,
+        )
+
+    def get_default_spec(self) -> nn.spec.ModuleSpec:
+        d = self.cfg.hidden_size
+        kv = nn.spec.Object(object_type=PagedKVCache)
+        packed = {"param_mode": "packed", "effect_mode": "none"}
+        spec = {
+            "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
+            "prefill": {
+                "input_embed": nn.spec.Tensor([1, "seq_len", d], self.dtype),
+                "paged_kv_cache": kv,
+                "$": packed,
+            },
+            "decode": {"input_embed": nn.spec.Tensor([1, 1, d], self.dtype), "paged_kv_cache": kv, "$": packed},
+            "batch_prefill": {
+                "input_embeds": nn.spec.Tensor([1, "seq_len", d], self.dtype),
+                "logit_positions": nn.spec.Tensor(["batch_size"], "int32"),
+                "paged_kv_cache": kv,
+                "$": packed,
+            },
+            "batch_decode": {
+                "input_embeds": nn.spec.Tensor(["batch_size", 1, d], self.dtype),
+                "paged_kv_cache": kv,
+                "$": packed,
+            },
+            "create_paged_kv_cache": {
+                "max_batch_size": int,
+                "max_total_seq_len": int,
+                "prefill_chunk_size": int,
+                "page_size": int,
+                "support_sliding_window": int,
+                "$": {"param_mode": "none", "effect_mode": "none"},
+            },
+        }
+        return nn.spec.ModuleSpec.from_raw(spec, self)

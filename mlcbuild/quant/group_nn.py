@@ -1,0 +1,119 @@
+"""TVM side of group quantization: dequantize tensor expressions and the quantized ``nn`` modules."""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import te, tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+
+from .base import replace_modules
+from .group import GroupQuant
+
+DEQUANTIZE_PREFIX = "dequantize"
+
+
+def dequant_value(scheme: GroupQuant, word, scale, k):
+    """One dequantized weight from its packed word and group scale (TIR expressions)."""
+    epw, bits = scheme.elems_per_word, scheme.bits
+    shift = tirx.Cast("uint32", k % epw * bits)
+    q = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const((1 << bits) - 1, "uint32"))
+    return (tirx.Cast(scheme.model_dtype, q) - tirx.const(scheme.max_int, scheme.model_dtype)) * scale
+
+
+def te_dequantize(
+    scheme: GroupQuant, q_weight: te.Tensor, q_scale: te.Tensor, n: int, k: int, layout: str
+) -> te.Tensor:
+    """Dequantize to ``[N, K]`` (``NK``) or ``[K, N]`` (``KN``), model dtype."""
+    epw, g = scheme.elems_per_word, scheme.group_size
+    if layout == "KN":
+        return te.compute(
+            (k, n),
+            lambda i, j: dequant_value(scheme, q_weight[i // epw, j], q_scale[i // g, j], i),
+            name=DEQUANTIZE_PREFIX,
+        )
+    return te.compute(
+        (n, k),
+        lambda i, j: dequant_value(scheme, q_weight[i, j // epw], q_scale[i, j // g], j),
+        name=DEQUANTIZE_PREFIX,
+    )
+
+
+def quantize_model(scheme: GroupQuant, model: nn.Module) -> nn.Module:
+    """Replace every ``nn.Linear`` and ``nn.Embedding`` of ``model`` with a group-quantized one."""
+
+    def swap(m: nn.Module):
+        if isinstance(m, nn.Linear):
+            if m.bias is not None:
+                raise NotImplementedError("group-quantized linear with bias")
+            return GroupQuantLinear(m.in_features, m.out_features, scheme)
+        if isinstance(m, nn.Embedding):
+            return GroupQuantEmbedding(m.num, m.dim, scheme)
+        return None
+
+    return replace_modules(model, swap)
+
+
+class GroupQuantLinear(nn.Module):
+    """``y = x @ dequant(q_weight, q_scale)^T``: ``[b, s, K]`` -> ``[b, s, N]``."""
+
+    def __init__(self, in_features: int, out_features: int, scheme: GroupQuant):
+        self.in_features, self.out_features, self.scheme = in_features, out_features, scheme
+        wshape, sshape = scheme.packed_shapes(out_features, in_features)
+        self.q_weight = nn.Parameter(wshape, "uint32")
+        self.q_scale = nn.Parameter(sshape, scheme.model_dtype)
+
+    def quantize_weight(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """``[N, K]`` float -> ``{"q_weight": ..., "q_scale": ...}``."""
+        q, s = self.scheme.quantize(w)
+        return {"q_weight": q, "q_scale": s}
+
+    def forward(self, x: Tensor) -> Tensor:
+        s, n, k = self.scheme, self.out_features, self.in_features
+        w = op.tensor_expr_op(
+            lambda qw, qs: te_dequantize(s, qw, qs, n, k, s.layout),
+            name_hint=DEQUANTIZE_PREFIX,
+            args=[self.q_weight, self.q_scale],
+        )
+        if s.layout == "NK":
+            w = op.permute_dims(w)
+        return op.matmul(x, w)
+
+
+class GroupQuantEmbedding(nn.Module):
+    """Quantized ``[vocab, d]`` table (NK layout); lookup dequantizes only the rows gathered."""
+
+    def __init__(self, num: int, dim: int, scheme: GroupQuant):
+        self.num, self.dim, self.scheme = num, dim, scheme
+        wshape, sshape = scheme.packed_shapes(num, dim, layout="NK")
+        self.q_weight = nn.Parameter(wshape, "uint32")
+        self.q_scale = nn.Parameter(sshape, scheme.model_dtype)
+
+    def quantize_weight(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """``[vocab, d]`` float -> ``{"q_weight": ..., "q_scale": ...}`` (NK)."""
+        q, s = self.scheme.quantize(w, layout="NK")
+        return {"q_weight": q, "q_scale": s}
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """Token ids ``[s]`` int32 -> ``[s, d]`` model dtype; gather and dequantize in one kernel."""
+        s, d = self.scheme, self.dim
+        epw, g = s.elems_per_word, s.group_size
+
+        def gather(qw: te.Tensor, qs: te.Tensor, idx: te.Tensor):
+            return te.compute(
+                (idx.shape[0], d),
+                lambda i, j: dequant_value(s, qw[idx[i], j // epw], qs[idx[i], j // g], j),
+                name="dequantize_take",
+            )
+
+        return op.tensor_expr_op(gather, name_hint="dequantize_take", args=[self.q_weight, self.q_scale, ids])
+
+    def lm_head_forward(self, x: Tensor) -> Tensor:
+        """Tied LM head: ``[b, s, d]`` -> ``[b, s, vocab]`` model dtype."""
+        s, n, k = self.scheme, self.num, self.dim
+        w = op.tensor_expr_op(
+            lambda qw, qs: te_dequantize(s, qw, qs, n, k, "NK"),
+            name_hint=DEQUANTIZE_PREFIX,
+            args=[self.q_weight, self.q_scale],
+        )
+        return op.matmul(x, op.permute_dims(w))
