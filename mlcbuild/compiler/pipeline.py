@@ -4,8 +4,7 @@ graph     FuseTransposeMatmul (``x @ W^T`` as one NT matmul)
 lower     LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
 tir       FuseDequantizeMatmul (our pass), DeadCodeElimination
 schedule  tuned records from ``tuning_logs/<target>/`` (MetaScheduleApplyDatabase),
-          then dlight defaults: GPU Matmul/GEMV/Reduction/GeneralReduction/Fallback,
-          CPU GEMV/Reduction; GPU builds are checked to have no host-bound kernel
+          then the rules of :mod:`.schedules` (dlight defaults, fixed where they break); GPU builds are checked to have no host-bound kernel
 vm        memory planning and VM lowering
 codegen   (announced last; done by ``tvm.relax.build`` after the pipeline)
 
@@ -23,6 +22,7 @@ from tvm import relax
 from tvm.s_tir import dlight as dl
 
 from .passes import attach_variable_bounds, check_device_kernels, fuse_dequantize_matmul
+from .schedules import schedule_rules
 
 
 def _timed(name: str, passes: list, timings: dict[str, float], on_phase: Callable[[str], None] | None):
@@ -38,13 +38,6 @@ def _timed(name: str, passes: list, timings: dict[str, float], on_phase: Callabl
         return mod
 
     return _phase
-
-
-def schedule_rules(target) -> list:
-    """The dlight rules for a target: GPU rules for GPU kinds, CPU rules for llvm."""
-    if "gpu" in target.keys:
-        return [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
-    return [dl.cpu.GEMV(), dl.cpu.Reduction()]
 
 
 def apply_tuning_records(work_dir: Path | None):

@@ -1,0 +1,38 @@
+"""Build a recipe for host and load it with weights converted from a transformers model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlcbuild.cache import Cache
+from mlcbuild.compile import compile_recipe
+from mlcbuild.compiler.lower import build_model
+from mlcbuild.models import get_architecture
+from mlcbuild.recipe import parse_recipe
+from mlcbuild.runtime import HostModel
+from mlcbuild.target import load_target, tvm_target
+from mlcbuild.weights import convert_params
+
+
+def compile_and_load(data: dict, state_dict: dict[str, np.ndarray], cache_dir) -> HostModel:
+    """Compile recipe ``data`` for ``host`` (through the cache) and load ``state_dict`` into it."""
+    import json
+
+    recipe = parse_recipe(data)
+    desc = load_target("host")
+    result = compile_recipe(recipe, desc, cache=Cache(cache_dir))
+    build = json.loads((result.artifact / "build.json").read_text())
+    params = [(p["name"], tuple(p["shape"]), p["dtype"]) for p in build["params"]]
+    model = build_model(recipe, tvm_target(desc))
+    arch = get_architecture(recipe.architecture)
+    cfg = recipe.model_config
+    arrays = [a for _, a in convert_params(model, params, arch.hf_param_map(cfg), state_dict.__getitem__)]
+    b = recipe.build
+    return HostModel(
+        result.artifact / build["library"]["file"],
+        arrays,
+        vocab_size=cfg.vocab_size,
+        context_window_size=b.context_window_size,
+        prefill_chunk_size=b.prefill_chunk_size,
+        page_size=b.page_size,
+    )
