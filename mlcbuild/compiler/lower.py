@@ -68,6 +68,13 @@ def variable_bounds(recipe: Recipe) -> dict[str, int]:
     }
 
 
+def lower_module(recipe: Recipe, desc: TargetDescriptor, tuning_dir: Path | None = None) -> tvm.IRModule:
+    """The module after the whole Relax pipeline, before machine code: for inspecting kernels."""
+    target = tvm_target(desc)
+    with target:
+        return build_pipeline(target, variable_bounds(recipe), {}, tuning_dir)(export_model(recipe, desc).mod)
+
+
 def build_library(
     recipe: Recipe,
     desc: TargetDescriptor,

@@ -1,0 +1,36 @@
+"""Dequantization is fused into the matmul/GEMV kernels: no kernel writes a dequantized weight."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import recipe_data, tiny_config
+from tvm import tirx
+
+from mlcbuild.compiler.lower import lower_module
+from mlcbuild.recipe import parse_recipe
+from mlcbuild.target import load_target
+
+REDUCTION = re.compile(r'T\.axis\.reduce|T\.axis\.remap\("[SR]*R')
+
+
+@pytest.mark.parametrize(
+    "scheme,target",
+    [("q4f16_1", "host"), ("q4f32_1", "host"), ("q4f16_1", "s24"), ("q4f16_0", "s24"), ("q3f16_1", "iphone15pro")],
+)
+def test_dequantize_fused_into_consumers(scheme, target):
+    cfg = tiny_config(tie_word_embeddings=True)
+    mod = lower_module(parse_recipe(recipe_data(cfg, scheme)), load_target(target))
+    kernels = {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
+    standalone = [n for n in kernels if n.startswith("dequantize") and n != "dequantize_take"]
+    assert not standalone, f"dequantize kernels not fused: {standalone}"
+    packed = {n: f.script() for n, f in kernels.items() if '"uint32"' in f.script()}
+    # 2 layers x (qkv, o, gate_up, down) at prefill, decode and batch_* + the tied LM head + the embedding gather
+    assert len(packed) >= 8
+    for name, text in packed.items():
+        if name == "dequantize_take":  # the embedding: gathers rows and dequantizes only those
+            assert not REDUCTION.search(text)
+            continue
+        assert "matmul" in name and "dequantize" in name, name
+        assert REDUCTION.search(text), f"{name} reads packed weights but does no reduction"

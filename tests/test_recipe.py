@@ -1,0 +1,149 @@
+"""Recipe validation: every bad input is an error naming the file, the key and the fix."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from conftest import REPO, recipe_data, tiny_config
+
+from mlcbuild.errors import RecipeError
+from mlcbuild.recipe import load_recipe, parse_recipe
+
+SHIPPED = sorted((REPO / "recipes").glob("*.toml"))
+
+
+def test_shipped_recipes_load():
+    names = {p.name for p in SHIPPED}
+    assert {"llama32-3b.toml", "llama32-1b.toml", "smollm-135m.toml", "smollm-360m.toml"} <= names
+    for p in SHIPPED:
+        r = load_recipe(p)
+        cfg = r.model_config
+        assert cfg.hidden_size % cfg.num_attention_heads == 0 or cfg.head_dim
+
+
+def test_shipped_llama32_3b_config_is_the_public_one():
+    r = load_recipe(REPO / "recipes" / "llama32-3b.toml")
+    c = r.model_config
+    assert (c.hidden_size, c.intermediate_size, c.num_hidden_layers) == (3072, 8192, 28)
+    assert (c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.vocab_size) == (24, 8, 128, 128256)
+    assert c.rope_scaling["rope_type"] == "llama3" and c.rope_theta == 500000.0 and c.tie_word_embeddings
+    assert r.build.system_lib_prefix == "llama_3_2_3b_instruct_q4f16_1_"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "r.toml"
+    p.write_text(text)
+    return p
+
+
+def _err(data) -> RecipeError:
+    with pytest.raises(RecipeError) as e:
+        parse_recipe(data, "bad.toml")
+    assert "bad.toml" in str(e.value)
+    return e.value
+
+
+def test_unknown_key_names_key_and_allowed():
+    d = recipe_data(tiny_config())
+    d["build"]["contxt_window_size"] = 10
+    e = _err(d)
+    assert "build.contxt_window_size" in e.message and "context_window_size" in e.message
+
+
+def test_unknown_section():
+    d = recipe_data(tiny_config())
+    d["quantisation"] = {}
+    assert "[quantisation]" in _err(d).message
+
+
+def test_wrong_type():
+    d = recipe_data(tiny_config())
+    d["build"]["prefill_chunk_size"] = "512"
+    e = _err(d)
+    assert "build.prefill_chunk_size" in e.message and "integer" in e.message
+
+
+def test_bool_is_not_an_integer():
+    d = recipe_data(tiny_config())
+    d["build"]["max_batch_size"] = True
+    assert "build.max_batch_size" in _err(d).message
+
+
+def test_unknown_scheme_lists_allowed():
+    d = recipe_data(tiny_config(), scheme="q5f16_1")
+    e = _err(d)
+    assert "quantization.scheme" in e.message and "q4f16_1" in e.message and "q3f16_1" in e.message
+
+
+def test_unknown_architecture_lists_supported():
+    d = recipe_data(tiny_config())
+    d["model"]["architecture"] = "mamba"
+    e = _err(d)
+    assert "model.architecture" in e.message and "llama" in e.message
+
+
+def test_missing_required_key():
+    d = recipe_data(tiny_config())
+    del d["model"]["source"]
+    assert "model.source" in _err(d).message
+
+
+def test_config_missing_key():
+    cfg = tiny_config()
+    del cfg["vocab_size"]
+    assert "vocab_size" in _err(recipe_data(cfg)).message
+
+
+def test_heads_must_divide():
+    e = _err(recipe_data(tiny_config(num_attention_heads=4, num_key_value_heads=3)))
+    assert "num_key_value_heads" in e.message
+
+
+def test_unsupported_rope_scaling_is_an_error_not_dropped():
+    e = _err(recipe_data(tiny_config(rope_scaling={"rope_type": "yarn", "factor": 4.0})))
+    assert "rope_scaling" in e.message and "yarn" in e.message and "llama3" in e.message
+
+
+def test_math_changing_keys_are_checked():
+    assert "hidden_act" in _err(recipe_data(tiny_config(hidden_act="gelu"))).message
+    assert "attention_bias" in _err(recipe_data(tiny_config(attention_bias=True))).message
+
+
+def test_bad_toml_names_file(tmp_path):
+    p = _write(tmp_path, "[model\nname = 1")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p)
+    assert str(p) in str(e.value) and "TOML" in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(RecipeError) as e:
+        load_recipe(tmp_path / "nope.toml")
+    assert "nope.toml" in str(e.value)
+
+
+def test_canonical_ignores_formatting_and_order(tmp_path):
+    a = load_recipe(REPO / "recipes" / "smollm-135m.toml")
+    text = (REPO / "recipes" / "smollm-135m.toml").read_text()
+    # reorder: put [build] first, drop comments
+    body = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+    i = body.index("[build]")
+    reordered = "\n".join(body[i:] + [""] + body[:i])
+    b = load_recipe(_write(tmp_path, reordered))
+    assert a.canonical() == b.canonical()
+
+
+def test_context_window_defaults_to_max_position_embeddings():
+    d = recipe_data(tiny_config(max_position_embeddings=200))
+    del d["build"]["context_window_size"]
+    d["build"]["prefill_chunk_size"] = 64
+    assert parse_recipe(d).build.context_window_size == 200
+
+
+def test_recipe_data_is_not_mutated():
+    d = recipe_data(tiny_config())
+    before = copy.deepcopy(d)
+    parse_recipe(d)
+    assert d == before

@@ -1,0 +1,52 @@
+"""A tiny model compiles for every target in targets/, in that target's output form."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import pytest
+from conftest import recipe_data, tiny_config
+
+from mlcbuild.cache import Cache
+from mlcbuild.compile import compile_recipe
+from mlcbuild.recipe import parse_recipe
+from mlcbuild.target import list_targets
+
+TARGETS = [d.name for d in list_targets()]
+# Shapes a user might bring: 5 heads of 16 with 1 KV head (GQA 5), a vocabulary of 1001,
+# an MLP width (136) that is a multiple of neither group size (32, 40) so q3/q4 pad K.
+ODD = tiny_config(hidden_size=80, num_attention_heads=5, num_key_value_heads=1, intermediate_size=136, vocab_size=1001)
+ENTRY_FUNCTIONS = ("embed", "prefill", "decode", "batch_prefill", "batch_decode", "create_paged_kv_cache")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("scheme", ["q4f16_1", "q3f16_1"])
+def test_tiny_model_compiles_for_every_target(target, scheme, cache_dir):
+    recipe = parse_recipe(recipe_data(ODD, scheme, name="Odd-Tiny"))
+    desc = next(d for d in list_targets() if d.name == target)
+    res = compile_recipe(recipe, desc, cache=Cache(cache_dir))
+    build = json.loads((res.artifact / "build.json").read_text())
+    lib = res.artifact / build["library"]["file"]
+    assert lib.is_file() and lib.stat().st_size > 0
+    assert build["stamp"]["tvm"] == "0.27.0.post1" and build["stamp"]["llvm"]
+    assert build["inputs"]["target"]["tvm"]["kind"] == desc.kind
+    chat = json.loads((res.artifact / "mlc-chat-config.json").read_text())
+    assert chat["quantization"] == scheme and chat["vocab_size"] == 1001 and chat["model_type"] == "llama"
+    if desc.output_format == "tar":
+        prefix = f"odd_tiny_{scheme}_"
+        assert build["library"]["system_lib_prefix"] == prefix
+        with tarfile.open(lib) as tf:
+            blob = b"".join(tf.extractfile(m).read() for m in tf.getmembers() if m.isfile())
+        assert f"{prefix}__tvm_ffi__library_bin".encode() in blob
+        for fn in ENTRY_FUNCTIONS:
+            assert fn.encode() in blob
+        if desc.is_gpu:  # device code is in the library (OpenCL C / Metal source)
+            assert (b"__kernel" if desc.kind == "opencl" else b"kernel void") in blob
+    else:
+        import tvm
+        from tvm import relax
+
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
+        for fn in ENTRY_FUNCTIONS:
+            assert vm[fn] is not None
