@@ -18,7 +18,8 @@ from rich.table import Table
 
 from .errors import MlcbuildError
 
-stdout = Console()
+# Tables stay whole when piped (rich would wrap them at 80 columns).
+stdout = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
 

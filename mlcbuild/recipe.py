@@ -29,27 +29,27 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RecipeError
+from .schema import Schema, check_sections, check_table
 
-# section -> key -> (type, required, default)
-_SCHEMA: dict[str, dict[str, tuple[type, bool, Any]]] = {
+# section -> key -> (types, required, default)
+_SCHEMA: dict[str, Schema] = {
     "model": {
-        "name": (str, True, None),
-        "architecture": (str, True, None),
-        "source": (str, True, None),
-        "config": (dict, True, None),
+        "name": ((str,), True, None),
+        "architecture": ((str,), True, None),
+        "source": ((str,), True, None),
+        "config": ((dict,), True, None),
     },
     "quantization": {
-        "scheme": (str, True, None),
+        "scheme": ((str,), True, None),
     },
     "build": {
-        "context_window_size": (int, False, None),  # default: config's max_position_embeddings
-        "prefill_chunk_size": (int, False, 2048),
-        "max_batch_size": (int, False, 1),
-        "page_size": (int, False, 16),
-        "system_lib_prefix": (str, False, None),  # default: derived from model name + scheme
+        "context_window_size": ((int,), False, None),  # default: config's max_position_embeddings
+        "prefill_chunk_size": ((int,), False, 2048),
+        "max_batch_size": ((int,), False, 1),
+        "page_size": ((int,), False, 16),
+        "system_lib_prefix": ((str,), False, None),  # default: derived from model name + scheme
     },
 }
-_TYPE_NAMES = {str: "a string", int: "an integer", dict: "a table", bool: "a boolean", float: "a number"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,41 +131,6 @@ def default_system_lib_prefix(name: str, scheme: str) -> str:
     return f"{slug}_{scheme}_"
 
 
-def _check_section(path: Path | str, section: str, table: Any) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise RecipeError(f"[{section}] must be a table", path=path, fix=f"write a [{section}] section")
-    schema = _SCHEMA[section]
-    unknown = sorted(set(table) - set(schema))
-    if unknown:
-        raise RecipeError(
-            f"unknown key {section}.{unknown[0]}; allowed keys in [{section}]: {', '.join(schema)}",
-            path=path,
-            fix=f"remove or rename {section}.{unknown[0]}",
-        )
-    out: dict[str, Any] = {}
-    for key, (typ, required, default) in schema.items():
-        if key not in table:
-            if required:
-                raise RecipeError(
-                    f"missing required key {section}.{key}", path=path, fix=f"add {key} = ... under [{section}]"
-                )
-            out[key] = default
-            continue
-        value = table[key]
-        if typ is int and isinstance(value, bool) or not isinstance(value, typ):
-            raise RecipeError(
-                f"{section}.{key} must be {_TYPE_NAMES[typ]}, got {type(value).__name__} {value!r}",
-                path=path,
-                fix=f"give {section}.{key} {_TYPE_NAMES[typ]}",
-            )
-        if typ is int and value <= 0:
-            raise RecipeError(
-                f"{section}.{key} must be positive, got {value}", path=path, fix=f"set {section}.{key} >= 1"
-            )
-        out[key] = value
-    return out
-
-
 def parse_recipe(data: dict[str, Any], path: Path | str | None = None) -> Recipe:
     """Validate recipe data (already parsed from TOML) and return a :class:`Recipe`.
 
@@ -177,19 +142,10 @@ def parse_recipe(data: dict[str, Any], path: Path | str | None = None) -> Recipe
     from .quant import SCHEMES
 
     where = path if path is not None else "<recipe>"
-    unknown = sorted(set(data) - set(_SCHEMA))
-    if unknown:
-        raise RecipeError(
-            f"unknown section [{unknown[0]}]; allowed sections: {', '.join(f'[{s}]' for s in _SCHEMA)}",
-            path=where,
-            fix=f"remove or rename [{unknown[0]}]",
-        )
-    for section in ("model", "quantization"):
-        if section not in data:
-            raise RecipeError(f"missing section [{section}]", path=where, fix=f"add a [{section}] section")
-    model = _check_section(where, "model", data["model"])
-    quant = _check_section(where, "quantization", data["quantization"])
-    build = _check_section(where, "build", data.get("build", {}))
+    check_sections(data, list(_SCHEMA), where, RecipeError)
+    model = check_table(data.get("model"), "model", _SCHEMA["model"], where, RecipeError)
+    quant = check_table(data.get("quantization"), "quantization", _SCHEMA["quantization"], where, RecipeError)
+    build = check_table(data.get("build", {}), "build", _SCHEMA["build"], where, RecipeError)
 
     if model["architecture"] not in ARCHITECTURES:
         raise RecipeError(

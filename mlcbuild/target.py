@@ -34,28 +34,33 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TargetError
+from .schema import Schema, check_sections, check_table
 
 REPO_TARGETS = Path(__file__).resolve().parent.parent / "targets"
 GPU_KINDS = ("opencl", "metal", "vulkan", "webgpu", "cuda")
 DEVICE_KINDS = ("llvm",) + GPU_KINDS
 OUTPUT_FORMATS = ("so", "tar")
 
-_SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
-    "target": {"name": ((str,), True), "description": ((str,), False), "memory_budget_bytes": ((int,), True)},
+_SCHEMA: dict[str, Schema] = {
+    "target": {
+        "name": ((str,), True, None),
+        "description": ((str,), False, ""),
+        "memory_budget_bytes": ((int,), True, None),
+    },
     "device": {
-        "kind": ((str,), True),
-        "device": ((str,), False),
-        "max_threads_per_block": ((int,), False),
-        "max_shared_memory_per_block": ((int,), False),
-        "thread_warp_size": ((int,), False),
+        "kind": ((str,), True, None),
+        "device": ((str,), False, None),
+        "max_threads_per_block": ((int,), False, None),
+        "max_shared_memory_per_block": ((int,), False, None),
+        "thread_warp_size": ((int,), False, None),
     },
     "host": {
-        "mtriple": ((str,), True),
-        "mcpu": ((str,), False),
-        "mattr": ((list,), False),
-        "num_cores": ((int,), False),
+        "mtriple": ((str,), True, None),
+        "mcpu": ((str,), False, None),
+        "mattr": ((list,), False, None),
+        "num_cores": ((int,), False, None),
     },
-    "output": {"format": ((str,), True)},
+    "output": {"format": ((str,), True, None)},
 }
 
 
@@ -210,36 +215,15 @@ def parse_target(data: dict[str, Any], path: Path | str | None = None) -> Target
         TargetError: unknown section/key, wrong type, unknown device kind or output format.
     """
     where = path or "<target>"
-    unknown = sorted(set(data) - set(_SCHEMA))
-    if unknown:
-        raise TargetError(
-            f"unknown section [{unknown[0]}]; allowed: {', '.join(_SCHEMA)}", path=where, fix=f"remove [{unknown[0]}]"
-        )
-    out: dict[str, dict[str, Any]] = {}
-    for section, schema in _SCHEMA.items():
-        table = data.get(section)
-        if not isinstance(table, dict):
-            raise TargetError(f"missing section [{section}]", path=where, fix=f"add a [{section}] table")
-        bad = sorted(set(table) - set(schema))
-        if bad:
-            raise TargetError(
-                f"unknown key {section}.{bad[0]}; allowed keys in [{section}]: {', '.join(schema)}",
-                path=where,
-                fix=f"remove or rename {section}.{bad[0]}",
-            )
-        for key, (types, required) in schema.items():
-            if key not in table:
-                if required:
-                    raise TargetError(
-                        f"missing required key {section}.{key}", path=where, fix=f"add {key} under [{section}]"
-                    )
-                continue
-            v = table[key]
-            if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
-                raise TargetError(
-                    f"{section}.{key} has the wrong type ({type(v).__name__})", path=where, fix=f"fix {section}.{key}"
-                )
-        out[section] = dict(table)
+    check_sections(data, list(_SCHEMA), where, TargetError)
+    out = {
+        section: {
+            k: v
+            for k, v in check_table(data.get(section), section, schema, where, TargetError).items()
+            if v is not None
+        }
+        for section, schema in _SCHEMA.items()
+    }
     if out["device"]["kind"] not in DEVICE_KINDS:
         raise TargetError(
             f"unknown device.kind {out['device']['kind']!r}; allowed: {', '.join(DEVICE_KINDS)}",

@@ -1,0 +1,75 @@
+"""Validation of TOML tables against a small schema (shared by recipes and target descriptors).
+
+A schema maps ``key -> (types, required, default)``. Errors name the file, the
+``section.key`` and what is allowed, and are raised as the caller's error class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import MlcbuildError
+
+Schema = dict[str, tuple[tuple[type, ...], bool, Any]]
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    dict: "a table",
+    bool: "a boolean",
+    float: "a number",
+    list: "an array",
+}
+
+
+def check_sections(data: dict[str, Any], allowed: list[str], path: Path | str, error: type[MlcbuildError]) -> None:
+    """Raise ``error`` for a section not in ``allowed``."""
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise error(
+            f"unknown section [{unknown[0]}]; allowed sections: {', '.join(f'[{s}]' for s in allowed)}",
+            path=path,
+            fix=f"remove or rename [{unknown[0]}]",
+        )
+
+
+def check_table(
+    table: Any, section: str, schema: Schema, path: Path | str, error: type[MlcbuildError]
+) -> dict[str, Any]:
+    """Validate one table; return it with defaults filled in.
+
+    Raises:
+        error: the table is missing or not a table, has an unknown key, lacks a required
+            key, or a value has the wrong type (a boolean is never an integer) or is a
+            non-positive integer.
+    """
+    if not isinstance(table, dict):
+        raise error(f"missing section [{section}] (or it is not a table)", path=path, fix=f"add a [{section}] table")
+    unknown = sorted(set(table) - set(schema))
+    if unknown:
+        raise error(
+            f"unknown key {section}.{unknown[0]}; allowed keys in [{section}]: {', '.join(schema)}",
+            path=path,
+            fix=f"remove or rename {section}.{unknown[0]}",
+        )
+    out: dict[str, Any] = {}
+    for key, (types, required, default) in schema.items():
+        if key not in table:
+            if required:
+                raise error(
+                    f"missing required key {section}.{key}", path=path, fix=f"add {key} = ... under [{section}]"
+                )
+            out[key] = default
+            continue
+        value = table[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            want = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+            raise error(
+                f"{section}.{key} must be {want}, got {type(value).__name__} {value!r}",
+                path=path,
+                fix=f"give {section}.{key} {want}",
+            )
+        if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
+            raise error(f"{section}.{key} must be positive, got {value}", path=path, fix=f"set {section}.{key} >= 1")
+        out[key] = value
+    return out
