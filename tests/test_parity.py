@@ -97,7 +97,7 @@ def test_q4f32_1_matches_numpy_quantization(case, cache_dir):
     ours = compile_and_load(recipe_data(cfg, "q4f32_1", name=f"tiny-{case}"), sd, cache_dir)
     scheme = get_scheme("q4f32_1")
     with torch.no_grad():
-        for name, p in hf.named_parameters():
+        for p in hf.parameters():
             if p.ndim == 2:  # every linear and the embedding is quantized
                 w = p.detach().numpy()
                 q, s = scheme.quantize(w)

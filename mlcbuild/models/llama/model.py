@@ -17,6 +17,8 @@ from .config import LlamaConfig
 
 
 class LlamaDecoderLayer(nn.Module):
+    """``x + attn(norm(x))`` then ``+ mlp(norm(.))``: ``[b, s, d]`` -> ``[b, s, d]`` (HF ``LlamaDecoderLayer``)."""
+
     def __init__(self, cfg: LlamaConfig, dtype: str):
         self.input_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
         self.self_attn = PagedAttention(
@@ -31,6 +33,8 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
+    """Embedding table, decoder layers and the final RMSNorm (HF ``LlamaModel``)."""
+
     def __init__(self, cfg: LlamaConfig, dtype: str):
         self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
         self.layers = nn.ModuleList([LlamaDecoderLayer(cfg, dtype) for _ in range(cfg.num_hidden_layers)])
