@@ -192,7 +192,10 @@ def _build_into(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     tdir = tuning_dir(desc, tuning_root) if inputs["tuning_records"] else None
-    lib_path, exported = build_library(recipe, desc, work, timings, tuning_dir=tdir, on_phase=on_phase)
+    workarounds: list[str] = []
+    lib_path, exported = build_library(
+        recipe, desc, work, timings, tuning_dir=tdir, on_phase=on_phase, workarounds=workarounds
+    )
     total = time.perf_counter() - t0
     (work / "mlc-chat-config.json").write_text(json.dumps(chat_config(recipe), indent=2) + "\n")
     build = {
@@ -215,5 +218,6 @@ def _build_into(
         "memory": memory_estimate(recipe, exported.params),
         "memory_budget_bytes": desc.memory_budget_bytes,
         "seconds": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(total, 3)},
+        "workarounds": workarounds,
     }
     (work / "build.json").write_text(json.dumps(build, indent=2, sort_keys=False) + "\n")

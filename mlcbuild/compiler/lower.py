@@ -82,6 +82,7 @@ def build_library(
     timings: dict[str, float],
     tuning_dir: Path | None = None,
     on_phase: Callable[[str], None] | None = None,
+    workarounds: list[str] | None = None,
 ) -> tuple[Path, ExportedModel]:
     """Compile the recipe for a target and write the library into ``out_dir``.
 
@@ -90,7 +91,8 @@ def build_library(
     ``recipe.build.system_lib_prefix`` (``"tar"``, for static linking in apps).
 
     Returns:
-        ``(library path, exported model)``; ``timings`` gains seconds per phase.
+        ``(library path, exported model)``; ``timings`` gains seconds per phase and
+        ``workarounds`` (if given) a line per compiler bug worked around.
     Raises:
         TargetError: the installed TVM cannot generate code for the target.
     """
@@ -116,7 +118,19 @@ def build_library(
             phase_times["codegen"] = time.perf_counter()
 
     pipeline = build_pipeline(target, variable_bounds(recipe), timings, tuning_dir, phase)
-    ex = relax.build(mod, target, relax_pipeline=pipeline, system_lib=desc.system_lib)
+    try:
+        ex = relax.build(mod, target, relax_pipeline=pipeline, system_lib=desc.system_lib)
+    except tvm.error.InternalError as e:
+        # TVM 0.27's TIR common-subexpression elimination emits a use before its definition
+        # in the KV cache's tree-attention kernel for some head dims on Metal (seen: Llama 3.2
+        # 1B, head_dim 64). Rebuild without TIR CSE; LLVM and the GPU drivers' compilers
+        # still eliminate common subexpressions themselves.
+        if "used before definition" not in str(e):
+            raise
+        if workarounds is not None:
+            workarounds.append("rebuilt with tirx.disable_cse_tir (TVM CSE use-before-definition)")
+        with tvm.transform.PassContext(config={"tirx.disable_cse_tir": True}):
+            ex = relax.build(mod, target, relax_pipeline=pipeline, system_lib=desc.system_lib)
     timings["codegen"] = time.perf_counter() - phase_times.get("codegen", time.perf_counter())
     if on_phase:
         on_phase("export_library")
