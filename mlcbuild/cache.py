@@ -2,8 +2,10 @@
 
 Layout under the root (``MLCBUILD_CACHE``, else the platform's user cache dir)::
 
-    builds/<key>/          one finished entry: library, mlc-chat-config.json,
+    builds/<key>/          one finished build: library, mlc-chat-config.json,
                            build.json, manifest.json (sha256 of every other file)
+    weights/<key>/         one finished weight conversion: tensor-cache.json, shards,
+                           tokenizer files, convert.json, manifest.json
     tmp/<key>.<nonce>/     a build in progress; renamed into builds/ when complete
     locks/<key>.lock       held while a key is being built
     memo/                  small derived facts (toolchain versions) that spare
@@ -77,22 +79,24 @@ class Cache:
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root is not None else default_root()
         self.builds = self.root / "builds"
+        self.weights = self.root / "weights"
         self.tmp = self.root / "tmp"
         self.locks = self.root / "locks"
         self.memo = self.root / "memo"
 
     # ---- lookup ---------------------------------------------------------------------------
-    def entry_path(self, key: str) -> Path:
-        return self.builds / key
+    def entry_path(self, key: str, kind: str = "builds") -> Path:
+        """Where the entry of ``key`` lives; ``kind`` is ``"builds"`` or ``"weights"``."""
+        return self.root / kind / key
 
-    def lookup(self, key: str) -> Path | None:
+    def lookup(self, key: str, kind: str = "builds") -> Path | None:
         """The entry's directory if ``key`` is built and has its manifest, else ``None``."""
-        p = self.entry_path(key)
+        p = self.entry_path(key, kind)
         return p if (p / MANIFEST).is_file() else None
 
     # ---- building -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def building(self, key: str, timeout_s: float = -1) -> Iterator[Path | None]:
+    def building(self, key: str, kind: str = "builds", timeout_s: float = -1) -> Iterator[Path | None]:
         """Hold the key's lock; yield ``None`` if the entry exists, else a fresh tmp dir to fill.
 
         On normal exit the tmp dir gets its manifest and is renamed into place
@@ -102,19 +106,19 @@ class Cache:
             CacheError: the cache root cannot be written.
         """
         try:
-            for d in (self.builds, self.tmp, self.locks):
+            for d in (self.root / kind, self.tmp, self.locks):
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CacheError(
                 f"cannot create the build cache: {e}", path=self.root, fix="set MLCBUILD_CACHE to a writable directory"
             ) from e
         with filelock.FileLock(str(self.locks / f"{key}.lock"), timeout=timeout_s):
-            if self.lookup(key) is not None:
+            if self.lookup(key, kind) is not None:
                 yield None
                 return
             for stale in self.tmp.glob(f"{key}.*"):
                 shutil.rmtree(stale, ignore_errors=True)
-            partial = self.entry_path(key)
+            partial = self.entry_path(key, kind)
             if partial.exists():  # an entry without manifest: never complete, never served
                 shutil.rmtree(partial, ignore_errors=True)
             work = self.tmp / f"{key}.{uuid.uuid4().hex[:12]}"
@@ -122,39 +126,41 @@ class Cache:
             try:
                 yield work
                 write_manifest(work)
-                os.rename(work, self.entry_path(key))
+                os.rename(work, self.entry_path(key, kind))
             except BaseException:
                 shutil.rmtree(work, ignore_errors=True)
                 raise
 
     # ---- maintenance ----------------------------------------------------------------------
-    def entries(self) -> list[Entry]:
-        """All finished entries, oldest first."""
+    def entries(self, kind: str = "builds") -> list[Entry]:
+        """All finished entries of a kind, oldest first."""
         out = []
-        if not self.builds.is_dir():
+        base = self.root / kind
+        if not base.is_dir():
             return out
-        for p in self.builds.iterdir():
+        for p in base.iterdir():
             if not (p / MANIFEST).is_file():
                 continue
             try:
-                info = json.loads((p / "build.json").read_text())
+                info = json.loads((p / ("build.json" if kind == "builds" else "convert.json")).read_text())
             except (OSError, ValueError):
                 info = {}
             size = sum(f.stat().st_size for f in p.iterdir() if f.is_file())
             out.append(Entry(key=p.name, path=p, size_bytes=size, created=(p / MANIFEST).stat().st_mtime, info=info))
         return sorted(out, key=lambda e: e.created)
 
-    def verify(self) -> dict[str, list[str]]:
-        """Re-hash every entry against its manifest.
+    def verify(self, kind: str = "builds") -> dict[str, list[str]]:
+        """Re-hash every entry of a kind against its manifest.
 
         Returns:
             ``key -> [problems]`` for every entry (an empty list means intact):
             a missing, extra or changed file, or an unreadable manifest.
         """
         report: dict[str, list[str]] = {}
-        if not self.builds.is_dir():
+        base = self.root / kind
+        if not base.is_dir():
             return report
-        for p in sorted(self.builds.iterdir()):
+        for p in sorted(base.iterdir()):
             report[p.name] = verify_dir(p)
         return report
 
@@ -179,21 +185,22 @@ class Cache:
                 except filelock.Timeout:
                     pass  # being built now
         now = time.time()
-        for key, problems in self.verify().items():
-            p = self.entry_path(key)
-            reason = None
-            if problems and corrupt:
-                reason = "corrupt: " + "; ".join(problems)
-            elif (
-                older_than_s is not None
-                and (p / MANIFEST).is_file()
-                and now - (p / MANIFEST).stat().st_mtime > older_than_s
-            ):
-                reason = "older than the limit"
-            if reason:
-                with filelock.FileLock(str(self.locks / f"{key}.lock")):
-                    shutil.rmtree(p, ignore_errors=True)
-                removed.append(f"builds/{key} ({reason})")
+        for kind in ("builds", "weights"):
+            for key, problems in self.verify(kind).items():
+                p = self.entry_path(key, kind)
+                reason = None
+                if problems and corrupt:
+                    reason = "corrupt: " + "; ".join(problems)
+                elif (
+                    older_than_s is not None
+                    and (p / MANIFEST).is_file()
+                    and now - (p / MANIFEST).stat().st_mtime > older_than_s
+                ):
+                    reason = "older than the limit"
+                if reason:
+                    with filelock.FileLock(str(self.locks / f"{key}.lock")):
+                        shutil.rmtree(p, ignore_errors=True)
+                    removed.append(f"{kind}/{key} ({reason})")
         return removed
 
 

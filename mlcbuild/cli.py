@@ -92,6 +92,161 @@ def compile_cmd(recipe: Path, target_name: str, out: Path | None, as_json: bool,
         )
 
 
+def _compile_with_progress(recipe_path: Path, target_name: str, cache_dir: Path | None, quiet: bool):
+    from .cache import Cache
+    from .compile import compile_recipe
+    from .recipe import load_recipe
+    from .target import load_target
+
+    r = load_recipe(recipe_path)
+    desc = load_target(target_name)
+    with Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=err, transient=True
+    ) as progress:
+        task = progress.add_task(f"compile {r.name} -> {desc.name}", total=None)
+        res = compile_recipe(
+            r,
+            desc,
+            cache=Cache(cache_dir),
+            on_phase=lambda n: progress.update(task, description=f"compile {r.name}: {n}"),
+        )
+    if not quiet:
+        err.print(f"compile: {res.cache} {res.artifact}", highlight=False)
+    return r, res
+
+
+def _convert_with_progress(recipe, weights_dir: Path, cache_dir: Path | None, out: Path | None, quiet: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn
+
+    from .cache import Cache
+    from .convert import convert_weights
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=quiet,
+    ) as progress:
+        task = progress.add_task(f"convert {recipe.name} ({recipe.scheme})", total=None)
+
+        def on_tensor(i: int, n: int, name: str) -> None:
+            progress.update(task, completed=i, total=n, description=f"convert {name}")
+
+        return convert_weights(recipe, weights_dir, cache=Cache(cache_dir), out=out, on_tensor=on_tensor)
+
+
+@main.command("convert")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--weights",
+    "weights_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="local checkpoint (default: download the recipe's source from the hub)",
+)
+@click.option(
+    "--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="also copy the converted weights here"
+)
+@click.option("--json", "as_json", is_flag=True, help="print {weights, key, cache, seconds} as JSON")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MLCBUILD_CACHE")
+def convert_cmd(
+    recipe: Path, weights_dir: Path | None, out: Path | None, as_json: bool, cache_dir: Path | None
+) -> None:
+    """Quantize a checkpoint for RECIPE into MLC-LLM's weight format (tensor-cache.json + shards)."""
+    from .checkpoint import fetch
+    from .recipe import load_recipe
+
+    r = load_recipe(recipe)
+    src = weights_dir if weights_dir is not None else fetch(r.source)
+    res = _convert_with_progress(r, src, cache_dir, out, as_json)
+    if as_json:
+        click.echo(json.dumps(res.to_json()))
+    else:
+        stdout.print(f"[green]{res.cache}[/] {res.weights}  key {res.key[:16]}  {res.seconds:.2f} s", highlight=False)
+
+
+@main.command("run")
+@click.argument("artifact", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--weights",
+    "weights_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="converted weights (or, with a recipe, a checkpoint to convert)",
+)
+@click.option("--prompt", help="text, tokenized with the checkpoint's tokenizer")
+@click.option("--prompt-ids", help="comma-separated token ids, e.g. 1,2,3")
+@click.option("--max-new-tokens", type=int, default=32, show_default=True)
+@click.option("--ignore-eos", is_flag=True, help="do not stop at the end-of-sequence token")
+@click.option("--json", "as_json", is_flag=True, help="print ids, text, tokens/s and peak RSS as JSON")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MLCBUILD_CACHE")
+def run_cmd(artifact, weights_dir, prompt, prompt_ids, max_new_tokens, ignore_eos, as_json, cache_dir) -> None:
+    """Generate text greedily on the host CPU with a compiled ARTIFACT (or a recipe, compiled first)."""
+    import resource
+
+    from .runtime import load_host_model
+
+    if (prompt is None) == (prompt_ids is None):
+        raise MlcbuildError("give exactly one of --prompt and --prompt-ids", fix="e.g. --prompt-ids 1,2,3")
+    if artifact.suffix == ".toml":
+        r, res = _compile_with_progress(artifact, "host", cache_dir, as_json)
+        artifact = res.artifact
+        if not (weights_dir / "tensor-cache.json").is_file() and (weights_dir / "config.json").is_file():
+            weights_dir = _convert_with_progress(r, weights_dir, cache_dir, None, True).weights
+    model, chat = load_host_model(artifact, weights_dir)
+    tokenizer = None
+    tok_path = weights_dir / "tokenizer.json"
+    if prompt is not None or tok_path.is_file():
+        if not tok_path.is_file():
+            raise MlcbuildError(
+                "no tokenizer.json with the weights",
+                path=weights_dir,
+                fix="pass --prompt-ids, or convert a checkpoint that has tokenizer.json",
+            )
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tok_path))
+    if prompt is not None:
+        ids = tokenizer.encode(prompt).ids
+    else:
+        try:
+            ids = [int(x) for x in prompt_ids.split(",") if x.strip()]
+        except ValueError as e:
+            raise MlcbuildError(f"--prompt-ids must be comma-separated integers: {e}") from e
+    eos = chat.get("eos_token_id")
+    stop = [] if ignore_eos or eos is None else (eos if isinstance(eos, list) else [eos])
+    out_ids: list[int] = []
+    shown = ""
+    for tok in model.generate(ids, max_new_tokens, stop):
+        out_ids.append(tok)
+        if tokenizer is not None and not as_json:
+            text = tokenizer.decode(out_ids)
+            click.echo(text[len(shown) :], nl=False)
+            shown = text
+    text = tokenizer.decode(out_ids) if tokenizer is not None else ""
+    st = model.stats
+    result = {
+        "prompt_ids": ids,
+        "output_ids": out_ids,
+        "text": text,
+        "prefill_tokens_per_s": round(st["prefill_tokens"] / st["prefill_s"], 2) if st["prefill_s"] else None,
+        "decode_tokens_per_s": round(st["decode_tokens"] / st["decode_s"], 2) if st["decode_s"] else None,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        if tokenizer is None:
+            click.echo(" ".join(map(str, out_ids)), nl=False)
+        click.echo()
+        err.print(
+            f"prefill {result['prefill_tokens_per_s']} tok/s, decode {result['decode_tokens_per_s']} tok/s, "
+            f"peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MiB",
+            highlight=False,
+        )
+
+
 @main.group("targets", invoke_without_command=True)
 @click.pass_context
 def targets_cmd(ctx) -> None:

@@ -114,15 +114,97 @@ class HostModel:
         self.seq_len += 1
         return out.numpy().reshape(-1)
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
-        """Greedy generation: the ``max_new_tokens`` ids after the prompt."""
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, stop_ids: Iterable[int] = ()):
+        """Greedy generation, yielding each new token id as it is produced.
+
+        Stops after ``max_new_tokens`` or after emitting a token in ``stop_ids`` (EOS),
+        which is yielded. Sets ``self.stats``: prefill/decode seconds and token counts.
+        """
+        import time
+
+        stop = set(stop_ids)
         self.reset()
+        t0 = time.perf_counter()
         logits = self.prefill(prompt_ids)
-        out = []
-        for _ in range(max_new_tokens):
+        t1 = time.perf_counter()
+        self.stats = {"prefill_tokens": len(prompt_ids), "prefill_s": t1 - t0, "decode_tokens": 0, "decode_s": 0.0}
+        n = 0
+        while n < max_new_tokens:
             tok = int(np.argmax(logits))
-            out.append(tok)
-            if len(out) == max_new_tokens:
+            n += 1
+            yield tok
+            if n == max_new_tokens or tok in stop:
                 break
+            t = time.perf_counter()
             logits = self.decode(tok)
-        return out
+            self.stats["decode_s"] += time.perf_counter() - t
+            self.stats["decode_tokens"] += 1
+
+
+def load_host_model(artifact: str | Path, weights: str | Path) -> tuple[HostModel, dict]:
+    """A host artifact and converted weights, checked against each other.
+
+    Returns:
+        ``(model, chat_config)``.
+    Raises:
+        MlcbuildError: the artifact is not a host ``.so`` build, or the weights were
+            converted for another scheme or model (parameter names/shapes/dtypes differ),
+            or a shard is missing/corrupt.
+    """
+    import json
+
+    from .tensor_cache import read_tensor_cache
+
+    artifact, weights = Path(artifact), Path(weights)
+    build_path = artifact / "build.json"
+    if not build_path.is_file():
+        raise MlcbuildError(
+            "not an artifact directory (no build.json)",
+            path=artifact,
+            fix="pass the artifact printed by `mlcbuild compile`",
+        )
+    build = json.loads(build_path.read_text())
+    if build["library"]["format"] != "so":
+        raise MlcbuildError(
+            f"the artifact was built for target {build.get('target_name')!r} ({build['library']['file']}), which cannot run here",
+            path=artifact,
+            fix="compile the recipe with --target host to run it on this machine",
+        )
+    info_path = weights / "convert.json"
+    if not info_path.is_file():
+        raise MlcbuildError(
+            "not a converted weight directory (no convert.json)", path=weights, fix="run `mlcbuild convert` first"
+        )
+    info = json.loads(info_path.read_text())
+    recipe = build["inputs"]["recipe"]
+    scheme = recipe["quantization"]["scheme"]
+    if info["scheme"] != scheme:
+        raise MlcbuildError(
+            f"the weights are quantized with {info['scheme']} but the library was built for {scheme}",
+            path=weights,
+            fix=f"convert the weights with a {scheme} recipe, or compile the library with a {info['scheme']} recipe",
+        )
+    want = [(p["name"], p["shape"], p["dtype"]) for p in build["params"]]
+    have = [(p["name"], p["shape"], p["dtype"]) for p in info["params"]]
+    if want != have:
+        diff = next(
+            (f"{a} vs {b}" for a, b in zip(want, have, strict=False) if a != b),
+            f"{len(want)} vs {len(have)} parameters",
+        )
+        raise MlcbuildError(
+            f"the weights do not belong to this library's model (library vs weights: {diff})",
+            path=weights,
+            fix="convert the checkpoint with the same recipe the library was compiled from",
+        )
+    tensors = read_tensor_cache(weights)
+    b = recipe["build"]
+    chat = json.loads((weights / "mlc-chat-config.json").read_text())
+    model = HostModel(
+        artifact / build["library"]["file"],
+        [tensors[name] for name, _, _ in want],
+        vocab_size=int(recipe["model"]["config"]["vocab_size"]),
+        context_window_size=b["context_window_size"],
+        prefill_chunk_size=b["prefill_chunk_size"],
+        page_size=b["page_size"],
+    )
+    return model, chat

@@ -62,3 +62,25 @@ def hf_llama(cfg: dict, seed: int = 0):
 
 def state_dict_numpy(model) -> dict[str, np.ndarray]:
     return {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+
+
+def make_checkpoint(directory, cfg: dict, seed: int = 0, max_shard_size: str | None = None):
+    """Save a random ``LlamaForCausalLM`` and a small trained BPE tokenizer as a Hugging Face checkpoint."""
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    d = Path(directory)
+    hf = hf_llama(cfg, seed)
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    hf.save_pretrained(d, safe_serialization=True, **kwargs)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=min(cfg["vocab_size"], 90), special_tokens=["<unk>", "<s>", "</s>"])
+    import pydoc_data.topics
+
+    text = list(pydoc_data.topics.topics.values())[:50]
+    tok.train_from_iterator(text, trainer)
+    tok.save(str(d / "tokenizer.json"))
+    return hf

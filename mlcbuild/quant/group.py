@@ -79,13 +79,21 @@ class GroupQuant(Scheme):
 
     # ---- NumPy reference ----------------------------------------------------------------
     def quantize(self, w: np.ndarray, layout: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Quantize a ``[N, K]`` float weight.
+        """Quantize a ``[N, K]`` float weight, in blocks of rows (bounded temporaries).
 
         Returns:
             ``(q_weight uint32, q_scale model_dtype)`` in ``layout`` (default: the scheme's).
         """
-        w = np.asarray(w, dtype=np.float32)
+        w = np.asarray(w)
         n, k = w.shape
+        rows = max(1, (1 << 22) // max(k, 1))  # ~16 MiB of float32 temporaries per block
+        if n > rows:
+            parts = [self.quantize(w[i : i + rows], layout="NK") for i in range(0, n, rows)]
+            packed, scale = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            if (layout or self.layout) == "KN":
+                return np.ascontiguousarray(packed.T), np.ascontiguousarray(scale.T)
+            return packed, scale
+        w = w.astype(np.float32, copy=False)
         kp = self.padded_k(k)
         if kp != k:
             w = np.pad(w, ((0, 0), (0, kp - k)))

@@ -1,0 +1,174 @@
+"""``mlcbuild convert``: a Hugging Face checkpoint -> quantized weights in MLC-LLM's format.
+
+Content-addressed like builds: the key covers the architecture's parsed config, the
+scheme, the sha256 of every source file (weights and tokenizer) and the mlcbuild
+version, so a repeat is a hit. Entries live in the cache's ``weights/`` and hold
+``tensor-cache.json``, ``params_shard_*.bin``, the tokenizer files,
+``mlc-chat-config.json`` and ``convert.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .cache import Cache, content_key, file_sha256
+from .checkpoint import Checkpoint
+from .errors import MlcbuildError
+from .recipe import Recipe
+
+CONVERT_INFO = "convert.json"
+
+
+@dataclasses.dataclass
+class ConvertResult:
+    """What ``convert`` did: the weight directory, its key, ``"hit"``/``"miss"``, wall seconds."""
+
+    weights: Path
+    key: str
+    cache: str
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"weights": str(self.weights), "key": self.key, "cache": self.cache, "seconds": round(self.seconds, 3)}
+
+
+def check_config(recipe: Recipe, ckpt: Checkpoint) -> None:
+    """The checkpoint's ``config.json`` must define the same model as the recipe.
+
+    Compares the architecture's parsed configs (the keys that define the math).
+
+    Raises:
+        MlcbuildError: listing every differing key with both values.
+    """
+    from .models import get_architecture
+
+    arch = get_architecture(recipe.architecture)
+    ours = dataclasses.asdict(recipe.model_config)
+    theirs = dataclasses.asdict(arch.config_from_hf(ckpt.config, path=ckpt.dir / "config.json"))
+    diff = [f"{k}: recipe {ours[k]!r} != checkpoint {theirs[k]!r}" for k in ours if ours[k] != theirs[k]]
+    if diff:
+        raise MlcbuildError(
+            "the checkpoint's config.json differs from the recipe's [model.config]: " + "; ".join(diff),
+            path=ckpt.dir / "config.json",
+            fix=f"use the checkpoint the recipe describes, or copy its config.json into {recipe.path or 'the recipe'}",
+        )
+
+
+def param_specs(recipe: Recipe) -> tuple[Any, list[tuple[str, tuple[int, ...], str]]]:
+    """The quantized ``nn.Module`` and its parameters ``[(name, shape, dtype)]`` in entry-function order."""
+    from .compiler.lower import build_model
+
+    model = build_model(recipe, target=None)
+    specs = [(n, tuple(int(x) for x in p.shape), str(p.dtype)) for n, p in model.named_parameters()]
+    return model, specs
+
+
+def weights_key(recipe: Recipe, ckpt: Checkpoint) -> tuple[str, dict[str, Any]]:
+    """The cache key of converted weights and the inputs it hashes."""
+    inputs = {
+        "kind": "weights",
+        "architecture": recipe.architecture,
+        "model_config": dataclasses.asdict(recipe.model_config),
+        "scheme": recipe.scheme,
+        "sources": {f.name: file_sha256(f) for f in ckpt.files},
+        "tokenizer": {f.name: file_sha256(f) for f in ckpt.tokenizer_files()},
+        "mlcbuild": __version__,
+        "format": "tensor-cache",
+    }
+    return content_key(inputs), inputs
+
+
+def convert_weights(
+    recipe: Recipe,
+    weights_dir: Path,
+    *,
+    cache: Cache | None = None,
+    out: Path | None = None,
+    on_tensor: Callable[[int, int, str], None] | None = None,
+) -> ConvertResult:
+    """Convert a local checkpoint for ``recipe`` (or return the cached conversion).
+
+    Args:
+        weights_dir: the checkpoint directory.
+        out: if given, the converted files are also copied there.
+        on_tensor: progress callback ``(index, total, name)``.
+    Raises:
+        MlcbuildError: config mismatch, missing/corrupt files or tensors; nothing is left
+            in the cache or ``out`` on failure.
+    """
+    from .models import get_architecture
+    from .tensor_cache import write_tensor_cache
+    from .weights import convert_params
+
+    t0 = time.perf_counter()
+    cache = cache or Cache()
+    ckpt = Checkpoint(weights_dir)
+    check_config(recipe, ckpt)
+    key, inputs = weights_key(recipe, ckpt)
+    status = "hit"
+    if cache.lookup(key, "weights") is None:
+        with cache.building(key, "weights") as work:
+            if work is not None:
+                status = "miss"
+                model, specs = param_specs(recipe)
+                arch = get_architecture(recipe.architecture)
+                pmap = arch.hf_param_map(recipe.model_config)
+                total = len(specs)
+
+                def progress():
+                    for i, (name, arr) in enumerate(convert_params(model, specs, pmap, ckpt.read)):
+                        if on_tensor:
+                            on_tensor(i + 1, total, name)
+                        yield name, arr
+
+                source_params = sum(math.prod(s) for n, s, _ in _source_shapes(ckpt, pmap))
+                index = write_tensor_cache(work, progress(), source_params=source_params)
+                toks = []
+                for f in ckpt.tokenizer_files():
+                    shutil.copy2(f, work / f.name)
+                    toks.append(f.name)
+                from .compile import chat_config
+
+                chat = chat_config(recipe)
+                chat["tokenizer_files"] = toks
+                (work / "mlc-chat-config.json").write_text(json.dumps(chat, indent=2) + "\n")
+                info = {
+                    "key": key,
+                    "inputs": inputs,
+                    "source_dir": str(ckpt.dir),
+                    "scheme": recipe.scheme,
+                    "params": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in specs],
+                    "metadata": index["metadata"],
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
+                (work / CONVERT_INFO).write_text(json.dumps(info, indent=1) + "\n")
+    path = cache.entry_path(key, "weights")
+    result_dir = path
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in path.iterdir():
+            if f.is_file():
+                shutil.copy2(f, out / f.name)
+        result_dir = out
+    return ConvertResult(weights=result_dir, key=key, cache=status, seconds=time.perf_counter() - t0)
+
+
+def _source_shapes(ckpt: Checkpoint, pmap) -> list[tuple[str, tuple[int, ...], str]]:
+    from safetensors import safe_open
+
+    names = {n for srcs, _ in pmap.values() for n in srcs}
+    out = []
+    for f in ckpt.files:
+        with safe_open(str(f), framework="pt") as h:
+            for n in h.keys():
+                if n in names:
+                    out.append((n, tuple(h.get_slice(n).get_shape()), ""))
+    return out
