@@ -20,7 +20,7 @@ from .errors import MlcbuildError
 
 # Tables stay whole when piped (rich would wrap them at 80 columns).
 stdout = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error lines stay whole (paths are long)
 
 
 def _on_sigterm(signum, frame):  # let finally-blocks remove partial builds

@@ -85,8 +85,14 @@ def test_miss_then_hit_without_tvm(tmp_path):
     assert out.stdout.strip().endswith("NO_TVM")
 
 
+def _value(v) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + "}"
+    return json.dumps(v)
+
+
 def _toml(data) -> str:
-    cfg = "\n".join(f"{k} = {json.dumps(v)}" for k, v in data["model"]["config"].items())
+    cfg = "\n".join(f"{k} = {_value(v)}" for k, v in data["model"]["config"].items())
     build = "\n".join(f"{k} = {json.dumps(v)}" for k, v in data["build"].items())
     m = data["model"]
     return (
