@@ -323,35 +323,40 @@ def cache_ls(cache_dir: Path | None, as_json: bool) -> None:
     from .cache import Cache
 
     c = Cache(cache_dir)
-    entries = c.entries()
-    if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "key": e.key,
-                        "path": str(e.path),
-                        "size_bytes": e.size_bytes,
-                        "recipe": e.info.get("inputs", {}).get("recipe", {}).get("model", {}).get("name"),
-                        "target": e.info.get("target_name"),
-                    }
-                    for e in entries
-                ]
+    rows = []
+    for kind in ("builds", "weights"):
+        for e in c.entries(kind):
+            if kind == "builds":
+                rec = e.info.get("inputs", {}).get("recipe", {})
+                model, scheme = rec.get("model", {}).get("name"), rec.get("quantization", {}).get("scheme")
+                target = e.info.get("target_name")
+            else:
+                model, scheme, target = Path(e.info.get("source_dir", "?")).name, e.info.get("scheme"), None
+            rows.append(
+                {
+                    "kind": kind,
+                    "key": e.key,
+                    "path": str(e.path),
+                    "size_bytes": e.size_bytes,
+                    "model": model,
+                    "scheme": scheme,
+                    "target": target,
+                }
             )
-        )
+    if as_json:
+        click.echo(json.dumps(rows))
         return
     t = Table(title=f"cache {c.root}")
-    for col in ("key", "model", "scheme", "target", "size", "created"):
+    for col in ("kind", "key", "model", "scheme", "target", "size"):
         t.add_column(col)
-    for e in entries:
-        rec = e.info.get("inputs", {}).get("recipe", {})
+    for r in rows:
         t.add_row(
-            e.key[:16],
-            rec.get("model", {}).get("name", "?"),
-            rec.get("quantization", {}).get("scheme", "?"),
-            e.info.get("target_name", "?"),
-            f"{e.size_bytes / 2**20:.1f} MiB",
-            e.info.get("created", "?"),
+            r["kind"],
+            r["key"][:16],
+            str(r["model"]),
+            str(r["scheme"]),
+            r["target"] or "-",
+            f"{r['size_bytes'] / 2**20:.1f} MiB",
         )
     stdout.print(t)
 
@@ -362,7 +367,8 @@ def cache_verify(cache_dir: Path | None) -> None:
     """Re-hash every entry; report corrupt ones (exit 1 if any)."""
     from .cache import Cache
 
-    report = Cache(cache_dir).verify()
+    c = Cache(cache_dir)
+    report = {f"{kind}/{k}": v for kind in ("builds", "weights") for k, v in c.verify(kind).items()}
     bad = {k: v for k, v in report.items() if v}
     for k, problems in report.items():
         if problems:

@@ -61,6 +61,6 @@ def test_compile_json_out_and_cache_commands(tmp_path, cache_dir):
     again = json.loads(run("compile", str(recipe), "--target", "s24", "--json", "--cache-dir", str(cache_dir)).stdout)
     assert again["cache"] == "hit" and again["key"] == res["key"]
     ls = json.loads(run("cache", "ls", "--json", "--cache-dir", str(cache_dir)).stdout)
-    assert any(e["key"] == res["key"] and e["target"] == "s24" for e in ls)
+    assert any(e["key"] == res["key"] and e["target"] == "s24" and e["kind"] == "builds" for e in ls)
     v = run("cache", "verify", "--cache-dir", str(cache_dir))
     assert v.exit_code == 0 and "0 corrupt" in v.output
