@@ -204,6 +204,18 @@ class Cache:
         return removed
 
 
+def copy_entry(entry: Path, out: Path | None) -> Path:
+    """Copy an entry's files to ``out`` (created if needed); returns ``out``, or ``entry`` when ``out`` is None."""
+    if out is None:
+        return entry
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in entry.iterdir():
+        if f.is_file():
+            shutil.copy2(f, out / f.name)
+    return out
+
+
 def write_manifest(directory: Path) -> None:
     """Write ``manifest.json``: sha256 and size of every other file in ``directory``."""
     files = {

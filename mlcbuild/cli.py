@@ -59,30 +59,7 @@ def main() -> None:
 )
 def compile_cmd(recipe: Path, target_name: str, out: Path | None, as_json: bool, cache_dir: Path | None) -> None:
     """Compile RECIPE for a target (default: host) into a cached library."""
-    from .cache import Cache
-    from .compile import compile_recipe
-    from .recipe import load_recipe
-    from .target import load_target
-
-    r = load_recipe(recipe)
-    desc = load_target(target_name)
-    with Progress(
-        SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=err, transient=as_json
-    ) as progress:
-        task = progress.add_task(f"{r.name} -> {desc.name}: key", total=None)
-        started = {"t": time.perf_counter(), "name": "key"}
-
-        def on_phase(name: str) -> None:
-            if name == started["name"]:
-                return
-            if not as_json:
-                progress.console.print(
-                    f"  {started['name']:<15} {time.perf_counter() - started['t']:7.2f} s", highlight=False
-                )
-            started.update(t=time.perf_counter(), name=name)
-            progress.update(task, description=f"{r.name} -> {desc.name}: {name}")
-
-        result = compile_recipe(r, desc, cache=Cache(cache_dir), out=out, on_phase=on_phase)
+    _, result = _compile_with_progress(recipe, target_name, cache_dir, out=out, show_phases=not as_json)
     if as_json:
         click.echo(json.dumps(result.to_json()))
     else:
@@ -92,7 +69,10 @@ def compile_cmd(recipe: Path, target_name: str, out: Path | None, as_json: bool,
         )
 
 
-def _compile_with_progress(recipe_path: Path, target_name: str, cache_dir: Path | None, quiet: bool):
+def _compile_with_progress(
+    recipe_path: Path, target_name: str, cache_dir: Path | None, out: Path | None = None, show_phases: bool = False
+):
+    """Compile with a rich spinner naming the phase; ``show_phases`` also prints seconds per phase."""
     from .cache import Cache
     from .compile import compile_recipe
     from .recipe import load_recipe
@@ -101,17 +81,25 @@ def _compile_with_progress(recipe_path: Path, target_name: str, cache_dir: Path 
     r = load_recipe(recipe_path)
     desc = load_target(target_name)
     with Progress(
-        SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=err, transient=True
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=not show_phases,
     ) as progress:
-        task = progress.add_task(f"compile {r.name} -> {desc.name}", total=None)
-        res = compile_recipe(
-            r,
-            desc,
-            cache=Cache(cache_dir),
-            on_phase=lambda n: progress.update(task, description=f"compile {r.name}: {n}"),
-        )
-    if not quiet:
-        err.print(f"compile: {res.cache} {res.artifact}", highlight=False)
+        task = progress.add_task(f"{r.name} -> {desc.name}: key", total=None)
+        started = {"t": time.perf_counter(), "name": "key"}
+
+        def on_phase(name: str) -> None:
+            if name == started["name"]:
+                return
+            if show_phases:
+                took = time.perf_counter() - started["t"]
+                progress.console.print(f"  {started['name']:<15} {took:7.2f} s", highlight=False)
+            started.update(t=time.perf_counter(), name=name)
+            progress.update(task, description=f"{r.name} -> {desc.name}: {name}")
+
+        res = compile_recipe(r, desc, cache=Cache(cache_dir), out=out, on_phase=on_phase)
     return r, res
 
 
@@ -190,7 +178,7 @@ def run_cmd(artifact, weights_dir, prompt, prompt_ids, max_new_tokens, ignore_eo
     if (prompt is None) == (prompt_ids is None):
         raise MlcbuildError("give exactly one of --prompt and --prompt-ids", fix="e.g. --prompt-ids 1,2,3")
     if artifact.suffix == ".toml":
-        r, res = _compile_with_progress(artifact, "host", cache_dir, as_json)
+        r, res = _compile_with_progress(artifact, "host", cache_dir)
         artifact = res.artifact
         if not (weights_dir / "tensor-cache.json").is_file() and (weights_dir / "config.json").is_file():
             weights_dir = _convert_with_progress(r, weights_dir, cache_dir, None, True).weights

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .cache import Cache, content_key, file_sha256
+from .cache import Cache, content_key, copy_entry, file_sha256
 from .recipe import Recipe
 from .stamp import toolchain_stamp
 from .target import TargetDescriptor, full_target_json
@@ -167,14 +166,7 @@ def compile_recipe(
                 status = "miss"
                 _build_into(work, recipe, desc, inputs, key, tuning_root, on_phase)
         path = cache.entry_path(key)
-    artifact = path
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        for f in path.iterdir():
-            if f.is_file():
-                shutil.copy2(f, out / f.name)
-        artifact = out
+    artifact = copy_entry(path, out)
     return CompileResult(artifact=artifact, key=key, cache=status, seconds=time.perf_counter() - t_start)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .cache import Cache, content_key, file_sha256
+from .cache import Cache, content_key, copy_entry, file_sha256
 from .checkpoint import Checkpoint
 from .errors import MlcbuildError
 from .recipe import Recipe
@@ -150,14 +150,7 @@ def convert_weights(
                 }
                 (work / CONVERT_INFO).write_text(json.dumps(info, indent=1) + "\n")
     path = cache.entry_path(key, "weights")
-    result_dir = path
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        for f in path.iterdir():
-            if f.is_file():
-                shutil.copy2(f, out / f.name)
-        result_dir = out
+    result_dir = copy_entry(path, out)
     return ConvertResult(weights=result_dir, key=key, cache=status, seconds=time.perf_counter() - t0)
 
 
