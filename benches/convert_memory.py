@@ -1,7 +1,7 @@
 """Peak memory of ``convert`` against the largest tensor, as JSON.
 
 For each recipe shape a random bf16 checkpoint (safetensors) is written, then converted
-in a fresh process. In that process the baseline is the peak RSS after importing
+in a fresh process. In that process (VmHWM of /proc/self/status) the baseline is the peak RSS after importing
 mlcbuild, TVM and torch and building the parameter list; the conversion's cost is
 peak RSS minus that baseline, compared with the largest tensor in float32 (the dtype
 tensors are quantized in) and in the checkpoint's bf16.
@@ -32,12 +32,19 @@ from mlcbuild.cache import Cache
 from mlcbuild.convert import convert_weights, param_specs
 from mlcbuild.recipe import load_recipe
 import dataclasses, tvm, torch, safetensors
+
+def hwm():  # this process's peak RSS (VmHWM is reset at exec, unlike getrusage's ru_maxrss)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
 recipe = dataclasses.replace(load_recipe(sys.argv[1]), scheme=sys.argv[3])
 param_specs(recipe)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+base = hwm()
 t = time.perf_counter()
 res = convert_weights(recipe, Path(sys.argv[2]), cache=Cache(sys.argv[4]))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = hwm()
 print(json.dumps({"baseline_rss_bytes": base, "peak_rss_bytes": peak, "seconds": time.perf_counter() - t,
                   "cache": res.cache, "weights": str(res.weights)}))
 """

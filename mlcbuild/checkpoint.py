@@ -82,7 +82,6 @@ class Checkpoint:
                     path=self.dir / f,
                     fix="download the checkpoint again",
                 )
-        self._handles: dict[Path, Any] = {}
 
     @staticmethod
     def _keys(f: Path) -> list[str]:
@@ -118,9 +117,10 @@ class Checkpoint:
         from safetensors import safe_open
 
         try:
-            if f not in self._handles:
-                self._handles[f] = safe_open(str(f), framework="pt")
-            return self._handles[f].get_tensor(name).float().numpy()
+            # Opened per tensor: a handle kept open keeps the whole file mapped, and every page
+            # read stays in the RSS (a 1B checkpoint then costs its full size in memory).
+            with safe_open(str(f), framework="pt") as h:
+                return h.get_tensor(name).float().numpy()
         except Exception as e:
             raise MlcbuildError(
                 f"cannot read tensor {name}: {e}", path=f, fix="the file is truncated or corrupt: download it again"
