@@ -147,7 +147,7 @@ def main() -> None:
         "bandwidth_method": "numpy copyto of 1 GiB, (read + write) bytes / best of 5, one thread",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python benches/decode_host.py " + " ".join(
-            f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items() if k != "out"
+            f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
         ),
         "results": rows,
     }
