@@ -51,7 +51,6 @@ class HostModel:
         self.page_size = page_size
         f = tvm.get_global_func
         self._add_seq = f("vm.builtin.kv_state_add_sequence")
-        self._remove_seq = f("vm.builtin.kv_state_remove_sequence")
         self._begin = f("vm.builtin.kv_state_begin_forward")
         self._end = f("vm.builtin.kv_state_end_forward")
         self.kv_cache = None
