@@ -275,6 +275,186 @@ def targets_cmd(ctx) -> None:
     stdout.print(t)
 
 
+_TRACKER = click.option("--tracker", required=True, help="RPC tracker, HOST:PORT")
+_KEY = click.option("--key", required=True, help="device key the RPC servers registered with")
+_WAIT = click.option(
+    "--wait", type=float, default=60.0, show_default=True, help="seconds to wait for the tracker and a free device"
+)
+
+
+@targets_cmd.command("probe")
+@_TRACKER
+@_KEY
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), help="descriptor to write or check")
+@click.option("--name", help="target name for a new descriptor (default: the file's stem or the key)")
+@click.option("--mtriple", help="host triple when the device cannot report it (default aarch64-linux-android)")
+@_WAIT
+@click.option("--json", "as_json", is_flag=True, help="print the device's limits as JSON")
+def targets_probe(tracker, key, out, name, mtriple, wait, as_json) -> None:
+    """Read a device's limits over RPC; write --out (new file) or check it (existing file)."""
+    from .probe import checked, probe_device, write_descriptor
+    from .rpc import device_calls, request_session
+    from .target import load_target
+
+    sess = request_session(tracker, key, wait_s=wait)
+    with device_calls("probe", key):
+        limits = probe_device(sess)
+    result = {"limits": limits.to_json()}
+    if out is not None and out.is_file():
+        checked(limits, load_target(out))
+        result.update(descriptor=str(out), action="checked")
+    elif out is not None:
+        write_descriptor(limits, name or out.stem, out, mtriple=mtriple)
+        result.update(descriptor=str(out), action="written")
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    t = Table(title=f"device {key!r} at {tracker}")
+    t.add_column("limit")
+    t.add_column("value")
+    for k, v in limits.to_json().items():
+        t.add_row(k, "-" if v is None else str(v))
+    stdout.print(t)
+    if "action" in result:
+        stdout.print(f"[green]{result['action']}[/] {out}", highlight=False)
+
+
+@main.command("devices")
+@_TRACKER
+@click.option("--json", "as_json", is_flag=True)
+def devices_cmd(tracker: str, as_json: bool) -> None:
+    """List the device keys at an RPC tracker, with free and pending counts."""
+    from .rpc import list_devices
+
+    keys = list_devices(tracker)
+    if as_json:
+        click.echo(json.dumps([k.to_json() for k in keys]))
+        return
+    t = Table(title=f"devices at {tracker}")
+    for col in ("key", "servers", "free", "pending"):
+        t.add_column(col)
+    for k in keys:
+        t.add_row(k.key, str(k.total), str(k.free), str(k.pending))
+    stdout.print(t)
+    if not keys:
+        err.print("no device registered; start one with `python -m tvm.exec.rpc_server --tracker "
+                  f"{tracker} --key KEY`", highlight=False)  # fmt: skip
+
+
+@main.command("tune")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "-t", "target_name", default="host", show_default=True)
+@_TRACKER
+@_KEY
+@click.option("--trials", type=int, default=64, show_default=True, help="candidates measured per kernel")
+@click.option("--kernel", "kernels", multiple=True, help="tune only this kernel (repeatable)")
+@click.option("--cost-model", type=click.Choice(["xgb", "random"]), default="xgb", show_default=True)
+@click.option("--tuning-logs", type=click.Path(file_okay=False, path_type=Path), help="default: the repository's")
+@click.option("--session-timeout", type=float, default=60.0, show_default=True, help="s per measurement session")
+@click.option("--json", "as_json", is_flag=True, help="print one result per kernel as JSON")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MLCBUILD_CACHE")
+def tune_cmd(recipe, target_name, tracker, key, trials, kernels, cost_model, tuning_logs, session_timeout, as_json,
+             cache_dir) -> None:  # fmt: skip
+    """Tune RECIPE's static-shape kernels with MetaSchedule on a device; records go to tuning_logs/<target>/."""
+    import logging
+
+    from rich.progress import BarColumn, MofNCompleteColumn
+
+    from .cache import Cache
+    from .recipe import load_recipe
+    from .target import load_target
+    from .tune import tune
+
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.ERROR)  # its logs go to files
+    r = load_recipe(recipe)
+    desc = load_target(target_name)
+    with Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err, disable=as_json,
+    ) as progress:  # fmt: skip
+        bar = progress.add_task("extracting kernels", total=None)
+
+        def on_task(i: int, n: int, task) -> None:
+            progress.update(bar, description=f"[{i + 1}/{n}] {task.name}", completed=0, total=trials)
+
+        def on_trials(n: int) -> None:
+            progress.advance(bar, n)
+
+        results = tune(
+            r, desc, tracker=tracker, key=key, trials=trials, tuning_root=tuning_logs, cache=Cache(cache_dir),
+            cost_model=cost_model, only=list(kernels) or None, session_timeout_s=session_timeout,
+            on_task=on_task, on_trials=on_trials,
+        )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps([x.to_json() for x in results]))
+        return
+    t = Table(title=f"tuned {r.name} on {key!r} ({desc.name})")
+    for col in ("kernel", "status", "trials", "best (µs)", "search (s)"):
+        t.add_column(col)
+    for x in results:
+        best = f"{x.best_us:.1f}" if x.best_us is not None else "-"
+        t.add_row(x.name, x.status, str(x.trials), best, f"{x.seconds:.0f}")
+    stdout.print(t)
+
+
+@main.command("bench")
+@click.argument("artifact", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--weights", "weights_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--tracker", help="RPC tracker, HOST:PORT")
+@click.option("--key", help="device key")
+@click.option("--local", is_flag=True, help="run on this machine (an in-process session)")
+@click.option("--prompt-tokens", type=int, default=128, show_default=True)
+@click.option("--gen-tokens", type=int, default=64, show_default=True)
+@click.option("--repeat", type=int, default=5, show_default=True)
+@_WAIT
+@click.option("--session-timeout", type=float, default=600.0, show_default=True,
+              help="s; the device ends the session after this (a hung device fails then)")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="print llama-bench-style records as JSON")
+@click.option("--compare", nargs=2, type=click.Path(dir_okay=False, path_type=Path), help="A.json B.json: print B/A")
+def bench_cmd(artifact, weights_dir, tracker, key, local, prompt_tokens, gen_tokens, repeat, wait, session_timeout,
+              as_json, compare) -> None:  # fmt: skip
+    """Measure prefill (pp) and decode (tg) of ARTIFACT with --weights on a device (or --local)."""
+    from .bench import BenchSpec, DeviceModel, load_records, run_bench
+    from .bench import compare as compare_records
+
+    if compare:
+        rows = compare_records(load_records(compare[0]), load_records(compare[1]))
+        if as_json:
+            click.echo(json.dumps(rows))
+            return
+        t = Table(title=f"{compare[1]} / {compare[0]}")
+        for col in ("test", "A", "B", "A tok/s", "B tok/s", "B / A"):
+            t.add_column(col)
+        for x in rows:
+            t.add_row(x["test"], x["a"], x["b"], f"{x['a_ts']:.2f}", f"{x['b_ts']:.2f}", f"{x['ratio']:.3f}")
+        stdout.print(t)
+        return
+    if artifact is None or weights_dir is None:
+        raise MlcbuildError("give ARTIFACT and --weights (or --compare A.json B.json)")
+    if local == bool(tracker or key) or (not local and not (tracker and key)):
+        raise MlcbuildError("give either --tracker HOST:PORT --key KEY, or --local")
+    from .rpc import local_session, request_session
+
+    sess = local_session() if local else request_session(tracker, key, wait_s=wait, session_timeout_s=session_timeout)
+    device = "local" if local else f"{key}@{tracker}"
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True, disable=as_json) as progress:  # fmt: skip
+        progress.add_task(f"uploading and measuring on {device}", total=None)
+        model = DeviceModel(sess, artifact, weights_dir, key=key or "local")
+        records = run_bench(model, BenchSpec(prompt_tokens, gen_tokens, repeat), device)
+    if as_json:
+        click.echo(json.dumps(records, indent=1))
+        return
+    t = Table(title=f"{records[0]['model_type']} on {device}")
+    for col in ("test", "t/s", "± stddev", "TTFT (ms)", "samples t/s"):
+        t.add_column(col)
+    for rec in records:
+        name = f"pp{rec['n_prompt']}" if rec["n_prompt"] else f"tg{rec['n_gen']}"
+        t.add_row(name, f"{rec['avg_ts']:.2f}", f"{rec['stddev_ts']:.2f}", str(rec.get("ttft_ms", "-")),
+                  " ".join(f"{x:.2f}" for x in rec["samples_ts"]))  # fmt: skip
+    stdout.print(t)
+
+
 @main.command("schemes")
 def schemes_cmd() -> None:
     """List the quantization schemes."""

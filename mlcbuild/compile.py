@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from .cache import Cache, content_key, copy_entry, file_sha256
 from .recipe import Recipe
+from .records import tuning_digest
 from .stamp import toolchain_stamp
 from .target import TargetDescriptor, full_target_json
 
@@ -50,20 +51,6 @@ class CompileResult:
 def tuning_dir(desc: TargetDescriptor, root: Path | None = None) -> Path:
     """``tuning_logs/<target name>/`` (under ``root``, default the repository's)."""
     return (root or REPO_TUNING_LOGS) / desc.name
-
-
-def tuning_digest(directory: Path) -> dict[str, Any] | None:
-    """Digest of the tuning records in a MetaSchedule JSON database directory.
-
-    Returns:
-        ``{"files": {name: sha256}, "digest": sha256}``, or ``None`` when there are no records.
-    """
-    rec = directory / "database_tuning_record.json"
-    wl = directory / "database_workload.json"
-    if not rec.is_file() or not wl.is_file() or rec.stat().st_size == 0:
-        return None
-    files = {f.name: file_sha256(f) for f in (wl, rec)}
-    return {"files": files, "digest": content_key(files)}
 
 
 def key_inputs(recipe: Recipe, desc: TargetDescriptor, cache: Cache, tuning_root: Path | None = None) -> dict[str, Any]:
@@ -185,8 +172,9 @@ def _build_into(
     t0 = time.perf_counter()
     tdir = tuning_dir(desc, tuning_root) if inputs["tuning_records"] else None
     workarounds: list[str] = []
+    tuned: list[str] = []
     lib_path, exported = build_library(
-        recipe, desc, work, timings, tuning_dir=tdir, on_phase=on_phase, workarounds=workarounds
+        recipe, desc, work, timings, tuning_dir=tdir, on_phase=on_phase, workarounds=workarounds, tuned=tuned
     )
     total = time.perf_counter() - t0
     (work / "mlc-chat-config.json").write_text(json.dumps(chat_config(recipe), indent=2) + "\n")
@@ -211,5 +199,6 @@ def _build_into(
         "memory_budget_bytes": desc.memory_budget_bytes,
         "seconds": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(total, 3)},
         "workarounds": workarounds,
+        "tuned_kernels": tuned,
     }
     (work / "build.json").write_text(json.dumps(build, indent=2, sort_keys=False) + "\n")

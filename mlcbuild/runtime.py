@@ -140,43 +140,42 @@ class HostModel:
             self.stats["decode_tokens"] += 1
 
 
-def load_host_model(artifact: str | Path, weights: str | Path) -> tuple[HostModel, dict]:
-    """A host artifact and converted weights, checked against each other.
+def read_artifact(artifact: Path) -> dict:
+    """An artifact directory's ``build.json``.
 
-    Returns:
-        ``(model, chat_config)``.
     Raises:
-        MlcbuildError: the artifact is not a host ``.so`` build, or the weights were
-            converted for another scheme or model (parameter names/shapes/dtypes differ),
-            or a shard is missing/corrupt.
+        MlcbuildError: not an artifact directory.
     """
     import json
 
-    from .tensor_cache import read_tensor_cache
-
-    artifact, weights = Path(artifact), Path(weights)
-    build_path = artifact / "build.json"
+    build_path = Path(artifact) / "build.json"
     if not build_path.is_file():
         raise MlcbuildError(
             "not an artifact directory (no build.json)",
             path=artifact,
             fix="pass the artifact printed by `mlcbuild compile`",
         )
-    build = json.loads(build_path.read_text())
-    if build["library"]["format"] != "so":
-        raise MlcbuildError(
-            f"the artifact was built for target {build.get('target_name')!r} ({build['library']['file']}), which cannot run here",
-            path=artifact,
-            fix="compile the recipe with --target host to run it on this machine",
-        )
-    info_path = weights / "convert.json"
+    return json.loads(build_path.read_text())
+
+
+def check_weights(build: dict, weights: Path) -> dict:
+    """Check converted weights against a build: same scheme, same parameter list.
+
+    Returns:
+        the weights' ``convert.json``.
+    Raises:
+        MlcbuildError: not a converted weight directory, or converted for another
+            scheme or model (parameter names/shapes/dtypes differ).
+    """
+    import json
+
+    info_path = Path(weights) / "convert.json"
     if not info_path.is_file():
         raise MlcbuildError(
             "not a converted weight directory (no convert.json)", path=weights, fix="run `mlcbuild convert` first"
         )
     info = json.loads(info_path.read_text())
-    recipe = build["inputs"]["recipe"]
-    scheme = recipe["quantization"]["scheme"]
+    scheme = build["inputs"]["recipe"]["quantization"]["scheme"]
     if info["scheme"] != scheme:
         raise MlcbuildError(
             f"the weights are quantized with {info['scheme']} but the library was built for {scheme}",
@@ -195,12 +194,39 @@ def load_host_model(artifact: str | Path, weights: str | Path) -> tuple[HostMode
             path=weights,
             fix="convert the checkpoint with the same recipe the library was compiled from",
         )
+    return info
+
+
+def load_host_model(artifact: str | Path, weights: str | Path) -> tuple[HostModel, dict]:
+    """A host artifact and converted weights, checked against each other.
+
+    Returns:
+        ``(model, chat_config)``.
+    Raises:
+        MlcbuildError: the artifact is not a host ``.so`` build, the weights do not match
+            it (:func:`check_weights`), or a shard is missing/corrupt.
+    """
+    import json
+
+    from .tensor_cache import read_tensor_cache
+
+    artifact, weights = Path(artifact), Path(weights)
+    build = read_artifact(artifact)
+    if build["library"]["format"] != "so":
+        raise MlcbuildError(
+            f"the artifact was built for target {build.get('target_name')!r} ({build['library']['file']}), which cannot run here",
+            path=artifact,
+            fix="compile the recipe with --target host to run it on this machine",
+        )
+    check_weights(build, weights)
+    recipe = build["inputs"]["recipe"]
+    want = [p["name"] for p in build["params"]]
     tensors = read_tensor_cache(weights)
     b = recipe["build"]
     chat = json.loads((weights / "mlc-chat-config.json").read_text())
     model = HostModel(
         artifact / build["library"]["file"],
-        [tensors[name] for name, _, _ in want],
+        [tensors[name] for name in want],
         vocab_size=int(recipe["model"]["config"]["vocab_size"]),
         context_window_size=b["context_window_size"],
         prefill_chunk_size=b["prefill_chunk_size"],

@@ -110,8 +110,9 @@ def write_tensor_cache(
     return index
 
 
-def read_tensor_cache(directory: Path, verify_md5: bool = True) -> dict[str, np.ndarray]:
-    """All tensors of a converted weight directory, by name (memory-mapped shards).
+def verify_tensor_cache(directory: Path, verify_md5: bool = True) -> dict:
+    """Check a converted weight directory: index present, every shard present, of the
+    indexed size and (``verify_md5``) md5. Returns the index.
 
     Raises:
         MlcbuildError: the index or a shard is missing, a shard's size or md5 differs
@@ -121,7 +122,6 @@ def read_tensor_cache(directory: Path, verify_md5: bool = True) -> dict[str, np.
     if not index_path.is_file():
         raise MlcbuildError(f"no {INDEX_FILE}", path=directory, fix="pass a directory written by `mlcbuild convert`")
     index = json.loads(index_path.read_text())
-    out: dict[str, np.ndarray] = {}
     for shard in index["records"]:
         path = directory / shard["dataPath"]
         if not path.is_file():
@@ -139,7 +139,19 @@ def read_tensor_cache(directory: Path, verify_md5: bool = True) -> dict[str, np.
                     h.update(block)
             if h.hexdigest() != shard["md5sum"]:
                 raise MlcbuildError("weight shard md5 mismatch (corrupt)", path=path, fix="convert the weights again")
-        raw = np.memmap(path, dtype=np.uint8, mode="r")
+    return index
+
+
+def read_tensor_cache(directory: Path, verify_md5: bool = True) -> dict[str, np.ndarray]:
+    """All tensors of a converted weight directory, by name (memory-mapped shards).
+
+    Raises:
+        MlcbuildError: as :func:`verify_tensor_cache`.
+    """
+    index = verify_tensor_cache(directory, verify_md5)
+    out: dict[str, np.ndarray] = {}
+    for shard in index["records"]:
+        raw = np.memmap(directory / shard["dataPath"], dtype=np.uint8, mode="r")
         for rec in shard["records"]:
             a = raw[rec["byteOffset"] : rec["byteOffset"] + rec["nbytes"]].view(rec["dtype"])
             out[rec["name"]] = a.reshape(rec["shape"])

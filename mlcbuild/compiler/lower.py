@@ -18,7 +18,7 @@ from ..models import get_architecture
 from ..quant import get_scheme
 from ..recipe import Recipe
 from ..target import TargetDescriptor, tvm_target
-from .pipeline import build_pipeline
+from .pipeline import build_pipeline, front_phases
 
 LIB_NAMES = {"so": "lib.so", "tar": "lib.tar"}
 
@@ -75,6 +75,18 @@ def lower_module(recipe: Recipe, desc: TargetDescriptor, tuning_dir: Path | None
         return build_pipeline(target, variable_bounds(recipe), {}, tuning_dir)(export_model(recipe, desc).mod)
 
 
+def front_module(recipe: Recipe, desc: TargetDescriptor) -> tvm.IRModule:
+    """The module after the phases before scheduling (graph, lower, tir).
+
+    Its PrimFuncs are the kernels exactly as the schedule phase sees them: what
+    MetaSchedule tunes, and what ``MetaScheduleApplyDatabase`` later matches records to.
+    """
+    target = tvm_target(desc)
+    passes = [p for _, phase in front_phases(variable_bounds(recipe)) for p in phase]
+    with target:
+        return tvm.transform.Sequential(passes)(export_model(recipe, desc).mod)
+
+
 def build_library(
     recipe: Recipe,
     desc: TargetDescriptor,
@@ -83,6 +95,7 @@ def build_library(
     tuning_dir: Path | None = None,
     on_phase: Callable[[str], None] | None = None,
     workarounds: list[str] | None = None,
+    tuned: list[str] | None = None,
 ) -> tuple[Path, ExportedModel]:
     """Compile the recipe for a target and write the library into ``out_dir``.
 
@@ -92,7 +105,8 @@ def build_library(
 
     Returns:
         ``(library path, exported model)``; ``timings`` gains seconds per phase and
-        ``workarounds`` (if given) a line per compiler bug worked around.
+        ``workarounds`` (if given) a line per compiler bug worked around, ``tuned`` (if
+        given) the names of the kernels scheduled from tuning records.
     Raises:
         TargetError: the installed TVM cannot generate code for the target.
     """
@@ -117,7 +131,7 @@ def build_library(
         if name == "codegen":
             phase_times["codegen"] = time.perf_counter()
 
-    pipeline = build_pipeline(target, variable_bounds(recipe), timings, tuning_dir, phase)
+    pipeline = build_pipeline(target, variable_bounds(recipe), timings, tuning_dir, phase, tuned)
     try:
         ex = relax.build(mod, target, relax_pipeline=pipeline, system_lib=desc.system_lib)
     except tvm.error.InternalError as e:
@@ -127,6 +141,8 @@ def build_library(
         # still eliminate common subexpressions themselves.
         if "used before definition" not in str(e):
             raise
+        if tuned is not None:
+            tuned.clear()  # the pipeline runs again
         if workarounds is not None:
             workarounds.append("rebuilt with tirx.disable_cse_tir (TVM CSE use-before-definition)")
         with tvm.transform.PassContext(config={"tirx.disable_cse_tir": True}):

@@ -40,8 +40,17 @@ def _timed(name: str, passes: list, timings: dict[str, float], on_phase: Callabl
     return _phase
 
 
-def apply_tuning_records(work_dir: Path | None):
-    """``MetaScheduleApplyDatabase`` over a JSON database directory, or a no-op."""
+def _is_scheduled(func) -> bool:
+    attrs = getattr(func, "attrs", None)
+    return isinstance(func, tvm.tirx.PrimFunc) and attrs is not None and int(attrs.get("tirx.is_scheduled", 0)) == 1
+
+
+def apply_tuning_records(work_dir: Path | None, tuned: list[str] | None = None):
+    """``MetaScheduleApplyDatabase`` over a JSON database directory, or a no-op.
+
+    Kernels it schedules are marked ``tirx.is_scheduled`` (dlight then leaves them
+    alone); their names are appended to ``tuned``.
+    """
     if work_dir is None:
         return tvm.transform.Sequential([])
     from tvm.s_tir import meta_schedule as ms
@@ -52,30 +61,20 @@ def apply_tuning_records(work_dir: Path | None):
             path_workload=str(work_dir / "database_workload.json"),
             path_tuning_record=str(work_dir / "database_tuning_record.json"),
         )
+        before = {gv.name_hint for gv, f in mod.functions.items() if _is_scheduled(f)}
         with db:
-            return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+        if tuned is not None:
+            now = {gv.name_hint for gv, f in mod.functions.items() if _is_scheduled(f)}
+            tuned.extend(sorted(now - before))
+        return mod
 
     return _pass
 
 
-def build_pipeline(
-    target,
-    variable_bounds: dict[str, int],
-    timings: dict[str, float],
-    tuning_dir: Path | None = None,
-    on_phase: Callable[[str], None] | None = None,
-):
-    """The whole Relax pipeline for ``target``, as one pass for ``tvm.relax.build``.
-
-    Args:
-        target: the ``tvm.target.Target`` (with host).
-        variable_bounds: largest run-time value of each symbolic size, tokens/sequences.
-        timings: filled with seconds per phase.
-        tuning_dir: a MetaSchedule JSON database to apply first, if any.
-        on_phase: called with each phase's name as it starts (progress display).
-    """
-    is_gpu = "gpu" in target.keys
-    phases = [
+def front_phases(variable_bounds: dict[str, int]) -> list[tuple[str, list]]:
+    """The phases before scheduling (graph, lower, tir): their output is what gets tuned."""
+    return [
         ("graph", [attach_variable_bounds(variable_bounds), relax.transform.FuseTransposeMatmul()]),
         (
             "lower",
@@ -88,9 +87,32 @@ def build_pipeline(
             ],
         ),
         ("tir", [fuse_dequantize_matmul, relax.transform.DeadCodeElimination()]),
+    ]
+
+
+def build_pipeline(
+    target,
+    variable_bounds: dict[str, int],
+    timings: dict[str, float],
+    tuning_dir: Path | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    tuned: list[str] | None = None,
+):
+    """The whole Relax pipeline for ``target``, as one pass for ``tvm.relax.build``.
+
+    Args:
+        target: the ``tvm.target.Target`` (with host).
+        variable_bounds: largest run-time value of each symbolic size, tokens/sequences.
+        timings: filled with seconds per phase.
+        tuning_dir: a MetaSchedule JSON database to apply first, if any.
+        on_phase: called with each phase's name as it starts (progress display).
+        tuned: if given, receives the names of the kernels scheduled from tuning records.
+    """
+    is_gpu = "gpu" in target.keys
+    phases = front_phases(variable_bounds) + [
         (
             "schedule",
-            [apply_tuning_records(tuning_dir), dl.ApplyDefaultSchedule(*schedule_rules(target))]
+            [apply_tuning_records(tuning_dir, tuned), dl.ApplyDefaultSchedule(*schedule_rules(target))]
             + ([check_device_kernels(target.kind.name)] if is_gpu else []),
         ),
         (

@@ -1,0 +1,223 @@
+"""Devices over TVM RPC: a real tracker and server on 127.0.0.1, the host CPU as the device.
+
+devices, targets probe, tune (one kernel, end to end, records loaded by TVM's own
+JSONDatabase), a tuned compile, bench (local and over RPC; logits equal to the host
+runtime's), and faults (unknown key, busy device, a server killed mid-bench).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from conftest import make_checkpoint, tiny_config
+from test_convert_run import cli, recipe_file
+
+from mlcbuild.cache import Cache
+from mlcbuild.errors import MlcbuildError
+from mlcbuild.rpc import DeviceError, LocalCluster, request_session
+from mlcbuild.target import load_target
+
+CFG = tiny_config()
+# The decode GEMV of the MLP down projection (batch 1, fused q4 dequantization).
+TUNE_KERNEL_PREFIX = "fused_dequantize"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(key="host") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, cache_dir):
+    """A tiny q4f32_1 checkpoint, converted, and compiled for host."""
+    d = tmp_path_factory.mktemp("dev")
+    make_checkpoint(d / "ckpt", CFG, seed=3)
+    recipe = recipe_file(d, CFG, "q4f32_1")
+    conv = json.loads(cli("convert", recipe, "--weights", d / "ckpt", "--json").output)
+    comp = json.loads(cli("compile", recipe, "--json").output)
+    return {"recipe": recipe, "weights": conv["weights"], "artifact": comp["artifact"], "dir": d}
+
+
+def test_devices_lists_the_key(cluster):
+    rows = json.loads(cli("devices", "--tracker", cluster.tracker, "--json").output)
+    assert rows == [{"key": "host", "total": 1, "free": 1, "pending": 0}]
+
+
+def test_unknown_key_and_busy_device_fail_within_the_wait(cluster):
+    with pytest.raises(DeviceError, match="no device with key 'phone'.*host \\(1 servers\\)"):
+        request_session(cluster.tracker, "phone", wait_s=2)
+    held = request_session(cluster.tracker, "host", wait_s=5)
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError, match="no free device with key 'host'.*within 2 s"):
+        request_session(cluster.tracker, "host", wait_s=2)
+    assert time.monotonic() - t0 < 10
+    del held
+
+
+def test_probe_writes_then_checks_a_descriptor(cluster, tmp_path):
+    import os
+
+    import tvm
+
+    out = tmp_path / "lab-cpu.toml"
+    r = json.loads(cli("targets", "probe", "--tracker", cluster.tracker, "--key", "host", "--out", out, "--json").output)
+    assert r["action"] == "written"
+    limits = r["limits"]
+    assert limits["kind"] == "llvm"  # no GPU on the loopback server
+    # The device's TVM thread pool (TVM counts half the logical CPUs on x86: hyper-threads).
+    threads = tvm.get_global_func("runtime.NumThreads")()
+    assert limits["num_cores"] == threads
+    assert limits["total_memory_bytes"] == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    desc = load_target(out)
+    assert desc.name == "lab-cpu" and desc.kind == "llvm" and desc.output_format == "so"
+    assert desc.host["num_cores"] == threads
+    assert desc.memory_budget_bytes == limits["total_memory_bytes"] // 2
+    # An existing file is checked: fine as written, an error once it promises too much.
+    again = cli("targets", "probe", "--tracker", cluster.tracker, "--key", "host", "--out", out, "--json")
+    assert json.loads(again.output)["action"] == "checked"
+    out.write_text(out.read_text().replace(f"num_cores = {threads}", "num_cores = 4096"))
+    bad = cli("targets", "probe", "--tracker", cluster.tracker, "--key", "host", "--out", out)
+    assert bad.exit_code == 2 and "host.num_cores = 4096 exceeds" in bad.output
+
+
+def test_tune_one_kernel_end_to_end(cluster, built, tmp_path, cache_dir):
+    """tune -> records in TVM's format -> a tuned compile with a new key that uses them."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from mlcbuild.compile import compile_recipe
+    from mlcbuild.recipe import load_recipe
+    from mlcbuild.tune import extract_tasks, tune
+
+    recipe = load_recipe(built["recipe"])
+    host = load_target("host")
+    tasks = extract_tasks(recipe, host)
+    names = [t.name for t in tasks]
+    # Batch-1 decode kernels only: 4 GEMVs (qkv, o, gate_up, down) + LM head, the norm, the activation.
+    gemvs = [n for n in names if n.startswith(TUNE_KERNEL_PREFIX)]
+    assert len(gemvs) == 5 and any(n.startswith("rms_norm") for n in names)
+    kernel = gemvs[0]
+    logs = tmp_path / "tuning_logs"
+    res = tune(recipe, host, tracker=cluster.tracker, key="host", trials=8, tuning_root=logs,
+               cache=Cache(cache_dir), cost_model="random", only=[kernel])  # fmt: skip
+    assert [(r.name, r.status) for r in res] == [(kernel, "tuned")]
+    assert res[0].trials == 8 and res[0].best_us > 0
+    # TVM's own JSONDatabase loads the records and finds the kernel's workload.
+    db = ms.database.JSONDatabase(work_dir=str(logs / "host"), allow_missing=False)
+    recs = db.get_all_tuning_records()
+    assert len(recs) == 1
+    assert db.has_workload(tasks[names.index(kernel)].mod)
+    assert np.mean([float(x) for x in recs[0].run_secs]) * 1e6 == pytest.approx(res[0].best_us, rel=1e-6)
+    # A second run resumes: nothing measured again, the records unchanged.
+    before = (logs / "host" / "database_tuning_record.json").read_text()
+    again = tune(recipe, host, tracker=cluster.tracker, key="host", trials=8, tuning_root=logs,
+                 cache=Cache(cache_dir), cost_model="random", only=[kernel])  # fmt: skip
+    assert [(r.status, r.trials) for r in again] == [("resumed", 0)]
+    assert (logs / "host" / "database_tuning_record.json").read_text() == before
+    # The tuned build: a new key, the kernel scheduled from the record.
+    plain = compile_recipe(recipe, host, cache=Cache(cache_dir))
+    tuned = compile_recipe(recipe, host, cache=Cache(cache_dir), tuning_root=logs)
+    assert tuned.key != plain.key
+    build = json.loads((tuned.artifact / "build.json").read_text())
+    assert build["tuned_kernels"] == [kernel]
+    assert build["inputs"]["tuning_records"]["digest"]
+    assert json.loads((plain.artifact / "build.json").read_text())["tuned_kernels"] == []
+
+
+def test_tune_refuses_android_without_ndk_and_unknown_keys(cluster, built, monkeypatch, cache_dir):
+    from mlcbuild.recipe import load_recipe
+    from mlcbuild.tune import tune
+
+    recipe = load_recipe(built["recipe"])
+    monkeypatch.delenv("TVM_NDK_CC", raising=False)
+    with pytest.raises(MlcbuildError, match="TVM_NDK_CC is not set"):
+        tune(recipe, load_target("android-cpu"), tracker=cluster.tracker, key="host", cache=Cache(cache_dir))
+    with pytest.raises(DeviceError, match="no device with key 'pixel'"):
+        tune(recipe, load_target("host"), tracker=cluster.tracker, key="pixel", cache=Cache(cache_dir))
+
+
+def test_bench_local_and_over_rpc(cluster, built, tmp_path):
+    """llama-bench records from both paths; the device's logits equal the host runtime's."""
+    from pathlib import Path
+
+    from mlcbuild.bench import DeviceModel
+    from mlcbuild.rpc import local_session
+    from mlcbuild.runtime import load_host_model
+
+    args = [built["artifact"], "--weights", built["weights"], "--prompt-tokens", 40, "--gen-tokens", 8,
+            "--repeat", 3, "--json"]  # fmt: skip
+    local = json.loads(cli("bench", *args, "--local").output)
+    remote = json.loads(cli("bench", *args, "--tracker", cluster.tracker, "--key", "host").output)
+    for recs in (local, remote):
+        pp, tg = recs
+        assert (pp["n_prompt"], pp["n_gen"], tg["n_prompt"], tg["n_gen"]) == (40, 0, 0, 8)
+        for rec in recs:
+            assert len(rec["samples_ts"]) == len(rec["samples_ns"]) == 3
+            assert rec["avg_ts"] == pytest.approx(np.mean(rec["samples_ts"]), rel=1e-3)
+            tokens = rec["n_prompt"] + rec["n_gen"]
+            assert rec["samples_ts"][0] == pytest.approx(tokens / (rec["samples_ns"][0] * 1e-9), rel=1e-3)
+            assert rec["model_type"] == "llama q4f32_1" and rec["model_n_params"] > 0
+        assert pp["ttft_ms"] >= pp["avg_ns"] / 3 / 1e6  # ttft includes the prefill of the last sample
+    assert remote[0]["device"] == f"host@{cluster.tracker}"
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(local))
+    b.write_text(json.dumps(remote))
+    rows = json.loads(cli("bench", "--compare", a, b, "--json").output)
+    assert [r["test"] for r in rows] == ["pp40", "tg8"]
+    assert rows[1]["ratio"] == pytest.approx(remote[1]["avg_ts"] / local[1]["avg_ts"], rel=1e-3)
+    # Same numbers on the device as on the host runtime.
+    host, _ = load_host_model(built["artifact"], built["weights"])
+    ids = [1, 5, 9, 22, 7]
+    want = host.prefill(ids)
+    dev = DeviceModel(local_session(), Path(built["artifact"]), Path(built["weights"]))
+    dev.prefill(np.asarray(ids))
+    np.testing.assert_array_equal(dev.last_logits, want)
+
+
+def test_server_killed_mid_bench_is_a_clear_error_within_seconds(built):
+    from pathlib import Path
+
+    from mlcbuild.bench import DeviceModel
+
+    with LocalCluster(key="doomed") as c:
+        sess = request_session(c.tracker, "doomed", wait_s=10)
+        model = DeviceModel(sess, Path(built["artifact"]), Path(built["weights"]), key="doomed")
+        model.decode(np.asarray([1, 2]))
+        c.kill_servers()
+        t0 = time.monotonic()
+        with pytest.raises(DeviceError, match="the device 'doomed' went away during decode"):
+            model.decode(np.asarray([3, 4, 5]))
+        assert time.monotonic() - t0 < 30
+
+
+def test_records_merge_keeps_the_best_per_workload(tmp_path):
+    from mlcbuild.records import merge_records, read_database
+
+    def db(d, workloads, records):
+        d.mkdir()
+        (d / "database_workload.json").write_text("".join(json.dumps(w) + "\n" for w in workloads))
+        (d / "database_tuning_record.json").write_text("".join(json.dumps(r) + "\n" for r in records))
+        return d
+
+    w1, w2 = ["11", "modA"], ["22", "modB"]
+    dest = db(tmp_path / "logs", [w1], [[0, [["t1"], [3e-6, 3e-6], {"kind": "llvm"}, []]]])
+    run = db(tmp_path / "run", [w2, w1], [
+        [0, [["t2"], [5e-6], {"kind": "llvm"}, []]],
+        [1, [["t1-worse"], [4e-6], {"kind": "llvm"}, []]],
+        [1, [["t1-better"], [1e-6, 2e-6], {"kind": "llvm"}, []]],
+        [1, [["t1-failed"], [1e10], {"kind": "llvm"}, []]],
+    ])  # fmt: skip
+    res = merge_records(dest, run)
+    assert res.added == ["22"] and [x[0] for x in res.improved] == ["11"] and res.kept == 2
+    out = read_database(dest)
+    assert out.workloads == [w1, w2]  # existing lines stay, new ones appended
+    assert out.best[0][1][0] == ["t1-better"] and out.mean_s(0) == pytest.approx(1.5e-6)
+    assert out.best[1][1][0] == ["t2"]
+    lines = (dest / "database_tuning_record.json").read_text().splitlines()
+    assert [json.loads(x)[0] for x in lines] == [0, 1]  # one record per workload, workload order
+    (dest / "database_tuning_record.json").write_text("[0, [broken\n")
+    with pytest.raises(MlcbuildError, match="line 1 is not JSON"):
+        read_database(dest)
