@@ -101,7 +101,9 @@ def main() -> None:
             largest = write_checkpoint(recipe, Path(d) / "ckpt")
             out = subprocess.run(
                 [sys.executable, "-c", CHILD, recipe, str(Path(d) / "ckpt"), args.scheme, str(Path(d) / "cache")],
-                capture_output=True, text=True, cwd=REPO,
+                capture_output=True,
+                text=True,
+                cwd=REPO,
             )
             if out.returncode:
                 raise SystemExit(out.stderr[-3000:])
@@ -132,7 +134,9 @@ def main() -> None:
                 "benchmark": "convert_memory",
                 "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "command": "python benches/convert_memory.py --recipes " + " ".join(args.recipes) + f" --scheme {args.scheme}",
+                "command": "python benches/convert_memory.py --recipes "
+                + " ".join(args.recipes)
+                + f" --scheme {args.scheme}",
                 "results": rows,
             },
             indent=2,

@@ -146,9 +146,8 @@ def main() -> None:
         "memory_bandwidth_bytes_per_s": round(bw),
         "bandwidth_method": "numpy copyto of 1 GiB, (read + write) bytes / best of 5, one thread",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python benches/decode_host.py " + " ".join(
-            f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
-        ),
+        "command": "python benches/decode_host.py "
+        + " ".join(f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()),
         "results": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,9 @@ class DeviceModel:
             where = session.get_function("tvm.rpc.server.workpath")(INDEX_FILE)
             remote_dir = str(where).rsplit("/", 1)[0]
             f = session.get_function
-            f("vm.builtin.tensor_cache.load")(remote_dir, int(self.device.dlpack_device_type()) % 128, self.device.index)
+            f("vm.builtin.tensor_cache.load")(
+                remote_dir, int(self.device.dlpack_device_type()) % 128, self.device.index
+            )
             names = [p["name"] for p in build["params"]]
             self.params = f("vm.builtin.param_array_from_cache_by_name_unpacked")(*names)
             f("vm.builtin.tensor_cache.clear")()  # the VM holds the parameters now

@@ -190,6 +190,37 @@ def tvm_target(desc: TargetDescriptor):
     return Target(device, host=host)
 
 
+def link_kind(desc: TargetDescriptor) -> str:
+    """How a shared library (``.so``) for the descriptor's host is linked on this machine:
+    ``"cc"`` (this machine's compiler: same architecture) or ``"ndk"`` (Android, with the
+    compiler named by ``TVM_NDK_CC``).
+
+    Raises:
+        TargetError: an Android host without ``TVM_NDK_CC``, or a triple this machine
+            cannot link for (Apple platforms need Xcode).
+    """
+    import tvm
+
+    triple = resolved_host(desc)["mtriple"]
+    if "android" in triple:
+        if not os.environ.get("TVM_NDK_CC"):
+            raise TargetError(
+                f"a shared library for {triple} is linked with the Android NDK, and TVM_NDK_CC is not set",
+                path=desc.path or desc.name,
+                fix="export TVM_NDK_CC=$NDK/toolchains/llvm/prebuilt/linux-x86_64/bin/"
+                "aarch64-linux-android28-clang++ and run again",
+            )
+        return "ndk"
+    here = tvm.target.codegen.llvm_get_system_triple().replace("-conda-", "-unknown-")
+    if triple.split("-")[0] != here.split("-")[0] or ("apple" in triple) != ("apple" in here):
+        raise TargetError(
+            f"cannot link a shared library for {triple} on this {here} machine",
+            path=desc.path or desc.name,
+            fix='build Apple targets on a Mac; for Android set TVM_NDK_CC; or use output.format = "tar"',
+        )
+    return "cc"
+
+
 def _plain(x: Any) -> Any:
     if isinstance(x, (str, int, float, bool)) or x is None:
         return x

@@ -31,7 +31,7 @@ from .recipe import Recipe
 from .records import merge_records, read_database
 from .rpc import DeviceError, list_devices, parse_tracker
 from .stamp import toolchain_stamp
-from .target import TargetDescriptor, tvm_target
+from .target import TargetDescriptor, link_kind, tvm_target
 
 _PURE_RESHAPE = ("reshape", "fused_reshape")
 
@@ -111,39 +111,6 @@ def _register_build_functions(export: str) -> None:
         return path
 
 
-def export_kind(desc: TargetDescriptor) -> str:
-    """How tuning candidates are linked for the device: ``"cc"`` (this machine's compiler,
-    for ``native``/same-triple hosts) or ``"ndk"`` (Android, through ``TVM_NDK_CC``).
-
-    Raises:
-        MlcbuildError: an Android target without ``TVM_NDK_CC``, or a triple this machine
-            cannot link for (iOS/macOS need Xcode: tune those from a Mac).
-    """
-    from .target import resolved_host
-
-    triple = resolved_host(desc)["mtriple"]
-    if "android" in triple:
-        if not os.environ.get("TVM_NDK_CC"):
-            raise MlcbuildError(
-                f"tuning for {desc.name} ({triple}) links each candidate kernel with the Android NDK, "
-                "and TVM_NDK_CC is not set",
-                path=desc.path or desc.name,
-                fix="export TVM_NDK_CC=$NDK/toolchains/llvm/prebuilt/linux-x86_64/bin/"
-                "aarch64-linux-android28-clang++ and run again",
-            )
-        return "ndk"
-    import tvm
-
-    here = tvm.target.codegen.llvm_get_system_triple().replace("-conda-", "-unknown-")
-    if triple.split("-")[0] != here.split("-")[0] or ("apple" in triple) != ("apple" in here):
-        raise MlcbuildError(
-            f"cannot link tuning candidates for {triple} on this {here} machine",
-            path=desc.path or desc.name,
-            fix="tune Apple targets from a Mac, Android targets with TVM_NDK_CC set",
-        )
-    return "cc"
-
-
 # --- the search --------------------------------------------------------------------------
 
 
@@ -219,7 +186,7 @@ def tune(
         DeviceError: no tracker, no device for ``key``, or every candidate of a task
             failed to run on the device (the device went away). Records of the tasks
             finished before it are already merged.
-        MlcbuildError: the target cannot be linked here (see :func:`export_kind`).
+        TargetError: the target cannot be linked here (see :func:`mlcbuild.target.link_kind`).
     """
     import tvm
     from tvm.s_tir import meta_schedule as ms
@@ -227,7 +194,7 @@ def tune(
     from .compile import tuning_dir
 
     cache = cache or Cache()
-    export = export_kind(desc)
+    export = link_kind(desc)
     if not any(k.key == key and k.total for k in list_devices(tracker)):
         raise DeviceError(
             f"no device with key {key!r} is registered at the tracker {tracker}",

@@ -17,7 +17,7 @@ from tvm import relax
 from ..models import get_architecture
 from ..quant import get_scheme
 from ..recipe import Recipe
-from ..target import TargetDescriptor, tvm_target
+from ..target import TargetDescriptor, link_kind, tvm_target
 from .pipeline import build_pipeline, front_phases
 
 LIB_NAMES = {"so": "lib.so", "tar": "lib.tar"}
@@ -113,6 +113,8 @@ def build_library(
     import time
 
     desc.check_codegen()  # before any work: fail at once for a backend this TVM lacks
+    if desc.output_format == "so":
+        link_kind(desc)  # and for a .so this machine cannot link
     target = tvm_target(desc)
     if on_phase:
         on_phase("export")
@@ -156,6 +158,10 @@ def build_library(
         from tvm.support import tar as _tar
 
         ex.export_library(str(lib_path), fcompile=_tar.tar)
+    elif link_kind(desc) == "ndk":
+        from tvm.contrib import ndk
+
+        ex.export_library(str(lib_path), fcompile=ndk.create_shared)
     else:
         ex.export_library(str(lib_path))
     timings["export_library"] = time.perf_counter() - t0

@@ -1,0 +1,171 @@
+"""What MetaSchedule tuning buys on ``host``: per kernel and end to end.
+
+Starts a real TVM tracker and server on 127.0.0.1 (the host CPU as the device), runs
+``mlcbuild tune`` on the recipe's tunable kernels (into a scratch ``tuning_logs``, not
+the repository's: records for "this machine" do not belong in version control), then:
+
+- per tuned kernel: its time with the default schedule (our dlight rules) and with the
+  tuned record, each built alone and timed with ``time_evaluator`` (µs, median of
+  ``--repeat`` repeats of ``number`` runs, random inputs);
+- end to end: decode tokens/s of the default build and of the tuned build (random
+  weights, 16-token prompt, ``--gen`` new tokens, median of ``--runs``).
+
+    .venv/bin/python benches/tuning_gain.py --recipe recipes/smollm-135m.toml --scheme q4f32_1 --trials 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benches"))
+
+
+def kernel_us(mod, target, repeat: int) -> float:
+    """Median time of one kernel (``mod["main"]``, already scheduled), µs."""
+    import tvm
+
+    lib = tvm.tirx.build(mod, target=target)
+    dev = tvm.cpu()
+    rng = np.random.default_rng(0)
+    args = []
+    for p in mod["main"].params:
+        shape = [int(d) for d in p.shape]
+        dtype = str(p.dtype)
+        if dtype.startswith("uint"):
+            a = rng.integers(0, 2**31, size=shape).astype(dtype)
+        else:
+            a = rng.standard_normal(shape).astype(dtype)
+        args.append(tvm.runtime.tensor(a, dev))
+    f = lib.time_evaluator("main", dev, number=20, repeat=repeat, min_repeat_ms=50)
+    return statistics.median(f(*args).results) * 1e6
+
+
+def default_scheduled(mod, target):
+    from tvm.s_tir import dlight as dl
+
+    from mlcbuild.compiler.schedules import schedule_rules
+
+    with target:
+        return dl.ApplyDefaultSchedule(*schedule_rules(target))(mod)
+
+
+def tuned_scheduled(mod, target, logs: Path):
+    from tvm.s_tir import meta_schedule as ms
+
+    db = ms.database.JSONDatabase(work_dir=str(logs), allow_missing=False)
+    sch = db.query_schedule(mod, target=target, workload_name="main")
+    return None if sch is None else sch.mod
+
+
+def decode_tps(artifact: Path, recipe, specs, gen: int, runs: int) -> list[float]:
+    from decode_host import random_params
+
+    from mlcbuild.runtime import HostModel
+
+    build = json.loads((artifact / "build.json").read_text())
+    m = HostModel(
+        artifact / build["library"]["file"],
+        random_params(specs),
+        vocab_size=recipe.model_config.vocab_size,
+        context_window_size=recipe.build.context_window_size,
+        prefill_chunk_size=recipe.build.prefill_chunk_size,
+        page_size=recipe.build.page_size,
+    )
+    ids = list(range(1, 17))
+    list(m.generate(ids[:4], 4))
+    out = []
+    for _ in range(runs):
+        list(m.generate(ids, gen + 1))
+        out.append(m.stats["decode_tokens"] / m.stats["decode_s"])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", default="recipes/smollm-135m.toml")
+    ap.add_argument("--scheme", default="q4f32_1")
+    ap.add_argument("--trials", type=int, default=32)
+    ap.add_argument("--gen", type=int, default=64)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--out", default=str(REPO / "benches" / "results" / "tuning_gain.json"))
+    args = ap.parse_args()
+
+    import logging
+
+    from mlcbuild.cache import Cache
+    from mlcbuild.compile import compile_recipe
+    from mlcbuild.convert import param_specs
+    from mlcbuild.recipe import load_recipe
+    from mlcbuild.rpc import LocalCluster
+    from mlcbuild.target import load_target, tvm_target
+    from mlcbuild.tune import extract_tasks, tune
+
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.ERROR)
+    recipe = dataclasses.replace(load_recipe(args.recipe), scheme=args.scheme)
+    desc = load_target("host")
+    target = tvm_target(desc)
+    cache = Cache()
+    logs = Path(tempfile.mkdtemp(prefix="mlcbuild-tuning-logs-"))
+    t0 = time.perf_counter()
+    with LocalCluster(key="host") as cluster:
+        results = tune(recipe, desc, tracker=cluster.tracker, key="host", trials=args.trials, tuning_root=logs,
+                       cache=cache, on_task=lambda i, n, t: print(f"tuning [{i + 1}/{n}] {t.name}", flush=True))  # fmt: skip
+    tune_s = time.perf_counter() - t0
+    tasks = {t.name: t for t in extract_tasks(recipe, desc)}
+    kernels = []
+    for r in results:
+        mod = tasks[r.name].mod
+        default_us = kernel_us(default_scheduled(mod, target), target, args.repeat)
+        tuned_mod = tuned_scheduled(mod, target, logs / desc.name)
+        tuned_us = kernel_us(tuned_mod, target, args.repeat) if tuned_mod is not None else None
+        row = {"kernel": r.name, "trials": r.trials, "search_s": round(r.seconds, 1),
+               "default_us": round(default_us, 2), "tuned_us": None if tuned_us is None else round(tuned_us, 2),
+               "speedup": None if tuned_us is None else round(default_us / tuned_us, 3)}  # fmt: skip
+        kernels.append(row)
+        print(json.dumps(row), flush=True)
+    _, specs = param_specs(recipe)
+    plain = compile_recipe(recipe, desc, cache=cache)
+    tuned = compile_recipe(recipe, desc, cache=cache, tuning_root=logs)
+    tuned_names = json.loads((tuned.artifact / "build.json").read_text())["tuned_kernels"]
+    before = decode_tps(plain.artifact, recipe, specs, args.gen, args.runs)
+    after = decode_tps(tuned.artifact, recipe, specs, args.gen, args.runs)
+    out = {
+        "benchmark": "tuning_gain",
+        "recipe": args.recipe,
+        "scheme": args.scheme,
+        "target": "host",
+        "machine": {"cpus": os.cpu_count()},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python benches/tuning_gain.py "
+        + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
+        "trials_per_kernel": args.trials,
+        "tuning_seconds": round(tune_s, 1),
+        "kernels": kernels,
+        "tuned_kernels_in_build": tuned_names,
+        "decode_tokens_per_s": {
+            "default": round(statistics.median(before), 2),
+            "tuned": round(statistics.median(after), 2),
+            "default_samples": [round(x, 2) for x in before],
+            "tuned_samples": [round(x, 2) for x in after],
+        },
+        "keys": {"default": plain.key, "tuned": tuned.key},
+    }
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out["decode_tokens_per_s"]))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
