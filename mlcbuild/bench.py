@@ -251,7 +251,8 @@ def _common_fields(model: DeviceModel, device: str) -> dict[str, Any]:
     }
 
 
-def _test_name(rec: dict) -> str:
+def test_name(rec: dict) -> str:
+    """llama-bench's test name of a record: ``pp128``, ``tg64``, or ``pp128+tg64``."""
     if rec.get("n_prompt") and not rec.get("n_gen"):
         return f"pp{rec['n_prompt']}"
     if rec.get("n_gen") and not rec.get("n_prompt"):
@@ -290,10 +291,10 @@ def load_records(path: Path) -> list[dict]:
 
 def compare(a: list[dict], b: list[dict]) -> list[dict[str, Any]]:
     """Ratios ``b / a`` of tokens/s for each test both files have (``pp128``, ``tg64``, ...)."""
-    by_a = {_test_name(r): r for r in a}
+    by_a = {test_name(r): r for r in a}
     out = []
     for rec in b:
-        name = _test_name(rec)
+        name = test_name(rec)
         if name in by_a:
             ra = by_a[name]
             out.append({

@@ -23,6 +23,16 @@ stdout = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole (paths are long)
 
 
+def _table(title: str, columns: tuple[str, ...] | list[str], rows) -> None:
+    """Print a rich table of string cells."""
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*[str(x) for x in row])
+    stdout.print(t)
+
+
 def _on_sigterm(signum, frame):  # let finally-blocks remove partial builds
     raise SystemExit(128 + signum)
 
@@ -309,12 +319,8 @@ def targets_probe(tracker, key, out, name, mtriple, wait, as_json) -> None:
     if as_json:
         click.echo(json.dumps(result))
         return
-    t = Table(title=f"device {key!r} at {tracker}")
-    t.add_column("limit")
-    t.add_column("value")
-    for k, v in limits.to_json().items():
-        t.add_row(k, "-" if v is None else str(v))
-    stdout.print(t)
+    _table(f"device {key!r} at {tracker}", ("limit", "value"),
+           [(k, "-" if v is None else v) for k, v in limits.to_json().items()])  # fmt: skip
     if "action" in result:
         stdout.print(f"[green]{result['action']}[/] {out}", highlight=False)
 
@@ -330,12 +336,8 @@ def devices_cmd(tracker: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([k.to_json() for k in keys]))
         return
-    t = Table(title=f"devices at {tracker}")
-    for col in ("key", "servers", "free", "pending"):
-        t.add_column(col)
-    for k in keys:
-        t.add_row(k.key, str(k.total), str(k.free), str(k.pending))
-    stdout.print(t)
+    _table(f"devices at {tracker}", ("key", "servers", "free", "pending"),
+           [(k.key, k.total, k.free, k.pending) for k in keys])  # fmt: skip
     if not keys:
         err.print("no device registered; start one with `python -m tvm.exec.rpc_server --tracker "
                   f"{tracker} --key KEY`", highlight=False)  # fmt: skip
@@ -388,13 +390,9 @@ def tune_cmd(recipe, target_name, tracker, key, trials, kernels, cost_model, tun
     if as_json:
         click.echo(json.dumps([x.to_json() for x in results]))
         return
-    t = Table(title=f"tuned {r.name} on {key!r} ({desc.name})")
-    for col in ("kernel", "status", "trials", "best (µs)", "search (s)"):
-        t.add_column(col)
-    for x in results:
-        best = f"{x.best_us:.1f}" if x.best_us is not None else "-"
-        t.add_row(x.name, x.status, str(x.trials), best, f"{x.seconds:.0f}")
-    stdout.print(t)
+    _table(f"tuned {r.name} on {key!r} ({desc.name})", ("kernel", "status", "trials", "best (µs)", "search (s)"),
+           [(x.name, x.status, x.trials, "-" if x.best_us is None else f"{x.best_us:.1f}", f"{x.seconds:.0f}")
+            for x in results])  # fmt: skip
 
 
 @main.command("bench")
@@ -414,7 +412,7 @@ def tune_cmd(recipe, target_name, tracker, key, trials, kernels, cost_model, tun
 def bench_cmd(artifact, weights_dir, tracker, key, local, prompt_tokens, gen_tokens, repeat, wait, session_timeout,
               as_json, compare) -> None:  # fmt: skip
     """Measure prefill (pp) and decode (tg) of ARTIFACT with --weights on a device (or --local)."""
-    from .bench import BenchSpec, DeviceModel, load_records, run_bench
+    from .bench import BenchSpec, DeviceModel, load_records, run_bench, test_name
     from .bench import compare as compare_records
 
     if compare:
@@ -422,12 +420,9 @@ def bench_cmd(artifact, weights_dir, tracker, key, local, prompt_tokens, gen_tok
         if as_json:
             click.echo(json.dumps(rows))
             return
-        t = Table(title=f"{compare[1]} / {compare[0]}")
-        for col in ("test", "A", "B", "A tok/s", "B tok/s", "B / A"):
-            t.add_column(col)
-        for x in rows:
-            t.add_row(x["test"], x["a"], x["b"], f"{x['a_ts']:.2f}", f"{x['b_ts']:.2f}", f"{x['ratio']:.3f}")
-        stdout.print(t)
+        _table(f"{compare[1]} / {compare[0]}", ("test", "A", "B", "A tok/s", "B tok/s", "B / A"),
+               [(x["test"], x["a"], x["b"], f"{x['a_ts']:.2f}", f"{x['b_ts']:.2f}", f"{x['ratio']:.3f}")
+                for x in rows])  # fmt: skip
         return
     if artifact is None or weights_dir is None:
         raise MlcbuildError("give ARTIFACT and --weights (or --compare A.json B.json)")
@@ -445,14 +440,9 @@ def bench_cmd(artifact, weights_dir, tracker, key, local, prompt_tokens, gen_tok
     if as_json:
         click.echo(json.dumps(records, indent=1))
         return
-    t = Table(title=f"{records[0]['model_type']} on {device}")
-    for col in ("test", "t/s", "± stddev", "TTFT (ms)", "samples t/s"):
-        t.add_column(col)
-    for rec in records:
-        name = f"pp{rec['n_prompt']}" if rec["n_prompt"] else f"tg{rec['n_gen']}"
-        t.add_row(name, f"{rec['avg_ts']:.2f}", f"{rec['stddev_ts']:.2f}", str(rec.get("ttft_ms", "-")),
-                  " ".join(f"{x:.2f}" for x in rec["samples_ts"]))  # fmt: skip
-    stdout.print(t)
+    _table(f"{records[0]['model_type']} on {device}", ("test", "t/s", "± stddev", "TTFT (ms)", "samples t/s"),
+           [(test_name(rec), f"{rec['avg_ts']:.2f}", f"{rec['stddev_ts']:.2f}", rec.get("ttft_ms", "-"),
+             " ".join(f"{x:.2f}" for x in rec["samples_ts"])) for rec in records])  # fmt: skip
 
 
 @main.command("schemes")
