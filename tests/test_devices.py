@@ -192,7 +192,9 @@ def test_server_killed_mid_bench_is_a_clear_error_within_seconds(built):
         t0 = time.monotonic()
         with pytest.raises(DeviceError, match="the device 'doomed' went away during decode"):
             model.decode(np.asarray([3, 4, 5]))
-        assert time.monotonic() - t0 < 30
+        took = time.monotonic() - t0
+        print(f"device loss detected in {took:.3f} s")
+        assert took < 10
 
 
 def test_records_merge_keeps_the_best_per_workload(tmp_path):
