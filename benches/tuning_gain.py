@@ -4,9 +4,10 @@ Starts a real TVM tracker and server on 127.0.0.1 (the host CPU as the device), 
 ``mlcbuild tune`` on the recipe's tunable kernels (into a scratch ``tuning_logs``, not
 the repository's: records for "this machine" do not belong in version control), then:
 
-- per tuned kernel: its time with the default schedule (our dlight rules) and with the
-  tuned record, each built alone and timed with ``time_evaluator`` (µs, median of
-  ``--repeat`` repeats of ``number`` runs, random inputs);
+- per kernel: ``tune``'s own measurements on the device (the best candidate and the
+  default schedule, same runner) and whether the record was kept (only if faster);
+  then, for kept records, both schedules built alone and timed here with
+  ``time_evaluator`` (µs, median of ``--repeat`` repeats, random inputs);
 - end to end: decode tokens/s of the default build and of the tuned build (random
   weights, 16-token prompt, ``--gen`` new tokens, median of ``--runs``).
 
@@ -91,6 +92,10 @@ def decode_tps(artifact: Path, recipe, specs, gen: int, runs: int) -> list[float
     return out
 
 
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="recipes/smollm-135m.toml")
@@ -102,8 +107,6 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benches" / "results" / "tuning_gain.json"))
     args = ap.parse_args()
 
-    import logging
-
     from mlcbuild.cache import Cache
     from mlcbuild.compile import compile_recipe
     from mlcbuild.convert import param_specs
@@ -112,7 +115,6 @@ def main() -> None:
     from mlcbuild.target import load_target, tvm_target
     from mlcbuild.tune import extract_tasks, tune
 
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.ERROR)
     recipe = dataclasses.replace(load_recipe(args.recipe), scheme=args.scheme)
     desc = load_target("host")
     target = tvm_target(desc)
@@ -126,12 +128,13 @@ def main() -> None:
     tasks = {t.name: t for t in extract_tasks(recipe, desc)}
     kernels = []
     for r in results:
-        mod = tasks[r.name].mod
-        default_us = kernel_us(default_scheduled(mod, target), target, args.repeat)
-        tuned_mod = tuned_scheduled(mod, target, logs / desc.name)
+        # Query the record before scheduling the default: dlight may rewrite the function in place.
+        tuned_mod = tuned_scheduled(tasks[r.name].mod, target, logs / desc.name)
         tuned_us = kernel_us(tuned_mod, target, args.repeat) if tuned_mod is not None else None
-        row = {"kernel": r.name, "trials": r.trials, "search_s": round(r.seconds, 1),
-               "default_us": round(default_us, 2), "tuned_us": None if tuned_us is None else round(tuned_us, 2),
+        default_us = kernel_us(default_scheduled(tasks[r.name].mod, target), target, args.repeat)
+        row = {"kernel": r.name, "status": r.status, "trials": r.trials, "search_s": round(r.seconds, 1),
+               "device_default_us": _r(r.default_us), "device_best_us": _r(r.best_us),
+               "default_us": _r(default_us), "tuned_us": _r(tuned_us),
                "speedup": None if tuned_us is None else round(default_us / tuned_us, 3)}  # fmt: skip
         kernels.append(row)
         print(json.dumps(row), flush=True)

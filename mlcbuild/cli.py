@@ -358,8 +358,6 @@ def devices_cmd(tracker: str, as_json: bool) -> None:
 def tune_cmd(recipe, target_name, tracker, key, trials, kernels, cost_model, tuning_logs, session_timeout, as_json,
              cache_dir) -> None:  # fmt: skip
     """Tune RECIPE's static-shape kernels with MetaSchedule on a device; records go to tuning_logs/<target>/."""
-    import logging
-
     from rich.progress import BarColumn, MofNCompleteColumn
 
     from .cache import Cache
@@ -367,7 +365,6 @@ def tune_cmd(recipe, target_name, tracker, key, trials, kernels, cost_model, tun
     from .target import load_target
     from .tune import tune
 
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.ERROR)  # its logs go to files
     r = load_recipe(recipe)
     desc = load_target(target_name)
     with Progress(
@@ -390,9 +387,13 @@ def tune_cmd(recipe, target_name, tracker, key, trials, kernels, cost_model, tun
     if as_json:
         click.echo(json.dumps([x.to_json() for x in results]))
         return
-    _table(f"tuned {r.name} on {key!r} ({desc.name})", ("kernel", "status", "trials", "best (µs)", "search (s)"),
-           [(x.name, x.status, x.trials, "-" if x.best_us is None else f"{x.best_us:.1f}", f"{x.seconds:.0f}")
-            for x in results])  # fmt: skip
+
+    def us(x):
+        return "-" if x is None else f"{x:.1f}"
+
+    _table(f"tuned {r.name} on {key!r} ({desc.name})",
+           ("kernel", "status", "trials", "tuned (µs)", "default (µs)", "search (s)"),
+           [(x.name, x.status, x.trials, us(x.best_us), us(x.default_us), f"{x.seconds:.0f}") for x in results])  # fmt: skip
 
 
 @main.command("bench")

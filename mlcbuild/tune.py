@@ -9,8 +9,10 @@
    Android) and the XGBoost cost model (Chen et al., "Learning to Optimize Tensor
    Programs", NeurIPS 2018; Shao et al., "Tensor Program Optimization with
    Probabilistic Programs", NeurIPS 2022).
-3. **Records**: after each task, its best record is merged into the target's
-   ``tuning_logs/`` (:func:`mlcbuild.records.merge_records`). Each task's search runs
+3. **Records**: after each task, the default schedule is measured the same way; the
+   best record is merged into the target's ``tuning_logs/``
+   (:func:`mlcbuild.records.merge_records`) only if it is faster, so a short search
+   never makes a build slower. Each task's search runs
    in its own directory under the cache with a ``done`` marker, so an interrupted run
    resumes at the first unfinished task.
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import logging
 import os
 import shutil
 import time
@@ -145,11 +149,13 @@ class TaskResult:
 
     Attributes:
         name, workload: as in :class:`TuneTask`.
-        status: ``"tuned"``, ``"resumed"`` (finished by an earlier run) or ``"failed"``.
+        status: ``"tuned"`` (the best record beat the default schedule and was merged into
+            ``tuning_logs``), ``"default-faster"`` (it did not: no record kept, the build keeps
+            the default), or ``"resumed"`` (finished by an earlier run).
         trials: candidates measured on the device in this run.
-        best_us: the best candidate's mean time on the device, µs (``None`` if none ran).
-        seconds: wall time of the search, s.
-        error: the first error the device or builder reported, if every candidate failed.
+        best_us: the best candidate's mean time on the device, µs.
+        default_us: the default schedule's mean time on the device, µs (``None`` if it failed).
+        seconds: wall time of the search and the default's measurement, s.
     """
 
     name: str
@@ -157,8 +163,8 @@ class TaskResult:
     status: str
     trials: int = 0
     best_us: float | None = None
+    default_us: float | None = None
     seconds: float = 0.0
-    error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -264,20 +270,21 @@ def tune(
         if on_task:
             on_task(i, len(tasks), task)
         work = state / task.workload
-        done = work / "done"
+        done = work / "done.json"
         if done.is_file():
-            db = read_database(work)
-            best = min((m for m, _ in db.best.values()), default=None)
-            results.append(
-                TaskResult(task.name, task.workload, "resumed", best_us=None if best is None else best * 1e6)
-            )
-            merge_records(dest, work)
+            prev = json.loads(done.read_text())
+            if prev["status"] == "tuned":
+                merge_records(dest, work)
+            results.append(TaskResult(task.name, task.workload, "resumed", 0, prev["best_us"], prev["default_us"]))
             continue
         if work.exists():
             shutil.rmtree(work)  # an interrupted search: its files may end mid-line
         work.mkdir(parents=True)
         counter = _Counter(on_trials)
         t0 = time.perf_counter()
+        # MetaSchedule re-configures its loggers per call (console at DEBUG after the first);
+        # its logs go to files in the work directory, the console stays ours.
+        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.ERROR)
         with tvm.transform.PassContext(opt_level=3):
             ms.tune_tir(
                 mod=task.mod,
@@ -292,21 +299,52 @@ def tune(
                 task_scheduler="round-robin",
                 seed=0,
             )
-        seconds = time.perf_counter() - t0
         db = read_database(work)
         best = min((m for m, _ in db.best.values()), default=None)
         if best is None:
-            results.append(TaskResult(task.name, task.workload, "failed", counter.trials, None, seconds, counter.error))
             raise DeviceError(
                 f"no candidate of {task.name} ran on device {key!r} ({counter.trials} tried): "
                 f"{(counter.error or 'no result').splitlines()[0]}",
                 fix="check the device with `mlcbuild devices` and run the same command again: "
                 f"finished tasks ({i} of {len(tasks)}) are kept and skipped",
             )
-        merge_records(dest, work)
-        done.write_text(f"{best}\n")
-        results.append(TaskResult(task.name, task.workload, "tuned", counter.trials, best * 1e6, seconds))
+        default = measure_default(task, target, builder, runner)
+        status = "tuned" if default is None or best < default else "default-faster"
+        if status == "tuned":
+            merge_records(dest, work)
+        res = TaskResult(task.name, task.workload, status, counter.trials, best * 1e6,
+                         None if default is None else default * 1e6, time.perf_counter() - t0)  # fmt: skip
+        done.write_text(json.dumps(res.to_json()) + "\n")
+        results.append(res)
     return results
+
+
+def measure_default(task: TuneTask, target, builder, runner) -> float | None:
+    """The kernel's time with the default schedule (our dlight rules) on the same device,
+    through the same builder and runner as the candidates, s (``None`` if it failed)."""
+    import statistics
+
+    import tvm
+    from tvm.s_tir import dlight as dl
+    from tvm.s_tir import meta_schedule as ms
+
+    from .compiler.schedules import schedule_rules
+
+    mod = tvm.ir.load_json(tvm.ir.save_json(task.mod))  # a deep copy: scheduling must not touch the task
+    with target:
+        mod = dl.ApplyDefaultSchedule(*schedule_rules(target))(mod)
+    (built,) = builder.build([ms.builder.BuilderInput(mod, target)])
+    if built.error_msg:
+        logging.getLogger(__name__).warning("default schedule of %s did not build: %s", task.name, built.error_msg)
+        return None
+    args = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+    device_type = "cpu" if target.kind.name == "llvm" else target.kind.name
+    (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, device_type, args)])
+    result = future.result()
+    if result.error_msg or not result.run_secs:
+        logging.getLogger(__name__).warning("default schedule of %s did not run: %s", task.name, result.error_msg)
+        return None
+    return statistics.fmean(float(x) for x in result.run_secs)
 
 
 class _Counter:
