@@ -55,7 +55,10 @@ class DeviceModel:
     def __init__(self, session, artifact: Path, weights: Path, key: str = "local"):
         from tvm import relax
 
+        from .runtime import use_all_cores
         from .tensor_cache import INDEX_FILE, verify_tensor_cache
+
+        use_all_cores()  # for --local (a device's server sizes its own pool)
 
         self.key = key
         self.build = build = read_artifact(artifact)

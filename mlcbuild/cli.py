@@ -351,11 +351,13 @@ def devices_cmd(tracker: str, as_json: bool) -> None:
 @click.option("--trials", type=int, default=64, show_default=True, help="candidates measured per kernel")
 @click.option("--kernel", "kernels", multiple=True, help="tune only this kernel (repeatable)")
 @click.option("--cost-model", type=click.Choice(["xgb", "random"]), default="xgb", show_default=True)
+@click.option("--keep", type=click.Choice(["faster", "all"]), default="faster", show_default=True,
+              help="keep a kernel's record only if it beats the default schedule on the device, or always")  # fmt: skip
 @click.option("--tuning-logs", type=click.Path(file_okay=False, path_type=Path), help="default: the repository's")
 @click.option("--session-timeout", type=float, default=60.0, show_default=True, help="s per measurement session")
 @click.option("--json", "as_json", is_flag=True, help="print one result per kernel as JSON")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MLCBUILD_CACHE")
-def tune_cmd(recipe, target_name, tracker, key, trials, kernels, cost_model, tuning_logs, session_timeout, as_json,
+def tune_cmd(recipe, target_name, tracker, key, trials, kernels, cost_model, keep, tuning_logs, session_timeout, as_json,
              cache_dir) -> None:  # fmt: skip
     """Tune RECIPE's static-shape kernels with MetaSchedule on a device; records go to tuning_logs/<target>/."""
     from rich.progress import BarColumn, MofNCompleteColumn
@@ -381,7 +383,7 @@ def tune_cmd(recipe, target_name, tracker, key, trials, kernels, cost_model, tun
 
         results = tune(
             r, desc, tracker=tracker, key=key, trials=trials, tuning_root=tuning_logs, cache=Cache(cache_dir),
-            cost_model=cost_model, only=list(kernels) or None, session_timeout_s=session_timeout,
+            cost_model=cost_model, only=list(kernels) or None, keep=keep, session_timeout_s=session_timeout,
             on_task=on_task, on_trials=on_trials,
         )  # fmt: skip
     if as_json:

@@ -16,6 +16,24 @@ import numpy as np
 from .errors import MlcbuildError
 
 
+def use_all_cores(num_threads: int | None = None) -> int:
+    """Size TVM's CPU thread pool before its first parallel kernel: ``TVM_NUM_THREADS`` if the
+    user set it, else ``num_threads``, else every logical CPU.
+
+    TVM's default is half the logical CPUs on x86 (it assumes hyper-threading): one thread on
+    a 2-core VM, which halved decode speed here (SmolLM-135M q4f32_1: 16.9 vs 29.4 tokens/s).
+    The pool reads the variable once, when it starts; later calls change nothing.
+
+    Returns:
+        the thread count asked for.
+    """
+    import os
+
+    if "TVM_NUM_THREADS" not in os.environ:
+        os.environ["TVM_NUM_THREADS"] = str(num_threads or os.cpu_count() or 1)
+    return int(os.environ["TVM_NUM_THREADS"])
+
+
 class HostModel:
     """A compiled library and its parameters on the host CPU.
 
@@ -37,6 +55,7 @@ class HostModel:
         prefill_chunk_size: int,
         page_size: int = 16,
     ):
+        use_all_cores()
         import tvm
         from tvm import relax
 

@@ -68,18 +68,34 @@ def _probe_memo(memo_dir: str | None, ident: str) -> dict:
     return data
 
 
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """sha256 of mlcbuild's own source (every ``.py`` under the package, path and bytes).
+
+    The compiler is code: a changed schedule, pass or model definition must give a new
+    key even when the version string stays the same.
+    """
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0")
+        h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def toolchain_stamp(memo_dir: Path | None = None) -> dict[str, str]:
     """The versions of the toolchain in use.
 
     Args:
         memo_dir: where to memoize the facts that need ``import tvm`` (``None``: don't).
     Returns:
-        ``{"mlcbuild", "tvm", "tvm_commit", "tvm_ffi", "llvm"}``, all strings;
+        ``{"mlcbuild", "mlcbuild_source", "tvm", "tvm_commit", "tvm_ffi", "llvm"}``, all strings;
         ``"unknown"`` where a version cannot be read.
     """
     probe = _probe(memo_dir)
     return {
         "mlcbuild": __version__,
+        "mlcbuild_source": source_digest(),
         "tvm": _dist_version("apache-tvm"),
         "tvm_commit": _tvm_commit(),
         "tvm_ffi": _dist_version("apache-tvm-ffi"),

@@ -151,7 +151,8 @@ class TaskResult:
         name, workload: as in :class:`TuneTask`.
         status: ``"tuned"`` (the best record beat the default schedule and was merged into
             ``tuning_logs``), ``"default-faster"`` (it did not: no record kept, the build keeps
-            the default), or ``"resumed"`` (finished by an earlier run).
+            the default), ``"kept-slower"`` (it did not, merged anyway: ``keep="all"``), or
+            ``"resumed"`` (searched by an earlier run).
         trials: candidates measured on the device in this run.
         best_us: the best candidate's mean time on the device, µs.
         default_us: the default schedule's mean time on the device, µs (``None`` if it failed).
@@ -195,6 +196,7 @@ def tune(
     cache: Cache | None = None,
     cost_model: str = "xgb",
     only: list[str] | None = None,
+    keep: str = "faster",
     session_timeout_s: float = 60.0,
     on_task: Callable[[int, int, TuneTask], None] | None = None,
     on_trials: Callable[[int], None] | None = None,
@@ -208,6 +210,8 @@ def tune(
         tuning_root: where ``<target>/database_*.json`` live (default: the repository's ``tuning_logs``).
         cost_model: ``"xgb"`` (MetaSchedule's default) or ``"random"``.
         only: tune just the kernels with these names.
+        keep: ``"faster"``: merge a kernel's best record only if it beats the default schedule
+            on the device; ``"all"``: merge it anyway (also for kernels an earlier run searched).
         session_timeout_s: the device ends a measurement session after this long, s.
         on_task: called with ``(index, total, task)`` as each task starts.
         on_trials: called with the number of candidates of each measured batch.
@@ -273,7 +277,7 @@ def tune(
         done = work / "done.json"
         if done.is_file():
             prev = json.loads(done.read_text())
-            if prev["status"] == "tuned":
+            if prev["status"] == "tuned" or keep == "all":
                 merge_records(dest, work)
             results.append(TaskResult(task.name, task.workload, "resumed", 0, prev["best_us"], prev["default_us"]))
             continue
@@ -310,7 +314,9 @@ def tune(
             )
         default = measure_default(task, target, builder, runner)
         status = "tuned" if default is None or best < default else "default-faster"
-        if status == "tuned":
+        if status == "default-faster" and keep == "all":
+            status = "kept-slower"
+        if status != "default-faster":
             merge_records(dest, work)
         res = TaskResult(task.name, task.workload, status, counter.trials, best * 1e6,
                          None if default is None else default * 1e6, time.perf_counter() - t0)  # fmt: skip

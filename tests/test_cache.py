@@ -56,6 +56,12 @@ def test_key_is_stable_and_every_input_changes_it(tmp_path, monkeypatch):
     real_stamp = compile_mod.toolchain_stamp
     monkeypatch.setattr(compile_mod, "toolchain_stamp", lambda memo=None: {**real_stamp(memo), "tvm_commit": "other"})
     keys["tvm_commit"] = _key(base, cache=cache)
+    monkeypatch.undo()
+    import mlcbuild.stamp as stamp_mod
+
+    # mlcbuild's own source is an input: an edited schedule or pass must not hit old builds.
+    monkeypatch.setattr(stamp_mod, "source_digest", lambda: "edited")
+    keys["mlcbuild_source"] = _key(base, cache=cache)
     assert len(set(keys.values())) == len(keys), keys
 
 

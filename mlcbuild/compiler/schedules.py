@@ -5,7 +5,8 @@
   TVM 0.27 that path crashes ``AttachGlobalSymbol`` on kernels with a symbolic batch
   (``batch_decode``) and makes builds ~5x slower, so :class:`SIMTMatmul` skips it and
   uses dlight's generic shared-memory tiling on every GPU.
-- CPU (llvm): :class:`CPUGEMV` (decode, NK layout) and dlight's ``Reduction``.
+- CPU (llvm): :class:`CPUGEMV` (decode, NK layout) and :class:`CPUStagedReduction`
+  (norms: dlight's CPU ``Reduction`` makes them quadratic).
   dlight's CPU GEMV vectorizes across 64-128 output rows with strided gathers and
   unrolls the reduction by 256: LLVM then spends minutes on one kernel (278 s for a
   128x128 GEMV, measured with ``hidden_size = 128``) and the code gathers. Ours
@@ -83,8 +84,51 @@ class CPUGEMV(_DlightCPUGEMV):
         return sch
 
 
+class CPUStagedReduction(dl.ScheduleRule):
+    """Reductions that are not GEMVs (RMSNorm, softmax) on CPU: every stage once.
+
+    dlight's CPU ``Reduction`` computes the reduction *inside* the parallel loop over the
+    outputs it feeds: for RMSNorm each of the ``hidden`` outputs recomputes the sum of
+    squares over ``hidden`` inputs, O(hidden^2) (0.4-0.6 ms for one 576-wide decode norm,
+    61 of them per SmolLM-135M token). Here each stage (cast, square, reduce, rsqrt,
+    scale) keeps its own loop nest, the leading spatial loops (rows: tokens) fused and
+    parallel over the thread pool when the extent is symbolic (prefill: tokens) or at
+    least ``min_parallel`` elements, so the work is O(n).
+    """
+
+    min_parallel = 4096
+
+    def apply(self, func, target, _tunable):
+        from tvm import s_tir, tirx
+        from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None or not any(info.is_reduction() for info in infos):
+            return None
+        for info in infos:
+            leading = []
+            for it in info.iters:
+                if it.kind != "S":
+                    break
+                leading.append(it.loop_rv)
+            if not leading:
+                continue
+            rows = sch.fuse(*leading) if len(leading) > 1 else leading[0]
+            extent = sch.get(rows).extent
+            # A thread-pool launch costs more than a 576-wide pass: only big or symbolic (prefill) extents.
+            if not isinstance(extent, tirx.IntImm) or extent.value >= self.min_parallel:
+                sch.parallel(rows)
+        return sch
+
+    def is_target_available(self, target) -> bool:
+        return target.kind.name == "llvm"
+
+
 def schedule_rules(target) -> list:
     """The dlight rules for ``target``: GPU rules for GPU kinds, CPU rules for llvm."""
     if "gpu" in target.keys:
         return [SIMTMatmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
-    return [CPUGEMV(), dl.cpu.Reduction()]
+    return [CPUGEMV(), CPUStagedReduction()]
