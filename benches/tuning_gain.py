@@ -112,9 +112,11 @@ def main() -> None:
     from mlcbuild.convert import param_specs
     from mlcbuild.recipe import load_recipe
     from mlcbuild.rpc import LocalCluster
+    from mlcbuild.runtime import use_all_cores
     from mlcbuild.target import load_target, tvm_target
     from mlcbuild.tune import extract_tasks, tune
 
+    use_all_cores()  # time kernels here with the same thread count as the device (its server)
     recipe = dataclasses.replace(load_recipe(args.recipe), scheme=args.scheme)
     desc = load_target("host")
     target = tvm_target(desc)

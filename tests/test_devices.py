@@ -106,8 +106,8 @@ def test_tune_one_kernel_end_to_end(cluster, built, tmp_path, cache_dir):
                cache=Cache(cache_dir), cost_model="random", only=[kernel])  # fmt: skip
     (r,) = res
     assert r.name == kernel and r.trials == 4 and r.best_us > 0 and r.default_us > 0
-    # The record is kept only if it beat the default schedule on the device.
-    assert r.status == ("tuned" if r.best_us < r.default_us else "default-faster")
+    # The record is kept only if it beat the default schedule on the device by 5 %.
+    assert r.status == ("tuned" if r.best_us * 1.05 <= r.default_us else "default-faster")
     assert records.is_file() == (r.status == "tuned")
     # A second run resumes: nothing measured again; --keep all merges the searched record anyway.
     again = cli("tune", built["recipe"], "--target", "host", "--tracker", cluster.tracker, "--key", "host",

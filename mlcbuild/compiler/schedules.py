@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import math
+
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.cpu.gemv import GEMV as _DlightCPUGEMV
 from tvm.s_tir.dlight.gpu import matmul as _dl_matmul
@@ -84,6 +86,91 @@ class CPUGEMV(_DlightCPUGEMV):
         return sch
 
 
+def _const(x) -> int | None:
+    """An extent as an int, or ``None`` when it is symbolic."""
+    if isinstance(x, int):
+        return x
+    value = getattr(x, "value", None)
+    return int(value) if isinstance(value, int) else None
+
+
+class CPUMatmul(dl.ScheduleRule):
+    """``Y[m, n] = sum_k X[m, k] * W[n, k]`` for many rows ``m`` (prefill: tokens), W dequantized.
+
+    Per tile of ``tile_n`` output features (parallel over the thread pool): dequantize
+    the weight tile once into a ``[K, tile_n]`` buffer (transposed, so the inner loop
+    reads it contiguously), then for every row and every ``k`` broadcast ``X[m, k]`` and
+    do one ``tile_n``-wide vector multiply-add into ``Y[m, tile]``. The weight is read
+    and dequantized once per call instead of once per row, and nothing the size of the
+    whole dequantized weight is allocated. Epilogue stages (residual add) run after,
+    parallel over their rows.
+    """
+
+    tile_n = 16  # fp32: two AVX2 registers / four NEON registers
+
+    def apply(self, func, target, _tunable):
+        from tvm import s_tir, tirx
+        from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
+        reductions = [i for i in infos if i.is_reduction()]
+        if len(reductions) != 1:
+            return None
+        mm = reductions[0]
+        kinds = "".join(it.kind for it in mm.iters)
+        if not kinds.endswith("SR") or "R" in kinds[:-1] or len(kinds) < 3:
+            return None
+        rows_dom = [_const(it.dom) for it in mm.iters[:-2]]
+        if all(d is not None for d in rows_dom) and math.prod(rows_dom) <= 1:
+            return None  # a GEMV: CPUGEMV's
+        n_extent = _const(mm.iters[-2].dom)
+        if n_extent is None:
+            return None
+        try:
+            return self._schedule(sch, infos, mm, int(n_extent))
+        except Exception:  # a shape this rule does not handle: leave it to the next rule
+            return None
+
+    def _schedule(self, sch, infos, mm, n_extent: int):
+        tile = next(t for t in (self.tile_n, 8, 4, 2, 1) if n_extent % t == 0)
+        block = mm.block_rv
+        producers = [i for i in infos if i.block_rv != block and not i.is_reduction()]
+        loops = [it.loop_rv for it in mm.iters]
+        rows = sch.fuse(*loops[:-2]) if len(loops) > 3 else loops[0]
+        n, k = loops[-2], loops[-1]
+        n_o, n_i = sch.split(n, factors=[None, tile])
+        sch.reorder(n_o, rows, k, n_i)
+        sch.parallel(n_o)
+        # The dequantized weight: computed per tile, stored transposed [k, n].
+        mm_block = sch.get(block)
+        for prod in producers:
+            written = sch.get(prod.block_rv).writes[0].source
+            if any(r.source.same_as(written) for r in mm_block.reads):
+                sch.transform_layout(prod.block_rv, ("write", 0), lambda i, j: (j, i))
+                sch.compute_at(prod.block_rv, n_o)
+        init = sch.decompose_reduction(block, k)
+        if tile > 1:
+            # TVM refuses to vectorize a loop under a reduction loop; unrolled, the tile is
+            # straight-line independent multiply-adds that LLVM's SLP vectorizer packs.
+            sch.unroll(n_i)
+            sch.vectorize(sch.get_loops(init)[-1])
+        # Epilogues (residual add, cast): parallel over their leading loops.
+        for info in infos:
+            if info.block_rv == block or any(info.block_rv == p.block_rv for p in producers):
+                continue
+            try:
+                outer = sch.get_loops(info.block_rv)[0]
+                sch.parallel(outer)
+            except Exception:
+                pass
+        return sch
+
+
 class CPUStagedReduction(dl.ScheduleRule):
     """Reductions that are not GEMVs (RMSNorm, softmax) on CPU: every stage once.
 
@@ -131,4 +218,4 @@ def schedule_rules(target) -> list:
     """The dlight rules for ``target``: GPU rules for GPU kinds, CPU rules for llvm."""
     if "gpu" in target.keys:
         return [SIMTMatmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
-    return [CPUGEMV(), CPUStagedReduction()]
+    return [CPUGEMV(), CPUMatmul(), CPUStagedReduction()]
