@@ -400,7 +400,8 @@ def tune_cmd(recipe, target_name, tracker, key, trials, kernels, cost_model, kee
 
 @main.command("bench")
 @click.argument("artifact", required=False, type=click.Path(exists=True, path_type=Path))
-@click.option("--weights", "weights_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--weights", "weights_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="converted weights (`mlcbuild convert`)")  # fmt: skip
 @click.option("--tracker", help="RPC tracker, HOST:PORT")
 @click.option("--key", help="device key")
 @click.option("--local", is_flag=True, help="run on this machine (an in-process session)")
