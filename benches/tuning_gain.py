@@ -52,15 +52,6 @@ def kernel_us(mod, target, repeat: int) -> float:
     return statistics.median(f(*args).results) * 1e6
 
 
-def default_scheduled(mod, target):
-    from tvm.s_tir import dlight as dl
-
-    from mlcbuild.compiler.schedules import schedule_rules
-
-    with target:
-        return dl.ApplyDefaultSchedule(*schedule_rules(target))(mod)
-
-
 def tuned_scheduled(mod, target, logs: Path):
     from tvm.s_tir import meta_schedule as ms
 
@@ -109,6 +100,7 @@ def main() -> None:
 
     from mlcbuild.cache import Cache
     from mlcbuild.compile import compile_recipe
+    from mlcbuild.compiler.schedules import default_schedule
     from mlcbuild.convert import param_specs
     from mlcbuild.recipe import load_recipe
     from mlcbuild.rpc import LocalCluster
@@ -130,10 +122,9 @@ def main() -> None:
     tasks = {t.name: t for t in extract_tasks(recipe, desc)}
     kernels = []
     for r in results:
-        # Query the record before scheduling the default: dlight may rewrite the function in place.
         tuned_mod = tuned_scheduled(tasks[r.name].mod, target, logs / desc.name)
         tuned_us = kernel_us(tuned_mod, target, args.repeat) if tuned_mod is not None else None
-        default_us = kernel_us(default_scheduled(tasks[r.name].mod, target), target, args.repeat)
+        default_us = kernel_us(default_schedule(tasks[r.name].mod, target), target, args.repeat)
         row = {"kernel": r.name, "status": r.status, "trials": r.trials, "search_s": round(r.seconds, 1),
                "device_default_us": _r(r.default_us), "device_best_us": _r(r.best_us),
                "default_us": _r(default_us), "tuned_us": _r(tuned_us),

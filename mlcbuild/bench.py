@@ -246,7 +246,7 @@ def _common_fields(model: DeviceModel, device: str) -> dict[str, Any]:
         "model_size": int(params_bytes),
         "model_n_params": int(n_params),
         "scheme": recipe["quantization"]["scheme"],
-        "n_batch": b["inputs"]["recipe"]["build"]["prefill_chunk_size"],
+        "n_batch": recipe["build"]["prefill_chunk_size"],
         "n_threads": host.get("num-cores"),
         "test_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **model.memory(),
@@ -269,11 +269,11 @@ def load_records(path: Path) -> list[dict]:
     Raises:
         MlcbuildError: not JSON, or no records with ``n_prompt``/``n_gen``/``avg_ts``.
     """
-    text = path.read_text() if path.is_file() else None
-    if text is None:
+    if not path.is_file():
         raise MlcbuildError(
             "no such file", path=path, fix="pass two files written by `mlcbuild bench --json` or llama-bench -o json"
         )
+    text = path.read_text()
     try:
         data = json.loads(text)
     except ValueError:

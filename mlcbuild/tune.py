@@ -61,8 +61,9 @@ def is_tunable(func) -> bool:
     import tvm
     from tvm.tirx.buffer import is_buffer_var
 
-    attrs = func.attrs
-    if attrs is not None and int(attrs.get("tirx.is_scheduled", 0)) == 1:
+    from .compiler.pipeline import is_scheduled
+
+    if is_scheduled(func):
         return False
     return all(is_buffer_var(p) and all(isinstance(d, tvm.tirx.IntImm) for d in p.shape) for p in func.params)
 
@@ -334,15 +335,11 @@ def measure_default(task: TuneTask, target, builder, runner) -> float | None:
     through the same builder and runner as the candidates, s (``None`` if it failed)."""
     import statistics
 
-    import tvm
-    from tvm.s_tir import dlight as dl
     from tvm.s_tir import meta_schedule as ms
 
-    from .compiler.schedules import schedule_rules
+    from .compiler.schedules import default_schedule
 
-    mod = tvm.ir.load_json(tvm.ir.save_json(task.mod))  # a deep copy: scheduling must not touch the task
-    with target:
-        mod = dl.ApplyDefaultSchedule(*schedule_rules(target))(mod)
+    mod = default_schedule(task.mod, target)
     (built,) = builder.build([ms.builder.BuilderInput(mod, target)])
     if built.error_msg:
         logging.getLogger(__name__).warning("default schedule of %s did not build: %s", task.name, built.error_msg)

@@ -40,7 +40,8 @@ def _timed(name: str, passes: list, timings: dict[str, float], on_phase: Callabl
     return _phase
 
 
-def _is_scheduled(func) -> bool:
+def is_scheduled(func) -> bool:
+    """Whether a function is a PrimFunc already marked ``tirx.is_scheduled`` (dlight skips those)."""
     attrs = getattr(func, "attrs", None)
     return isinstance(func, tvm.tirx.PrimFunc) and attrs is not None and int(attrs.get("tirx.is_scheduled", 0)) == 1
 
@@ -61,11 +62,11 @@ def apply_tuning_records(work_dir: Path | None, tuned: list[str] | None = None):
             path_workload=str(work_dir / "database_workload.json"),
             path_tuning_record=str(work_dir / "database_tuning_record.json"),
         )
-        before = {gv.name_hint for gv, f in mod.functions.items() if _is_scheduled(f)}
+        before = {gv.name_hint for gv, f in mod.functions.items() if is_scheduled(f)}
         with db:
             mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
         if tuned is not None:
-            now = {gv.name_hint for gv, f in mod.functions.items() if _is_scheduled(f)}
+            now = {gv.name_hint for gv, f in mod.functions.items() if is_scheduled(f)}
             tuned.extend(sorted(now - before))
         return mod
 

@@ -94,7 +94,25 @@ def _const(x) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-class CPUMatmul(dl.ScheduleRule):
+class _CPURule(dl.ScheduleRule):
+    """A CPU (llvm) rule over dlight's normalized form of a PrimFunc."""
+
+    def is_target_available(self, target) -> bool:
+        return target.kind.name == "llvm"
+
+    def _normalized(self, func, target):
+        """``(schedule, block infos)``, or ``None`` for another target or an unnormalizable func."""
+        from tvm import s_tir, tirx
+        from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        return None if infos is None else (sch, infos)
+
+
+class CPUMatmul(_CPURule):
     """``Y[m, n] = sum_k X[m, k] * W[n, k]`` for many rows ``m`` (prefill: tokens), W dequantized.
 
     Per tile of ``tile_n`` output features (parallel over the thread pool): dequantize
@@ -109,15 +127,10 @@ class CPUMatmul(dl.ScheduleRule):
     tile_n = 16  # fp32: two AVX2 registers / four NEON registers
 
     def apply(self, func, target, _tunable):
-        from tvm import s_tir, tirx
-        from tvm.s_tir.dlight.analysis import normalize_prim_func
-
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+        normalized = self._normalized(func, target)
+        if normalized is None:
             return None
-        sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
-        if infos is None:
-            return None
+        sch, infos = normalized
         reductions = [i for i in infos if i.is_reduction()]
         if len(reductions) != 1:
             return None
@@ -171,7 +184,7 @@ class CPUMatmul(dl.ScheduleRule):
         return sch
 
 
-class CPUStagedReduction(dl.ScheduleRule):
+class CPUStagedReduction(_CPURule):
     """Reductions that are not GEMVs (RMSNorm, softmax) on CPU: every stage once.
 
     dlight's CPU ``Reduction`` computes the reduction *inside* the parallel loop over the
@@ -186,15 +199,10 @@ class CPUStagedReduction(dl.ScheduleRule):
     min_parallel = 4096
 
     def apply(self, func, target, _tunable):
-        from tvm import s_tir, tirx
-        from tvm.s_tir.dlight.analysis import normalize_prim_func
-
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+        normalized = self._normalized(func, target)
+        if normalized is None or not any(info.is_reduction() for info in normalized[1]):
             return None
-        sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
-        if infos is None or not any(info.is_reduction() for info in infos):
-            return None
+        sch, infos = normalized
         for info in infos:
             leading = []
             for it in info.iters:
@@ -204,14 +212,11 @@ class CPUStagedReduction(dl.ScheduleRule):
             if not leading:
                 continue
             rows = sch.fuse(*leading) if len(leading) > 1 else leading[0]
-            extent = sch.get(rows).extent
+            extent = _const(sch.get(rows).extent)
             # A thread-pool launch costs more than a 576-wide pass: only big or symbolic (prefill) extents.
-            if not isinstance(extent, tirx.IntImm) or extent.value >= self.min_parallel:
+            if extent is None or extent >= self.min_parallel:
                 sch.parallel(rows)
         return sch
-
-    def is_target_available(self, target) -> bool:
-        return target.kind.name == "llvm"
 
 
 def schedule_rules(target) -> list:
@@ -219,3 +224,15 @@ def schedule_rules(target) -> list:
     if "gpu" in target.keys:
         return [SIMTMatmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
     return [CPUGEMV(), CPUMatmul(), CPUStagedReduction()]
+
+
+def default_schedule(mod, target):
+    """``mod`` with the default rules of ``target`` applied (what a build without records gets).
+
+    Works on a deep copy: dlight may rewrite the functions it schedules in place.
+    """
+    import tvm
+
+    mod = tvm.ir.load_json(tvm.ir.save_json(mod))
+    with target:
+        return dl.ApplyDefaultSchedule(*schedule_rules(target))(mod)
