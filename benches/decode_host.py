@@ -1,8 +1,9 @@
-"""Host CPU prefill and decode speed, next to this machine's memory-bandwidth roofline.
+"""Host CPU prefill and decode speed, next to the memory-bandwidth roofline and (optionally) llama.cpp.
 
-For each recipe shape (random weights of the right shapes: speed does not depend on
-values) and scheme: compile for ``host`` (through the cache), then per run prefill
-``--prompt`` tokens and decode ``--gen`` tokens; report the median over ``--runs``.
+For each recipe shape and scheme: random Hugging Face weights of the recipe's config
+(seed 0; speed does not depend on values) are converted by our converter, the recipe is
+compiled for ``host`` (through the cache), then per run it prefills ``--prompt`` tokens
+and decodes ``--gen`` tokens; the median over ``--runs`` is reported.
 
 Decode at batch 1 is memory-bound: tokens/s <= bandwidth / bytes of weights read per
 token. Bytes per token = every parameter except the embedding table (a decode step
@@ -10,8 +11,16 @@ gathers one row), plus the embedding when it doubles as the tied LM head. KV-cac
 reads are left out (small at these lengths). Bandwidth is measured here with a NumPy
 copy of 1 GiB (bytes read + written / time, best of 5, one thread).
 
+``--llamacpp``: side by side with llama.cpp (``make bench-deps`` installs
+llama-cpp-python, benchmark only). The same weights are written as GGUF of comparable
+bits (``llamacpp.GGML_PAIR``: q4f16_1/q4f32_1 vs Q4_0, q8 vs Q8_0, q0f16 vs F16, q0f32 vs
+F32; cached under the user cache dir), loaded with the same thread count, and the two
+alternate run by run (which goes first alternates too) so machine drift cancels. The
+ratio ours / llama.cpp is printed per pair and written to the JSON.
+
     .venv/bin/python benches/decode_host.py                 # SmolLM-135M and Llama-3.2-1B shapes
     .venv/bin/python benches/decode_host.py --recipes recipes/smollm-135m.toml --schemes q4f16_1 --runs 3
+    make bench-deps && .venv/bin/python benches/decode_host.py --llamacpp --schemes q4f32_1,q0f32
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -45,17 +55,27 @@ def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 5) -> float:
 
 
 def random_params(specs, seed: int = 0) -> list[np.ndarray]:
+    """Random parameters straight in the compiled layout (packed ints random): for profiling."""
     rng = np.random.default_rng(seed)
     out = []
     for name, shape, dtype in specs:
         if dtype == "uint32":
             out.append(rng.integers(0, 2**32, size=shape, dtype=np.uint32))
-        elif name.endswith("layernorm.weight") or name.endswith("norm.weight"):
+        elif name.endswith("norm.weight"):
             out.append(np.ones(shape, dtype=dtype))
         else:
             scale = 0.01 if name.endswith("q_scale") else 0.02
             out.append((rng.standard_normal(shape, dtype=np.float32) * scale).astype(dtype))
     return out
+
+
+def our_params(recipe, model, specs, weights: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """``weights`` (HF names) through our converter, in entry-function order."""
+    from mlcbuild.models import get_architecture
+    from mlcbuild.weights import convert_params
+
+    pmap = get_architecture(recipe.architecture).hf_param_map(recipe.model_config)
+    return [arr for _, arr in convert_params(model, specs, pmap, weights.__getitem__)]
 
 
 def bytes_per_token(specs, tied: bool) -> int:
@@ -67,7 +87,13 @@ def bytes_per_token(specs, tied: bool) -> int:
     return total
 
 
-def bench_one(recipe_path: str, scheme: str, prompt: int, gen: int, runs: int, bandwidth: float) -> dict:
+def _median_rates(samples: list[dict]) -> tuple[float, float]:
+    pre = statistics.median(x["prefill_tokens"] / x["prefill_s"] for x in samples)
+    dec = statistics.median(x["decode_tokens"] / x["decode_s"] for x in samples)
+    return pre, dec
+
+
+def bench_one(recipe_path: str, scheme: str, args, bandwidth: float, weights: dict[str, np.ndarray]) -> dict:
     from mlcbuild.cache import Cache
     from mlcbuild.compile import compile_recipe
     from mlcbuild.convert import param_specs
@@ -75,47 +101,74 @@ def bench_one(recipe_path: str, scheme: str, prompt: int, gen: int, runs: int, b
     from mlcbuild.runtime import HostModel
     from mlcbuild.target import load_target
 
-    base = load_recipe(recipe_path)
-    recipe = dataclasses.replace(base, scheme=scheme)
+    recipe = dataclasses.replace(load_recipe(recipe_path), scheme=scheme)
     res = compile_recipe(recipe, load_target("host"), cache=Cache())
     build = json.loads((res.artifact / "build.json").read_text())
-    _, specs = param_specs(recipe)
+    model, specs = param_specs(recipe)
     cfg = recipe.model_config
-    model = HostModel(
+    ours = HostModel(
         res.artifact / build["library"]["file"],
-        random_params(specs),
+        our_params(recipe, model, specs, weights),
         vocab_size=cfg.vocab_size,
         context_window_size=recipe.build.context_window_size,
         prefill_chunk_size=recipe.build.prefill_chunk_size,
         page_size=recipe.build.page_size,
     )
-    rng = np.random.default_rng(1)
-    ids = rng.integers(0, cfg.vocab_size, size=prompt).tolist()
-    prefill, decode = [], []
-    list(model.generate(ids[:8], 4))  # warm-up: page faults, thread pool, first-call costs
-    for _ in range(runs):
-        list(model.generate(ids, gen + 1))
-        prefill.append(model.stats["prefill_tokens"] / model.stats["prefill_s"])
-        decode.append(model.stats["decode_tokens"] / model.stats["decode_s"])
+    sides = {"mlcbuild": ours}
+    ggml_type = None
+    if args.llamacpp:
+        import llamacpp
+
+        ggml_type = llamacpp.GGML_PAIR[scheme]
+        gguf = llamacpp.cached_gguf(recipe.name, cfg, weights, ggml_type)
+        sides["llama.cpp"] = llamacpp.LlamaCppModel(
+            gguf, n_ctx=recipe.build.context_window_size, n_threads=args.threads, n_batch=recipe.build.prefill_chunk_size
+        )
+    ids = np.random.default_rng(1).integers(0, cfg.vocab_size, size=args.prompt).tolist()
+    samples: dict[str, list[dict]] = {k: [] for k in sides}
+    tokens: dict[str, list[int]] = {}
+    for side in sides.values():  # warm-up: page faults, thread pools, first-call costs
+        list(side.generate(ids[:8], 4))
+    for run in range(args.runs):
+        order = list(sides) if run % 2 == 0 else list(reversed(sides))
+        for name in order:
+            tokens[name] = list(sides[name].generate(ids, args.gen + 1))
+            samples[name].append(dict(sides[name].stats))
     bpt = bytes_per_token(specs, cfg.tie_word_embeddings)
     roofline = bandwidth / bpt
-    dec = statistics.median(decode)
-    return {
+    pre, dec = _median_rates(samples["mlcbuild"])
+    row = {
         "recipe": recipe_path,
         "model": recipe.name,
         "scheme": scheme,
-        "prompt_tokens": prompt,
-        "generated_tokens": gen,
-        "runs": runs,
-        "prefill_tokens_per_s": round(statistics.median(prefill), 2),
+        "threads": args.threads,
+        "prompt_tokens": args.prompt,
+        "generated_tokens": args.gen,
+        "runs": args.runs,
+        "prefill_tokens_per_s": round(pre, 2),
         "decode_tokens_per_s": round(dec, 2),
-        "prefill_samples": [round(x, 2) for x in prefill],
-        "decode_samples": [round(x, 2) for x in decode],
+        "prefill_samples": [round(x["prefill_tokens"] / x["prefill_s"], 2) for x in samples["mlcbuild"]],
+        "decode_samples": [round(x["decode_tokens"] / x["decode_s"], 2) for x in samples["mlcbuild"]],
         "weight_bytes_per_token": bpt,
         "decode_roofline_tokens_per_s": round(roofline, 2),
         "roofline_fraction": round(dec / roofline, 4),
         "key": res.key,
     }
+    if ggml_type:
+        lpre, ldec = _median_rates(samples["llama.cpp"])
+        same = sum(a == b for a, b in zip(tokens["mlcbuild"], tokens["llama.cpp"]))
+        row["llamacpp"] = {
+            "ggml_type": ggml_type,
+            "prefill_tokens_per_s": round(lpre, 2),
+            "decode_tokens_per_s": round(ldec, 2),
+            "prefill_samples": [round(x["prefill_tokens"] / x["prefill_s"], 2) for x in samples["llama.cpp"]],
+            "decode_samples": [round(x["decode_tokens"] / x["decode_s"], 2) for x in samples["llama.cpp"]],
+            "roofline_fraction": round(ldec / roofline, 4),
+            "greedy_ids_equal_prefix": same,
+        }
+        row["ratio_prefill"] = round(pre / lpre, 3)
+        row["ratio_decode"] = round(dec / ldec, 3)
+    return row
 
 
 def main() -> None:
@@ -125,34 +178,54 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--out", default=str(REPO / "benches" / "results" / "decode_host.json"))
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for both sides")
+    ap.add_argument("--llamacpp", action="store_true", help="side by side with llama.cpp (make bench-deps)")
+    ap.add_argument("--out", default=None, help="JSON path (default benches/results/decode_host[_vs_llamacpp].json)")
     args = ap.parse_args()
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    out_path = Path(args.out or REPO / "benches" / "results" / f"decode_host{'_vs_llamacpp' if args.llamacpp else ''}.json")
+    from llamacpp import hf_llama_weights
+    from mlcbuild.recipe import load_recipe
+
     bw = copy_bandwidth()
-    print(f"copy bandwidth {bw / 1e9:.2f} GB/s", flush=True)
+    print(f"copy bandwidth {bw / 1e9:.2f} GB/s, {args.threads} threads", flush=True)
     rows = []
     for recipe in args.recipes:
+        weights = hf_llama_weights(load_recipe(recipe).model_config)
         for scheme in args.schemes.split(","):
-            row = bench_one(recipe, scheme, args.prompt, args.gen, args.runs, bw)
+            row = bench_one(recipe, scheme, args, bw, weights)
             rows.append(row)
-            print(
-                f"{row['model']:24} {scheme:8} prefill {row['prefill_tokens_per_s']:8.1f} tok/s  "
+            line = (
+                f"{row['model']:16} {scheme:8} prefill {row['prefill_tokens_per_s']:8.1f} tok/s  "
                 f"decode {row['decode_tokens_per_s']:7.2f} tok/s  roofline {row['decode_roofline_tokens_per_s']:7.1f}  "
-                f"({100 * row['roofline_fraction']:.1f} %)",
-                flush=True,
+                f"({100 * row['roofline_fraction']:.1f} %)"
             )
+            if "llamacpp" in row:
+                lc = row["llamacpp"]
+                line += (
+                    f" | llama.cpp {lc['ggml_type']:5} prefill {lc['prefill_tokens_per_s']:8.1f} decode "
+                    f"{lc['decode_tokens_per_s']:7.2f} | ratio prefill {row['ratio_prefill']:.2f} decode {row['ratio_decode']:.2f}"
+                )
+            print(line, flush=True)
+        del weights
     out = {
         "benchmark": "decode_host",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
         "memory_bandwidth_bytes_per_s": round(bw),
         "bandwidth_method": "numpy copyto of 1 GiB, (read + write) bytes / best of 5, one thread",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python benches/decode_host.py "
-        + " ".join(f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()),
+        "command": "python benches/decode_host.py " + " ".join(sys.argv[1:]),
         "results": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    if args.llamacpp:
+        import llama_cpp
+
+        out["llama_cpp_python"] = llama_cpp.__version__
+        out["llama_cpp_system_info"] = llama_cpp.llama_print_system_info().decode()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":
