@@ -53,7 +53,12 @@ class CPUGEMV(_DlightCPUGEMV):
     partial sums are a vector; outer spatial loop parallel over the thread pool.
     """
 
-    vector_lanes = 16  # two uint32 words of int4 per step: two AVX2 accumulators (measured: 8 -> 16 lanes, 168 -> 135 us)
+    # 8 lanes (one packed int4 word) x 4 rows interleaved. SmolLM-135M's 3072 x 576 q4 GEMV
+    # on host, medians of 15 alternating rounds (benches/kernels_host.py --variants):
+    # 1 row x 16 lanes 229 us, 2 x 8 216 us, 4 x 16 206 us, 4 x 8 184 us, 8 x 8 173 us
+    # (but slower on the 576-row kernels).
+    vector_lanes = 8
+    rows_interleaved = 4
     rows_per_task = 16
 
     def sch_inner_reduction(self, sch, target, block, vector_input_buffers, epilogue_info):
@@ -70,10 +75,15 @@ class CPUGEMV(_DlightCPUGEMV):
         outer = sch.fuse(rb, rs)
         so, si = sch.split(outer, factors=[None, self.rows_per_task])
         sch.parallel(so)
-        sch.reorder(so, si, rro, rri)
+        # `rows_interleaved` rows advance through K together: their accumulators are
+        # independent FMA chains (one row alone waits on the FMA latency) and x is loaded
+        # once for all of them.
+        si_o, si_i = sch.split(si, factors=[None, self.rows_interleaved])
+        sch.reorder(so, si_o, rro, si_i, rri)
+        sch.unroll(si_i)
         sch.vectorize(rri)
-        sch.reverse_compute_at(block, si)
-        # Per row, the accumulator is a `lanes`-wide local: LLVM keeps it in a register.
+        sch.reverse_compute_at(block, si_o)
+        # The accumulators are `rows_interleaved x lanes` locals: registers.
         sch.set_scope(rf, 0, "local")
         sch.decompose_reduction(rf, rro)
         if epilogue_info is not None:
