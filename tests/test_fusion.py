@@ -34,3 +34,24 @@ def test_dequantize_fused_into_consumers(scheme, target):
             continue
         assert "matmul" in name and "dequantize" in name, name
         assert REDUCTION.search(text), f"{name} reads packed weights but does no reduction"
+
+
+def test_cpu_kernels_keep_per_buffer_alias_info():
+    """Every host kernel is ``noalias``, so LLVM keeps distinct alias tags per buffer.
+
+    One function without it (the KV cache's ``tree_attn_paged_kv_cpu``) makes TVM's codegen
+    tag every buffer access of the module ``tvm-alias`` and kernels store their
+    accumulators every step (``passes.mark_noalias``).
+    """
+    import tvm
+
+    from mlcbuild.target import tvm_target
+
+    desc = load_target("host")
+    mod = lower_module(parse_recipe(recipe_data(tiny_config(), "q4f32_1")), desc)
+    prims = {gv: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
+    device = [gv.name_hint for gv, f in prims.items() if not f.attrs.get("tirx.is_host_func")]
+    assert "tree_attn_paged_kv_cpu" in device
+    assert all(prims[gv].attrs.get("tirx.noalias") for gv in prims if gv.name_hint in device)
+    ll = tvm.tirx.build(tvm.IRModule(prims), target=tvm_target(desc)).inspect_source("ll")
+    assert '!"tvm-alias"' not in ll

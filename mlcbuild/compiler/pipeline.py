@@ -21,7 +21,7 @@ import tvm
 from tvm import relax
 from tvm.s_tir import dlight as dl
 
-from .passes import attach_variable_bounds, check_device_kernels, fuse_dequantize_matmul
+from .passes import attach_variable_bounds, check_device_kernels, fuse_dequantize_matmul, mark_noalias
 from .schedules import schedule_rules
 
 
@@ -114,7 +114,7 @@ def build_pipeline(
         (
             "schedule",
             [apply_tuning_records(tuning_dir, tuned), dl.ApplyDefaultSchedule(*schedule_rules(target))]
-            + ([check_device_kernels(target.kind.name)] if is_gpu else []),
+            + ([check_device_kernels(target.kind.name)] if is_gpu else [mark_noalias]),
         ),
         (
             "vm",
