@@ -26,12 +26,11 @@ bench: $(STAMP)
 	$(BIN)/python benches/compile_times.py
 
 # Benchmark-only: llama.cpp for the side-by-side (benches/decode_host.py --llamacpp).
-# llama-cpp-python is an sdist: pip compiles llama.cpp (~9 min on 2 cores). Native ISA
-# except AMX: its batched Q4_0 kernels segfault on this project's machine (prefill,
-# n_batch > 1; decode works), so AMX is off and AVX-512/VNNI stay on where present.
-LLAMACPP_CMAKE ?= -DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+# llama-cpp-python is an sdist: pip compiles llama.cpp (~9 min on 2 cores), for this CPU's
+# ISA without AMX (benches/llamacpp_cmake_args.py says why); --no-cache-dir: pip caches
+# the built wheel by source hash alone, so a cached native (AMX) build would be reused.
 bench-deps: $(STAMP)
-	CMAKE_ARGS="$(LLAMACPP_CMAKE)" $(BIN)/pip install -q llama-cpp-python==0.3.36 gguf==0.19.0
+	CMAKE_ARGS="$$($(PY) benches/llamacpp_cmake_args.py)" $(BIN)/pip install -q --no-cache-dir llama-cpp-python==0.3.36 gguf==0.19.0
 
 lint: $(STAMP)
 	$(BIN)/pip install -q ruff && $(BIN)/ruff check mlcbuild tests benches

@@ -88,14 +88,17 @@ def test_q0f32_prefill_in_chunks(cache_dir):
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
-@pytest.mark.parametrize("case", ["gqa2-untied", "gqa4-llama3", "pad-untied"])
-def test_q4f32_1_matches_numpy_quantization(case, cache_dir):
-    """q4f32_1 equals transformers run on the NumPy reference's dequantized weights."""
+@pytest.mark.parametrize(
+    "scheme_name,case",
+    [("q4f32_1", "gqa2-untied"), ("q4f32_1", "gqa4-llama3"), ("q4f32_1", "pad-untied"), ("q8f32_1", "gqa2-untied")],
+)
+def test_group_scheme_matches_numpy_quantization(scheme_name, case, cache_dir):
+    """A group scheme equals transformers run on the NumPy reference's dequantized weights."""
     cfg = CASES[case]
     hf = hf_llama(cfg)
     sd = state_dict_numpy(hf)
-    ours = compile_and_load(recipe_data(cfg, "q4f32_1", name=f"tiny-{case}"), sd, cache_dir)
-    scheme = get_scheme("q4f32_1")
+    ours = compile_and_load(recipe_data(cfg, scheme_name, name=f"tiny-{case}"), sd, cache_dir)
+    scheme = get_scheme(scheme_name)
     with torch.no_grad():
         for p in hf.parameters():
             if p.ndim == 2:  # every linear and the embedding is quantized

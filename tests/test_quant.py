@@ -30,7 +30,7 @@ def reference(w: np.ndarray, bits: int, group: int, dtype: str):
     return q_words, scales
 
 
-@pytest.mark.parametrize("name", ["q4f16_1", "q4f32_1", "q3f16_1"])
+@pytest.mark.parametrize("name", ["q4f16_1", "q4f32_1", "q3f16_1", "q8f32_1"])
 @pytest.mark.parametrize("k", [80, 50])  # 50: not a multiple of the group size -> zero padding
 def test_matches_elementwise_reference(name, k):
     s = get_scheme(name)

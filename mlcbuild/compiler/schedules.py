@@ -107,6 +107,26 @@ def _const(x) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+def vector_registers(target) -> tuple[int, int]:
+    """``(count, bits)`` of the SIMD registers an ``llvm`` target's code may use.
+
+    From the target's triple, CPU and ``mattr`` (the descriptor's ``[host]``): aarch64 has
+    32 x 128-bit NEON registers; x86 with AVX-512 32 x 512, with AVX/AVX2 16 x 256,
+    otherwise 16 x 128 (SSE).
+    """
+    attrs = target.attrs
+    triple = str(attrs.get("mtriple", "")).lower()
+    cpu = str(attrs.get("mcpu", "")).lower()
+    mattr = [str(a).lower() for a in (attrs.get("mattr") or [])]
+    if triple.startswith(("aarch64", "arm64")):
+        return 32, 128
+    if "+avx512f" in mattr or cpu in ("x86-64-v4", "skylake-avx512", "sapphirerapids", "icelake-server", "znver4"):
+        return 32, 512
+    if "+avx2" in mattr or "+avx" in mattr or cpu in ("x86-64-v3", "haswell", "skylake", "znver2", "znver3", "alderlake"):
+        return 16, 256
+    return 16, 128
+
+
 class _CPURule(dl.ScheduleRule):
     """A CPU (llvm) rule over dlight's normalized form of a PrimFunc."""
 
@@ -162,7 +182,7 @@ class CPUMatmul(_CPURule):
         if n_extent is None:
             return None
         try:
-            return self._schedule(sch, infos, mm, int(n_extent))
+            return self._schedule(sch, infos, mm, int(n_extent), target)
         except Exception:  # a shape this rule does not handle: leave it to the next rule
             return None
 
@@ -183,8 +203,29 @@ class CPUMatmul(_CPURule):
         sch.unroll(d_j)
         sch.vectorize(d_n)
 
-    def _schedule(self, sch, infos, mm, n_extent: int):
-        tile = next(t for t in (self.tile_n, 32, 16, 8, 4, 2, 1) if n_extent % t == 0)
+    @staticmethod
+    def _weight_read(block, n_extent: int) -> int | None:
+        """Index of the ``[N, K]`` weight among ``block``'s reads, or ``None``."""
+        for i, region in enumerate(block.reads):
+            shape = [_const(d) for d in region.source.shape]
+            if len(shape) == 2 and shape[0] == n_extent and shape[1] is not None:
+                return i
+        return None
+
+    def tile_for(self, target) -> int:
+        """Output features per tile for ``target``'s vector registers (:func:`vector_registers`).
+
+        Half the register file holds the accumulators: 8 x 256-bit (AVX2, measured above),
+        16 x 128-bit (NEON, 32 registers: 64 features), 8 x 128-bit (SSE-only x86, 16
+        registers: 32 features). AVX-512 keeps 64 (4 x 512-bit measured no faster here:
+        LLVM prefers 256-bit vectors on Intel). Arm values are from the register count,
+        not yet measured on a phone.
+        """
+        count, bits = vector_registers(target)
+        return min(self.tile_n, (count // 2) * min(bits, 256) // 32)
+
+    def _schedule(self, sch, infos, mm, n_extent: int, target):
+        tile = next(t for t in (self.tile_for(target), 32, 16, 8, 4, 2, 1) if n_extent % t == 0)
         block = mm.block_rv
         producers = [i for i in infos if i.block_rv != block and not i.is_reduction()]
         loops = [it.loop_rv for it in mm.iters]
@@ -192,9 +233,8 @@ class CPUMatmul(_CPURule):
         n, k = loops[-2], loops[-1]
         n_o, n_i = sch.split(n, factors=[None, tile])
         sch.reorder(n_o, rows, k, n_i)
-        # The row's `tile` sums accumulate in a local buffer, stored once after the k loop:
-        # accumulating into the output itself, LLVM cannot always prove the output does not
-        # alias the weight tile and stores every k (whole-model builds: 10.4 vs 7.6 ms).
+        # The row's `tile` sums accumulate in a local buffer, stored once after the k loop
+        # (registers, given per-buffer alias information: passes.mark_noalias).
         acc = sch.cache_write(block, 0, "local")
         sch.reverse_compute_at(acc, rows)
         store = sch.get_loops(acc)[-1]
@@ -203,12 +243,24 @@ class CPUMatmul(_CPURule):
         sch.parallel(n_o)
         # The dequantized weight: computed per tile, stored transposed [k, n].
         mm_block = sch.get(block)
+        tiled = False
         for prod in producers:
             written = sch.get(prod.block_rv).writes[0].source
             if any(r.source.same_as(written) for r in mm_block.reads):
                 sch.transform_layout(prod.block_rv, ("write", 0), lambda i, j: (j, i))
                 sch.compute_at(prod.block_rv, n_o)
                 self._vectorize_dequantize(sch, prod.block_rv, tile)
+                tiled = True
+        if not tiled and tile > 1:
+            # An unquantized weight [N, K] (q0f32/q0f16): copied per tile into the same
+            # transposed [K, tile] layout, so the inner loop reads it contiguously instead
+            # of gathering `tile` rows per k (SmolLM-135M q0f32 prefill: 27 tok/s before).
+            weight = self._weight_read(mm_block, n_extent)
+            if weight is not None:
+                copy = sch.cache_read(block, weight, "global")
+                sch.transform_layout(copy, ("write", 0), lambda i, j: (j, i))
+                sch.compute_at(copy, n_o)
+                self._vectorize_dequantize(sch, copy, tile)
         if tile > 1:
             # Before decompose_reduction: TVM refuses to vectorize the update block of a
             # decomposed reduction. Explicit, so it does not hang on LLVM's SLP vectorizer

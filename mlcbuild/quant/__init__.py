@@ -19,6 +19,9 @@ SCHEMES: dict[str, Scheme] = {
         GroupQuant("q4f32_1", bits=4, group_size=32, model_dtype="float32", layout="NK"),
         GroupQuant("q4f16_0", bits=4, group_size=32, model_dtype="float16", layout="KN"),
         GroupQuant("q3f16_1", bits=3, group_size=40, model_dtype="float16", layout="NK"),
+        # 8-bit, 4 per uint32, one scale per 32: the counterpart of llama.cpp's Q8_0.
+        GroupQuant("q8f16_1", bits=8, group_size=32, model_dtype="float16", layout="NK"),
+        GroupQuant("q8f32_1", bits=8, group_size=32, model_dtype="float32", layout="NK"),
     )
 }
 
