@@ -8,8 +8,8 @@ and decodes ``--gen`` tokens; the median over ``--runs`` is reported.
 Decode at batch 1 is memory-bound: tokens/s <= bandwidth / bytes of weights read per
 token. Bytes per token = every parameter except the embedding table (a decode step
 gathers one row), plus the embedding when it doubles as the tied LM head. KV-cache
-reads are left out (small at these lengths). Bandwidth is measured here with a NumPy
-copy of 1 GiB (bytes read + written / time, best of 5, one thread).
+reads are left out (small at these lengths). Bandwidth is the read bandwidth of a parallel
+sum over 1 GiB on the same threads (:func:`read_bandwidth`).
 
 ``--llamacpp``: side by side with llama.cpp (``make bench-deps`` installs
 llama-cpp-python, benchmark only). The same weights are written as GGUF of comparable
@@ -42,16 +42,41 @@ REPO = Path(__file__).resolve().parent.parent
 DTYPE_BYTES = {"float32": 4, "float16": 2, "uint32": 4}
 
 
-def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 5) -> float:
-    """Bytes/s of a NumPy copy (read + write counted), best of ``repeats``."""
-    src = np.ones(nbytes // 8, dtype=np.float64)
-    dst = np.empty_like(src)
-    best = math.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - t)
-    return 2 * src.nbytes / best
+def read_bandwidth(nbytes: int = 1 << 30, repeats: int = 5) -> float:
+    """Bytes/s read from memory by all ``TVM_NUM_THREADS`` threads, best of ``repeats``.
+
+    Decode streams weights (reads only), so the roofline uses read bandwidth: a TVM kernel
+    summing 1 GiB of float32, parallel over 1 MiB chunks each read as 8 interleaved streams
+    (as the GEMVs read rows: here one stream per thread read 9.8 GB/s on one core, 8
+    streams 15.7 GB/s, and 27.2 GB/s on two cores), on the same threads decode uses. (A one-thread NumPy copy, used before,
+    understated two-thread bandwidth: a q0f32 decode measured at 117 % of that "roofline".)
+    """
+    import tvm
+    from tvm.script import tirx as T
+
+    from mlcbuild.target import load_target, tvm_target
+
+    n = nbytes // 4
+    chunk, lanes, streams = 1 << 18, 16, 8  # 1 MiB per task, read as 8 interleaved streams
+    part = chunk // streams
+
+    @T.prim_func(s_tir=False)
+    def total(a: T.Buffer((n,), "float32"), out: T.Buffer((n // chunk, streams, lanes), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        for c in T.parallel(n // chunk):
+            for s, j in T.grid(streams, lanes):
+                out[c, s, j] = T.float32(0)
+            for i in range(part // lanes):
+                for s in T.unroll(streams):
+                    for j in T.vectorized(lanes):
+                        out[c, s, j] = out[c, s, j] + a[c * chunk + s * part + i * lanes + j]
+
+    lib = tvm.tirx.build(tvm.IRModule({"main": total}), target=tvm_target(load_target("host")))
+    dev = tvm.cpu()
+    src = tvm.runtime.tensor(np.ones(n, dtype=np.float32), dev)
+    out = tvm.runtime.empty((n // chunk, streams, lanes), "float32", dev)
+    seconds = lib.time_evaluator("main", dev, number=1, repeat=repeats)(src, out).results
+    return nbytes / min(seconds)
 
 
 def random_params(specs, seed: int = 0) -> list[np.ndarray]:
@@ -188,8 +213,8 @@ def main() -> None:
     from llamacpp import hf_llama_weights
     from mlcbuild.recipe import load_recipe
 
-    bw = copy_bandwidth()
-    print(f"copy bandwidth {bw / 1e9:.2f} GB/s, {args.threads} threads", flush=True)
+    bw = read_bandwidth()
+    print(f"read bandwidth {bw / 1e9:.2f} GB/s, {args.threads} threads", flush=True)
     rows = []
     for recipe in args.recipes:
         weights = hf_llama_weights(load_recipe(recipe).model_config)
@@ -212,8 +237,8 @@ def main() -> None:
     out = {
         "benchmark": "decode_host",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
-        "memory_bandwidth_bytes_per_s": round(bw),
-        "bandwidth_method": "numpy copyto of 1 GiB, (read + write) bytes / best of 5, one thread",
+        "memory_read_bandwidth_bytes_per_s": round(bw),
+        "bandwidth_method": "TVM parallel sum of 1 GiB float32 on --threads threads, bytes read / best of 5",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python benches/decode_host.py " + " ".join(sys.argv[1:]),
         "results": rows,
