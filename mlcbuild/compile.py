@@ -96,7 +96,9 @@ def chat_config(recipe: Recipe) -> dict[str, Any]:
     }
 
 
-def memory_estimate(recipe: Recipe, params: list[tuple[str, tuple[int, ...], str]]) -> dict[str, int]:
+def memory_estimate(
+    recipe: Recipe, params: list[tuple[str, tuple[int, ...], str]], kv_dtype: str | None = None
+) -> dict[str, int]:
     """Device memory the model needs, bytes: parameters + KV cache at the full context window.
 
     KV cache = 2 (K and V) x layers x KV heads x head dim x context tokens x batch x dtype bytes.
@@ -110,7 +112,7 @@ def memory_estimate(recipe: Recipe, params: list[tuple[str, tuple[int, ...], str
     m = recipe.model_config
     b = recipe.build
     kv = 2 * m.num_hidden_layers * m.num_key_value_heads * m.head_dim * b.context_window_size * b.max_batch_size
-    kv_bytes = kv * _DTYPE_BYTES[get_scheme(recipe.scheme).model_dtype]
+    kv_bytes = kv * _DTYPE_BYTES[kv_dtype or get_scheme(recipe.scheme).model_dtype]
     return {
         "params_bytes": int(param_bytes),
         "kv_cache_bytes": int(kv_bytes),
@@ -195,7 +197,7 @@ def _build_into(
             "size_bytes": lib_path.stat().st_size,
         },
         "params": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in exported.params],
-        "memory": memory_estimate(recipe, exported.params),
+        "memory": memory_estimate(recipe, exported.params, kv_dtype=exported.compute_dtype),
         "memory_budget_bytes": desc.memory_budget_bytes,
         "seconds": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(total, 3)},
         "workarounds": workarounds,

@@ -90,10 +90,20 @@ def test_q0f32_prefill_in_chunks(cache_dir):
 
 @pytest.mark.parametrize(
     "scheme_name,case",
-    [("q4f32_1", "gqa2-untied"), ("q4f32_1", "gqa4-llama3"), ("q4f32_1", "pad-untied"), ("q8f32_1", "gqa2-untied")],
+    [
+        ("q4f32_1", "gqa2-untied"),
+        ("q4f32_1", "gqa4-llama3"),
+        ("q4f32_1", "pad-untied"),
+        ("q8f32_1", "gqa2-untied"),
+        ("q4f16_1", "gqa2-untied"),
+    ],
 )
 def test_group_scheme_matches_numpy_quantization(scheme_name, case, cache_dir):
-    """A group scheme equals transformers run on the NumPy reference's dequantized weights."""
+    """A group scheme equals transformers run on the NumPy reference's dequantized weights.
+
+    q4f16_1 too: on x86 hosts it computes in fp32 with fp16 scales and norm weights
+    (``lower.compute_dtype``), so the fp32 bound holds for it.
+    """
     cfg = CASES[case]
     hf = hf_llama(cfg)
     sd = state_dict_numpy(hf)

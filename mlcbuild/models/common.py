@@ -137,3 +137,38 @@ def last_token(x: Tensor) -> Tensor:
         return te.compute((b, 1, d), lambda i, _, k: t[i, s - 1, k], name="index")
 
     return op.tensor_expr_op(_index, name_hint="index", args=[x])
+
+
+class StoredRMSNorm(nn.Module):
+    """RMSNorm whose weight is stored in ``storage_dtype`` and cast to the input's dtype at use.
+
+    For fp16 schemes computed in fp32 (hosts without fp16 arithmetic): the parameter keeps the
+    dtype the converted weights have; ``x`` ``[..., d]`` fp32 -> fp32. Same math as ``nn.RMSNorm``
+    (``x * rsqrt(mean(x^2) + eps) * weight``, HF ``LlamaRMSNorm``).
+    """
+
+    def __init__(self, hidden_size: int, epsilon: float, storage_dtype: str):
+        self.epsilon = epsilon
+        self.weight = nn.Parameter((hidden_size,), dtype=storage_dtype)
+
+    def forward(self, x):
+        return op.rms_norm(x, op.astype(self.weight, x.dtype), axes=-1, epsilon=self.epsilon)
+
+
+def store_norms_as(model, storage_dtype: str):
+    """Replace every bias-free last-axis ``nn.RMSNorm`` of ``model`` with :class:`StoredRMSNorm`.
+
+    Raises:
+        NotImplementedError: a norm with a bias or other axes (no architecture has one yet).
+    """
+    from ..quant.base import replace_modules
+
+    def swap(m):
+        if isinstance(m, nn.RMSNorm):
+            if m.bias is not None or m.axes not in (-1, [-1]):
+                raise NotImplementedError("stored-dtype RMSNorm with a bias or other axes")
+            return StoredRMSNorm(m.weight.shape[0], m.epsilon, storage_dtype)
+        return None
+
+    return replace_modules(model, swap)
+

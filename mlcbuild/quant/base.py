@@ -19,8 +19,11 @@ class Scheme:
     def check_model(self, cfg: Any, path=None) -> None:
         """Raise ``RecipeError`` if the scheme cannot quantize a model of this config."""
 
-    def quantize_model(self, model):
-        """Swap the model's linear and embedding modules for quantized ones (in place)."""
+    def quantize_model(self, model, compute_dtype: str | None = None):
+        """Swap the model's linear and embedding modules for quantized ones (in place).
+
+        ``compute_dtype``: activations' dtype where it differs from ``model_dtype``.
+        """
         return model
 
     def describe(self) -> dict[str, Any]:

@@ -13,42 +13,54 @@ from .group import GroupQuant
 DEQUANTIZE_PREFIX = "dequantize"
 
 
-def dequant_value(scheme: GroupQuant, word, scale, k):
-    """One dequantized weight from its packed word and group scale (TIR expressions)."""
+def dequant_value(scheme: GroupQuant, word, scale, k, dtype: str | None = None):
+    """One dequantized weight from its packed word and group scale (TIR expressions).
+
+    ``dtype``: the compute dtype (default the scheme's); the scale is cast to it when it is
+    stored narrower (fp16 scales, fp32 compute on hosts without fp16 arithmetic).
+    """
+    dtype = dtype or scheme.model_dtype
     epw, bits = scheme.elems_per_word, scheme.bits
     shift = tirx.Cast("uint32", k % epw * bits)
     q = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const((1 << bits) - 1, "uint32"))
-    return (tirx.Cast(scheme.model_dtype, q) - tirx.const(scheme.max_int, scheme.model_dtype)) * scale
+    if scale.dtype != dtype:
+        scale = tirx.Cast(dtype, scale)
+    return (tirx.Cast(dtype, q) - tirx.const(scheme.max_int, dtype)) * scale
 
 
 def te_dequantize(
-    scheme: GroupQuant, q_weight: te.Tensor, q_scale: te.Tensor, n: int, k: int, layout: str
+    scheme: GroupQuant, q_weight: te.Tensor, q_scale: te.Tensor, n: int, k: int, layout: str, dtype: str | None = None
 ) -> te.Tensor:
-    """Dequantize to ``[N, K]`` (``NK``) or ``[K, N]`` (``KN``), model dtype."""
+    """Dequantize to ``[N, K]`` (``NK``) or ``[K, N]`` (``KN``), in ``dtype`` (default the model dtype)."""
     epw, g = scheme.elems_per_word, scheme.group_size
     if layout == "KN":
         return te.compute(
             (k, n),
-            lambda i, j: dequant_value(scheme, q_weight[i // epw, j], q_scale[i // g, j], i),
+            lambda i, j: dequant_value(scheme, q_weight[i // epw, j], q_scale[i // g, j], i, dtype),
             name=DEQUANTIZE_PREFIX,
         )
     return te.compute(
         (n, k),
-        lambda i, j: dequant_value(scheme, q_weight[i, j // epw], q_scale[i, j // g], j),
+        lambda i, j: dequant_value(scheme, q_weight[i, j // epw], q_scale[i, j // g], j, dtype),
         name=DEQUANTIZE_PREFIX,
     )
 
 
-def quantize_model(scheme: GroupQuant, model: nn.Module) -> nn.Module:
-    """Replace every ``nn.Linear`` and ``nn.Embedding`` of ``model`` with a group-quantized one."""
+def quantize_model(scheme: GroupQuant, model: nn.Module, compute_dtype: str | None = None) -> nn.Module:
+    """Replace every ``nn.Linear`` and ``nn.Embedding`` of ``model`` with a group-quantized one.
+
+    ``compute_dtype``: the activations' dtype when it differs from the scheme's (fp32 compute
+    of an fp16 scheme, :func:`mlcbuild.compiler.lower.compute_dtype`); scales keep the
+    scheme's dtype, so the converted weights are the same for every target.
+    """
 
     def swap(m: nn.Module):
         if isinstance(m, nn.Linear):
             if m.bias is not None:
                 raise NotImplementedError("group-quantized linear with bias")
-            return GroupQuantLinear(m.in_features, m.out_features, scheme)
+            return GroupQuantLinear(m.in_features, m.out_features, scheme, compute_dtype)
         if isinstance(m, nn.Embedding):
-            return GroupQuantEmbedding(m.num, m.dim, scheme)
+            return GroupQuantEmbedding(m.num, m.dim, scheme, compute_dtype)
         return None
 
     return replace_modules(model, swap)
@@ -57,8 +69,9 @@ def quantize_model(scheme: GroupQuant, model: nn.Module) -> nn.Module:
 class GroupQuantLinear(nn.Module):
     """``y = x @ dequant(q_weight, q_scale)^T``: ``[b, s, K]`` -> ``[b, s, N]``."""
 
-    def __init__(self, in_features: int, out_features: int, scheme: GroupQuant):
+    def __init__(self, in_features: int, out_features: int, scheme: GroupQuant, compute_dtype: str | None = None):
         self.in_features, self.out_features, self.scheme = in_features, out_features, scheme
+        self.compute_dtype = compute_dtype or scheme.model_dtype
         wshape, sshape = scheme.packed_shapes(out_features, in_features)
         self.q_weight = nn.Parameter(wshape, "uint32")
         self.q_scale = nn.Parameter(sshape, scheme.model_dtype)
@@ -71,7 +84,7 @@ class GroupQuantLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         s, n, k = self.scheme, self.out_features, self.in_features
         w = op.tensor_expr_op(
-            lambda qw, qs: te_dequantize(s, qw, qs, n, k, s.layout),
+            lambda qw, qs: te_dequantize(s, qw, qs, n, k, s.layout, self.compute_dtype),
             name_hint=DEQUANTIZE_PREFIX,
             args=[self.q_weight, self.q_scale],
         )
@@ -83,8 +96,9 @@ class GroupQuantLinear(nn.Module):
 class GroupQuantEmbedding(nn.Module):
     """Quantized ``[vocab, d]`` table (NK layout); lookup dequantizes only the rows gathered."""
 
-    def __init__(self, num: int, dim: int, scheme: GroupQuant):
+    def __init__(self, num: int, dim: int, scheme: GroupQuant, compute_dtype: str | None = None):
         self.num, self.dim, self.scheme = num, dim, scheme
+        self.compute_dtype = compute_dtype or scheme.model_dtype
         wshape, sshape = scheme.packed_shapes(num, dim, layout="NK")
         self.q_weight = nn.Parameter(wshape, "uint32")
         self.q_scale = nn.Parameter(sshape, scheme.model_dtype)
@@ -95,24 +109,24 @@ class GroupQuantEmbedding(nn.Module):
         return {"q_weight": q, "q_scale": s}
 
     def forward(self, ids: Tensor) -> Tensor:
-        """Token ids ``[s]`` int32 -> ``[s, d]`` model dtype; gather and dequantize in one kernel."""
+        """Token ids ``[s]`` int32 -> ``[s, d]`` compute dtype; gather and dequantize in one kernel."""
         s, d = self.scheme, self.dim
         epw, g = s.elems_per_word, s.group_size
 
         def gather(qw: te.Tensor, qs: te.Tensor, idx: te.Tensor):
             return te.compute(
                 (idx.shape[0], d),
-                lambda i, j: dequant_value(s, qw[idx[i], j // epw], qs[idx[i], j // g], j),
+                lambda i, j: dequant_value(s, qw[idx[i], j // epw], qs[idx[i], j // g], j, self.compute_dtype),
                 name="dequantize_take",
             )
 
         return op.tensor_expr_op(gather, name_hint="dequantize_take", args=[self.q_weight, self.q_scale, ids])
 
     def lm_head_forward(self, x: Tensor) -> Tensor:
-        """Tied LM head: ``[b, s, d]`` -> ``[b, s, vocab]`` model dtype."""
+        """Tied LM head: ``[b, s, d]`` -> ``[b, s, vocab]`` compute dtype."""
         s, n, k = self.scheme, self.num, self.dim
         w = op.tensor_expr_op(
-            lambda qw, qs: te_dequantize(s, qw, qs, n, k, "NK"),
+            lambda qw, qs: te_dequantize(s, qw, qs, n, k, "NK", self.compute_dtype),
             name_hint=DEQUANTIZE_PREFIX,
             args=[self.q_weight, self.q_scale],
         )
