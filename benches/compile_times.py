@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_io import write_results
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPES = [
@@ -77,16 +78,7 @@ def main() -> None:
                     f"lib {row['library_bytes'] / 2**20:6.1f} MiB",
                     flush=True,
                 )
-    result = {
-        "benchmark": "compile_times",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "results": rows,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, {"benchmark": "compile_times", "results": rows})
 
 
 if __name__ == "__main__":

@@ -30,10 +30,8 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +145,10 @@ def bench_one(recipe_path: str, scheme: str, args, bandwidth: float, weights: di
         ggml_type = llamacpp.GGML_PAIR[scheme]
         gguf = llamacpp.cached_gguf(recipe.name, cfg, weights, ggml_type)
         sides["llama.cpp"] = llamacpp.LlamaCppModel(
-            gguf, n_ctx=recipe.build.context_window_size, n_threads=args.threads, n_batch=recipe.build.prefill_chunk_size
+            gguf,
+            n_ctx=recipe.build.context_window_size,
+            n_threads=args.threads,
+            n_batch=recipe.build.prefill_chunk_size,
         )
     ids = np.random.default_rng(1).integers(0, cfg.vocab_size, size=args.prompt).tolist()
     samples: dict[str, list[dict]] = {k: [] for k in sides}
@@ -181,7 +182,7 @@ def bench_one(recipe_path: str, scheme: str, args, bandwidth: float, weights: di
     }
     if ggml_type:
         lpre, ldec = _median_rates(samples["llama.cpp"])
-        same = sum(a == b for a, b in zip(tokens["mlcbuild"], tokens["llama.cpp"]))
+        same = sum(a == b for a, b in zip(tokens["mlcbuild"], tokens["llama.cpp"], strict=True))
         row["llamacpp"] = {
             "ggml_type": ggml_type,
             "prefill_tokens_per_s": round(lpre, 2),
@@ -209,8 +210,12 @@ def main() -> None:
     args = ap.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    out_path = Path(args.out or REPO / "benches" / "results" / f"decode_host{'_vs_llamacpp' if args.llamacpp else ''}.json")
+    out_path = Path(
+        args.out or REPO / "benches" / "results" / f"decode_host{'_vs_llamacpp' if args.llamacpp else ''}.json"
+    )
     from llamacpp import hf_llama_weights
+    from results_io import write_results
+
     from mlcbuild.recipe import load_recipe
 
     bw = read_bandwidth()
@@ -236,11 +241,8 @@ def main() -> None:
         del weights
     out = {
         "benchmark": "decode_host",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
         "memory_read_bandwidth_bytes_per_s": round(bw),
         "bandwidth_method": "TVM parallel sum of 1 GiB float32 on --threads threads, bytes read / best of 5",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python benches/decode_host.py " + " ".join(sys.argv[1:]),
         "results": rows,
     }
     if args.llamacpp:
@@ -248,9 +250,7 @@ def main() -> None:
 
         out["llama_cpp_python"] = llama_cpp.__version__
         out["llama_cpp_system_info"] = llama_cpp.llama_print_system_info().decode()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {out_path}")
+    write_results(out_path, out)
 
 
 if __name__ == "__main__":

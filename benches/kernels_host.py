@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     import tvm
+    from results_io import write_results
 
     from mlcbuild.compiler import schedules
     from mlcbuild.recipe import load_recipe
@@ -69,28 +69,33 @@ def main() -> None:
         tensors, nbytes = [], 0
         for p in task.mod["main"].params:
             shape, dtype = [int(x) for x in p.shape], str(p.dtype)
-            a = rng.integers(0, 2**31, size=shape).astype(dtype) if "int" in dtype else rng.standard_normal(shape).astype(dtype)
+            a = (
+                rng.integers(0, 2**31, size=shape).astype(dtype)
+                if "int" in dtype
+                else rng.standard_normal(shape).astype(dtype)
+            )
             tensors.append(tvm.runtime.tensor(a, dev))
             nbytes += a.nbytes
         samples: list[list[float]] = [[] for _ in variants]
         for _ in range(args.rounds):
             for i, lib in enumerate(libs):
                 samples[i].append(lib.time_evaluator("main", dev, number=10, repeat=1)(*tensors).mean * 1e6)
-        for v, s in zip(variants, samples):
+        for v, s in zip(variants, samples, strict=True):
             us = statistics.median(s)
-            rows.append({"kernel": task.name, "variant": v, "us": round(us, 2), "gb_per_s": round(nbytes / us / 1e3, 2)})
+            rows.append(
+                {"kernel": task.name, "variant": v, "us": round(us, 2), "gb_per_s": round(nbytes / us / 1e3, 2)}
+            )
             print(f"{task.name:45} {json.dumps(v):60} {us:9.1f} us {nbytes / us / 1e3:6.2f} GB/s", flush=True)
-    out = {
-        "benchmark": "kernels_host",
-        "recipe": args.recipe,
-        "scheme": recipe.scheme,
-        "threads": args.threads,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "results": rows,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(
+        args.out,
+        {
+            "benchmark": "kernels_host",
+            "recipe": args.recipe,
+            "scheme": recipe.scheme,
+            "threads": args.threads,
+            "results": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

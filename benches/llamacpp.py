@@ -68,8 +68,12 @@ def write_gguf(path: Path, cfg, weights: dict[str, np.ndarray], ggml_type: str) 
     import gguf
 
     qtype = gguf.GGMLQuantizationType[ggml_type]
-    ftype = {"Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-             "F16": gguf.LlamaFileType.MOSTLY_F16, "F32": gguf.LlamaFileType.ALL_F32}[ggml_type]
+    ftype = {
+        "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+        "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+        "F16": gguf.LlamaFileType.MOSTLY_F16,
+        "F32": gguf.LlamaFileType.ALL_F32,
+    }[ggml_type]
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
     tmp = path.with_suffix(".partial")
     writer = gguf.GGUFWriter(str(tmp), "llama")
@@ -149,8 +153,14 @@ class LlamaCppModel:
         from llama_cpp import Llama
 
         self.llm = Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-            n_batch=n_batch, n_ubatch=n_batch, verbose=False, use_mmap=False,
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            verbose=False,
+            use_mmap=False,
         )
         self.stats: dict[str, float] = {}
 
@@ -172,7 +182,9 @@ class LlamaCppModel:
             llm.eval([out[-1]])
             out.append(self._argmax())
         self.stats = {
-            "prefill_tokens": len(prompt_ids), "prefill_s": prefill_s,
-            "decode_tokens": max_new_tokens - 1, "decode_s": time.perf_counter() - t,
+            "prefill_tokens": len(prompt_ids),
+            "prefill_s": prefill_s,
+            "decode_tokens": max_new_tokens - 1,
+            "decode_s": time.perf_counter() - t,
         }
         return out

@@ -85,7 +85,9 @@ def export_model(recipe: Recipe, desc: TargetDescriptor) -> ExportedModel:
     with target:
         mod, named_params = model.export_tvm(spec=model.get_default_spec(), allow_extern=False)
     params = [(name, tuple(int(x) for x in p.shape), str(p.dtype)) for name, p in named_params]
-    return ExportedModel(mod=mod, params=params, model=model, compute_dtype=compute_dtype(get_scheme(recipe.scheme), target))
+    return ExportedModel(
+        mod=mod, params=params, model=model, compute_dtype=compute_dtype(get_scheme(recipe.scheme), target)
+    )
 
 
 def variable_bounds(recipe: Recipe) -> dict[str, int]:

@@ -122,7 +122,11 @@ def vector_registers(target) -> tuple[int, int]:
         return 32, 128
     if "+avx512f" in mattr or cpu in ("x86-64-v4", "skylake-avx512", "sapphirerapids", "icelake-server", "znver4"):
         return 32, 512
-    if "+avx2" in mattr or "+avx" in mattr or cpu in ("x86-64-v3", "haswell", "skylake", "znver2", "znver3", "alderlake"):
+    if (
+        "+avx2" in mattr
+        or "+avx" in mattr
+        or cpu in ("x86-64-v3", "haswell", "skylake", "znver2", "znver3", "alderlake")
+    ):
         return 16, 256
     return 16, 128
 

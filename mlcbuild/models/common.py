@@ -171,4 +171,3 @@ def store_norms_as(model, storage_dtype: str):
         return None
 
     return replace_modules(model, swap)
-
