@@ -5,13 +5,15 @@
   TVM 0.27 that path crashes ``AttachGlobalSymbol`` on kernels with a symbolic batch
   (``batch_decode``) and makes builds ~5x slower, so :class:`SIMTMatmul` skips it and
   uses dlight's generic shared-memory tiling on every GPU.
-- CPU (llvm): :class:`CPUGEMV` (decode, NK layout) and :class:`CPUStagedReduction`
-  (norms: dlight's CPU ``Reduction`` makes them quadratic).
+- CPU (llvm): :class:`CPUGEMV` (decode), :class:`CPUMatmul` (prefill) and
+  :class:`CPUStagedReduction` (norms: dlight's CPU ``Reduction`` makes them quadratic).
   dlight's CPU GEMV vectorizes across 64-128 output rows with strided gathers and
   unrolls the reduction by 256: LLVM then spends minutes on one kernel (278 s for a
   128x128 GEMV, measured with ``hidden_size = 128``) and the code gathers. Ours
   parallelizes over output rows and vectorizes the reduction with ``rfactor``:
-  contiguous loads of the weight row, a few seconds of LLVM at most.
+  contiguous loads of the weight rows, a few seconds of LLVM at most. Tile widths come
+  from the target's vector registers (:func:`vector_registers`). Register-resident
+  accumulators also need :func:`mlcbuild.compiler.passes.mark_noalias`.
 """
 
 from __future__ import annotations
