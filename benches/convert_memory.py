@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from results_io import write_results
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -127,23 +126,7 @@ def main() -> None:
             f"conversion {delta / 2**20:7.0f} MiB = {row['ratio_to_largest_f32']:.2f} x largest tensor (f32)  {row['seconds']} s",
             flush=True,
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
-        json.dumps(
-            {
-                "benchmark": "convert_memory",
-                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "command": "python benches/convert_memory.py --recipes "
-                + " ".join(args.recipes)
-                + f" --scheme {args.scheme}",
-                "results": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {args.out}")
+    write_results(args.out, {"benchmark": "convert_memory", "results": rows})
 
 
 if __name__ == "__main__":

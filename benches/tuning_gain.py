@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_io import write_results
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benches"))
@@ -142,10 +142,6 @@ def main() -> None:
         "recipe": args.recipe,
         "scheme": args.scheme,
         "target": "host",
-        "machine": {"cpus": os.cpu_count()},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python benches/tuning_gain.py "
-        + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
         "trials_per_kernel": args.trials,
         "tuning_seconds": round(tune_s, 1),
         "kernels": kernels,
@@ -158,9 +154,8 @@ def main() -> None:
         },
         "keys": {"default": plain.key, "tuned": tuned.key},
     }
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out["decode_tokens_per_s"]))
-    print(f"wrote {args.out}")
+    write_results(args.out, out)
 
 
 if __name__ == "__main__":

@@ -190,6 +190,18 @@ def tvm_target(desc: TargetDescriptor):
     return Target(device, host=host)
 
 
+def cpu_family(target) -> str | None:
+    """``"x86"`` or ``"arm"`` for an ``llvm`` ``tvm.target.Target`` (from its ``mtriple``), else ``None``."""
+    if target is None or target.kind.name != "llvm":
+        return None
+    triple = str(target.attrs.get("mtriple", "")).lower()
+    if triple.startswith(("x86_64", "i686", "i386")):
+        return "x86"
+    if triple.startswith(("aarch64", "arm64")):
+        return "arm"
+    return None
+
+
 def link_kind(desc: TargetDescriptor) -> str:
     """How a shared library (``.so``) for the descriptor's host is linked on this machine:
     ``"cc"`` (this machine's compiler: same architecture) or ``"ndk"`` (Android, with the

@@ -17,7 +17,7 @@ from tvm import relax
 from ..models import get_architecture
 from ..quant import get_scheme
 from ..recipe import Recipe
-from ..target import TargetDescriptor, link_kind, tvm_target
+from ..target import TargetDescriptor, cpu_family, link_kind, tvm_target
 from .pipeline import build_pipeline, front_phases
 
 LIB_NAMES = {"so": "lib.so", "tar": "lib.tar"}
@@ -53,11 +53,9 @@ def compute_dtype(scheme, target) -> str:
     """
     from ..quant import GroupQuant
 
-    if target is None or scheme.model_dtype != "float16" or not isinstance(scheme, GroupQuant):
-        return scheme.model_dtype
-    cpu = target if target.kind.name == "llvm" else None
-    triple = str(cpu.attrs.get("mtriple", "")) if cpu is not None else ""
-    return "float32" if triple.startswith(("x86_64", "i686", "i386")) else scheme.model_dtype
+    if scheme.model_dtype == "float16" and isinstance(scheme, GroupQuant) and cpu_family(target) == "x86":
+        return "float32"
+    return scheme.model_dtype
 
 
 def build_model(recipe: Recipe, target) -> object:
@@ -74,8 +72,7 @@ def build_model(recipe: Recipe, target) -> object:
     model = arch.model_class(cfg, dtype, target)
     if dtype != scheme.model_dtype:
         model = store_norms_as(model, scheme.model_dtype)
-        return scheme.quantize_model(model, dtype)
-    return scheme.quantize_model(model)
+    return scheme.quantize_model(model, dtype)
 
 
 def export_model(recipe: Recipe, desc: TargetDescriptor) -> ExportedModel:

@@ -116,11 +116,11 @@ def vector_registers(target) -> tuple[int, int]:
     32 x 128-bit NEON registers; x86 with AVX-512 32 x 512, with AVX/AVX2 16 x 256,
     otherwise 16 x 128 (SSE).
     """
-    attrs = target.attrs
-    triple = str(attrs.get("mtriple", "")).lower()
-    cpu = str(attrs.get("mcpu", "")).lower()
-    mattr = [str(a).lower() for a in (attrs.get("mattr") or [])]
-    if triple.startswith(("aarch64", "arm64")):
+    from ..target import cpu_family
+
+    cpu = str(target.attrs.get("mcpu", "")).lower()
+    mattr = [str(a).lower() for a in (target.attrs.get("mattr") or [])]
+    if cpu_family(target) == "arm":
         return 32, 128
     if "+avx512f" in mattr or cpu in ("x86-64-v4", "skylake-avx512", "sapphirerapids", "icelake-server", "znver4"):
         return 32, 512
@@ -193,12 +193,12 @@ class CPUMatmul(_CPURule):
             return None
 
     @staticmethod
-    def _vectorize_dequantize(sch, block, tile: int) -> None:
-        """Dequantize the ``[K, tile]`` weight tile ``tile`` features wide, 8 ``k`` at a time.
+    def _vectorize_tile_fill(sch, block, tile: int) -> None:
+        """Fill the transposed ``[K, tile]`` weight tile (dequantize or copy) ``tile`` wide, 8 ``k`` at a time.
 
         Loops ``(n, k)`` become ``(k // 8, k % 8 unrolled, n vectorized)``: contiguous
-        stores into the transposed tile, the packed word of a row read once per 8 ``k``
-        (scalar, the tile was 2.7 of 7 ms of a 128 x 3072 x 576 q4 matmul; vectorized 0.3).
+        stores into the tile, a packed word of a row read once per 8 ``k`` (scalar, the
+        dequantized tile was 2.7 of 7 ms of a 128 x 3072 x 576 q4 matmul; vectorized 0.3).
         """
         d_n, d_k = sch.get_loops(block)[-2:]
         extent = _const(sch.get(d_k).extent)
@@ -255,7 +255,7 @@ class CPUMatmul(_CPURule):
             if any(r.source.same_as(written) for r in mm_block.reads):
                 sch.transform_layout(prod.block_rv, ("write", 0), lambda i, j: (j, i))
                 sch.compute_at(prod.block_rv, n_o)
-                self._vectorize_dequantize(sch, prod.block_rv, tile)
+                self._vectorize_tile_fill(sch, prod.block_rv, tile)
                 tiled = True
         if not tiled and tile > 1:
             # An unquantized weight [N, K] (q0f32/q0f16): copied per tile into the same
@@ -266,7 +266,7 @@ class CPUMatmul(_CPURule):
                 copy = sch.cache_read(block, weight, "global")
                 sch.transform_layout(copy, ("write", 0), lambda i, j: (j, i))
                 sch.compute_at(copy, n_o)
-                self._vectorize_dequantize(sch, copy, tile)
+                self._vectorize_tile_fill(sch, copy, tile)
         if tile > 1:
             # Before decompose_reduction: TVM refuses to vectorize the update block of a
             # decomposed reduction. Explicit, so it does not hang on LLVM's SLP vectorizer
