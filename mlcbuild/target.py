@@ -158,7 +158,23 @@ def _native_host() -> dict[str, Any]:
         except Exception:  # pragma: no cover
             has_avx2 = False
         cpu = "x86-64-v3" if has_avx2 else "x86-64"
+        # AVX-VNNI (256-bit vpdpbusd, used by the int8 decode GEMVs) costs LLVM no compile
+        # time. Read from the kernel: under KVM, LLVM names this machine's CPU "rocketlake",
+        # which lacks it.
+        if has_avx2 and "avx_vnni" in _linux_cpu_flags():
+            return {"mtriple": triple, "mcpu": cpu, "mattr": ["+avxvnni"]}
     return {"mtriple": triple, "mcpu": cpu}
+
+
+def _linux_cpu_flags() -> set[str]:
+    """The ``flags`` of ``/proc/cpuinfo`` (empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def resolved_host(desc: TargetDescriptor) -> dict[str, Any]:
@@ -172,8 +188,9 @@ def resolved_host(desc: TargetDescriptor) -> dict[str, Any]:
         cpu = native["mcpu"]
     if cpu:
         out["mcpu"] = cpu
-    if host.get("mattr"):
-        out["mattr"] = list(host["mattr"])
+    mattr = list(host.get("mattr") or []) + [a for a in native.get("mattr", []) if host.get("mcpu") == "native"]
+    if mattr:
+        out["mattr"] = list(dict.fromkeys(mattr))
     cores = host.get("num_cores")
     out["num-cores"] = int(cores) if cores else (os.cpu_count() or 1)
     return out
@@ -199,6 +216,30 @@ def cpu_family(target) -> str | None:
         return "x86"
     if triple.startswith(("aarch64", "arm64")):
         return "arm"
+    return None
+
+
+def int8_dot_isa(target) -> str | None:
+    """The integer dot-product instructions the int8 decode GEMVs may use on an ``llvm`` target.
+
+    ``"avxvnni"`` (256-bit ``vpdpbusd``: AVX-VNNI, or AVX512-VNNI with AVX512-VL), ``"avx2"``
+    (``vpmaddubsw`` + ``vpmaddwd``), or ``None`` (no int8 path: Arm is not done yet, and
+    other CPUs). Asked of LLVM for the target's ``mcpu`` and ``mattr``.
+    """
+    import tvm
+
+    if cpu_family(target) != "x86":
+        return None
+    probe = {"kind": "llvm", "mtriple": str(target.attrs.get("mtriple", ""))}
+    for key in ("mcpu", "mattr"):
+        if target.attrs.get(key):
+            probe[key] = target.attrs[key] if key == "mcpu" else [str(a) for a in target.attrs[key]]
+    t = tvm.target.Target(probe)
+    has = tvm.target.codegen.llvm_cpu_has_features
+    if has(["avxvnni"], t) or has(["avx512vnni", "avx512vl"], t):
+        return "avxvnni"
+    if has(["avx2"], t):
+        return "avx2"
     return None
 
 

@@ -13,6 +13,8 @@ from conftest import hf_llama, recipe_data, state_dict_numpy, tiny_config
 from helpers import compile_and_load
 
 from mlcbuild.quant import get_scheme
+from mlcbuild.quant.group_int8_gemv import activation_reference, supports
+from mlcbuild.target import int8_dot_isa, load_target, tvm_target
 
 LLAMA3_ROPE = {
     "factor": 32.0,
@@ -50,6 +52,28 @@ PROMPT = [1, 5, 9, 22, 7, 60, 3, 44, 17, 2, 31]  # 11 tokens: longer than a KV p
 def reference_logits(model, ids: list[int]) -> np.ndarray:
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0, -1].float().numpy()
+
+
+def emulate_int8_decode_activations(hf) -> None:
+    """Make ``hf`` quantize linear inputs as our int8 decode GEMVs do (``group_int8_gemv``).
+
+    Ours runs them for one-token rows: every decode step's linears and the LM head (prefill
+    computes only the last token's logits). The reference recomputes the whole sequence,
+    so decoder linears quantize the rows after the prompt, the LM head every row.
+    """
+
+    def hook(prompt_rows: int | None):
+        def pre(_module, args):
+            x = args[0].detach().numpy().copy()
+            rows = slice(None) if prompt_rows is None else slice(prompt_rows, None)
+            x[:, rows] = activation_reference(x[:, rows])
+            return (torch.from_numpy(x),)
+
+        return pre
+
+    for name, module in hf.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_pre_hook(hook(None if name == "lm_head" else len(PROMPT)))
 
 
 def check_against(hf, ours, n_decode: int = 8) -> None:
@@ -102,7 +126,9 @@ def test_group_scheme_matches_numpy_quantization(scheme_name, case, cache_dir):
     """A group scheme equals transformers run on the NumPy reference's dequantized weights.
 
     q4f16_1 too: on x86 hosts it computes in fp32 with fp16 scales and norm weights
-    (``lower.compute_dtype``), so the fp32 bound holds for it.
+    (``lower.compute_dtype``), so the fp32 bound holds for it. Where the host CPU has an int8
+    dot product, one-token linears quantize their input to int8 (``group_int8_gemv``): the
+    reference then does the same (:func:`emulate_int8_decode_activations`).
     """
     cfg = CASES[case]
     hf = hf_llama(cfg)
@@ -115,4 +141,6 @@ def test_group_scheme_matches_numpy_quantization(scheme_name, case, cache_dir):
                 w = p.detach().numpy()
                 q, s = scheme.quantize(w)
                 p.copy_(torch.from_numpy(scheme.dequantize(q, s, w.shape[1])))
+    if supports(scheme, int8_dot_isa(tvm_target(load_target("host")))):
+        emulate_int8_decode_activations(hf)
     check_against(hf, ours)

@@ -33,6 +33,21 @@ def ragged_prefill_cpu(h_kv: int, h_q: int, d: int, dtype: str) -> tirx.PrimFunc
     group = h_q // h_kv
     lanes = next(x for x in (16, 8, 4, 2, 1) if d % x == 0)  # partial sums of the q.k dot product
 
+    # No TVMScript assignments (`v = expr`) in the kernel: TVM 0.27 lowers each into a
+    # one-element buffer from TVMBackendAllocWorkspace, once per parallel iteration. These
+    # helpers inline the expressions instead.
+    def n_q(q_indptr, b):
+        return q_indptr[b + 1] - q_indptr[b]
+
+    def row(q_indptr, b, task):
+        """The query token of ``task`` (``task = i * h_q + head``)."""
+        return q_indptr[b] + task // h_q
+
+    def last(q_indptr, kv_indptr, b, task, causal):
+        """Keys the query sees: ``kv_len - q_len + i + 1`` when causal."""
+        n_kv = kv_indptr[b + 1] - kv_indptr[b]
+        return T.if_then_else(causal > 0, T.min(n_kv - n_q(q_indptr, b) + task // h_q + 1, n_kv), n_kv)
+
     @T.prim_func(s_tir=False)
     def batch_prefill_ragged_kv(
         var_q: T.handle,
@@ -70,46 +85,40 @@ def ragged_prefill_cpu(h_kv: int, h_q: int, d: int, dtype: str) -> tirx.PrimFunc
 
         assert rotary_mode == 0, "mlcbuild's CPU ragged prefill attention expects RoPE applied before it"
         for b in range(batch_size):
-            n_q = q_indptr[b + 1] - q_indptr[b]
-            n_kv = kv_indptr[b + 1] - kv_indptr[b]
-            for task in T.parallel(n_q * h_q):
-                acc = T.decl_buffer((d,), "float32", scope="local")
-                stats = T.decl_buffer((3,), "float32", scope="local")  # running max, denominator, score
-                qv = T.decl_buffer((d,), "float32", scope="local")
-                part = T.decl_buffer((lanes,), "float32", scope="local")
-                i = task // h_q
-                h = task % h_q
-                row = q_indptr[b] + i
-                hk = h // group
-                last = T.if_then_else(causal > 0, T.min(n_kv - n_q + i + 1, n_kv), n_kv)
+            for task in T.parallel(n_q(q_indptr, b) * h_q):
+                # default (global) scope and under 1 KiB: stack allocations, not workspace calls
+                acc = T.decl_buffer((d,), "float32")
+                stats = T.decl_buffer((5,), "float32")  # running max, denominator, score, new max, p
+                qv = T.decl_buffer((d,), "float32")
+                part = T.decl_buffer((lanes,), "float32")
                 for j in T.vectorized(d):
                     acc[j] = T.float32(0)
-                    qv[j] = T.Cast("float32", q[row, h, j])
+                    qv[j] = T.Cast("float32", q[row(q_indptr, b, task), task % h_q, j])
                 stats[0] = T.float32(-5e4)
                 stats[1] = T.float32(0)
-                for t in range(last):
-                    key = kv_indptr[b] + t
+                for t in range(last(q_indptr, kv_indptr, b, task, causal)):
                     for lane in T.vectorized(lanes):
                         part[lane] = T.float32(0)
                     for j0 in range(d // lanes):
                         for lane in T.vectorized(lanes):
                             part[lane] = part[lane] + qv[j0 * lanes + lane] * T.Cast(
-                                "float32", k[key, hk, j0 * lanes + lane]
+                                "float32", k[kv_indptr[b] + t, task % h_q // group, j0 * lanes + lane]
                             )
                     stats[2] = T.float32(0)
                     for lane in range(lanes):
                         stats[2] = stats[2] + part[lane]
                     stats[2] = stats[2] * (sm_scale * T.float32(LOG2E))
-                    m_new = T.max(stats[0], stats[2])
-                    alpha = T.exp2(stats[0] - m_new)
-                    p = T.exp2(stats[2] - m_new)
-                    stats[1] = stats[1] * alpha + p
+                    stats[3] = T.max(stats[0], stats[2])
+                    stats[4] = T.exp2(stats[2] - stats[3])
+                    stats[1] = stats[1] * T.exp2(stats[0] - stats[3]) + stats[4]
                     for j in T.vectorized(d):
-                        acc[j] = acc[j] * alpha + p * T.Cast("float32", v[key, hk, j])
-                    stats[0] = m_new
+                        acc[j] = acc[j] * T.exp2(stats[0] - stats[3]) + stats[4] * T.Cast(
+                            "float32", v[kv_indptr[b] + t, task % h_q // group, j]
+                        )
+                    stats[0] = stats[3]
                 for j in T.vectorized(d):
-                    output[row, h, j] = T.Cast(dtype, acc[j] / stats[1])
-                lse[row, h] = stats[0] + T.log2(stats[1])
+                    output[row(q_indptr, b, task), task % h_q, j] = T.Cast(dtype, acc[j] / stats[1])
+                lse[row(q_indptr, b, task), task % h_q] = stats[0] + T.log2(stats[1])
 
     return batch_prefill_ragged_kv
 

@@ -17,7 +17,7 @@ from tvm import relax
 from ..models import get_architecture
 from ..quant import get_scheme
 from ..recipe import Recipe
-from ..target import TargetDescriptor, cpu_family, link_kind, tvm_target
+from ..target import TargetDescriptor, cpu_family, int8_dot_isa, link_kind, tvm_target
 from .pipeline import build_pipeline, front_phases
 
 LIB_NAMES = {"so": "lib.so", "tar": "lib.tar"}
@@ -72,7 +72,7 @@ def build_model(recipe: Recipe, target) -> object:
     model = arch.model_class(cfg, dtype, target)
     if dtype != scheme.model_dtype:
         model = store_norms_as(model, scheme.model_dtype)
-    return scheme.quantize_model(model, dtype)
+    return scheme.quantize_model(model, dtype, int8_dot_isa(target) if target is not None else None)
 
 
 def export_model(recipe: Recipe, desc: TargetDescriptor) -> ExportedModel:

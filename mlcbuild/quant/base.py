@@ -19,10 +19,12 @@ class Scheme:
     def check_model(self, cfg: Any, path=None) -> None:
         """Raise ``RecipeError`` if the scheme cannot quantize a model of this config."""
 
-    def quantize_model(self, model, compute_dtype: str | None = None):
+    def quantize_model(self, model, compute_dtype: str | None = None, int8_isa: str | None = None):
         """Swap the model's linear and embedding modules for quantized ones (in place).
 
         ``compute_dtype``: activations' dtype where it differs from ``model_dtype``.
+        ``int8_isa``: the target's integer dot product, for schemes with an int8-activation
+        decode path (:func:`mlcbuild.target.int8_dot_isa`).
         """
         return model
 

@@ -121,8 +121,8 @@ class GroupQuant(Scheme):
         return ((q - self.max_int) * scale)[:, :k]
 
     # ---- model rewriting ----------------------------------------------------------------
-    def quantize_model(self, model, compute_dtype: str | None = None):
+    def quantize_model(self, model, compute_dtype: str | None = None, int8_isa: str | None = None):
         """Replace every ``nn.Linear`` and ``nn.Embedding`` with a group-quantized one (in place)."""
         from .group_nn import quantize_model
 
-        return quantize_model(self, model, compute_dtype)
+        return quantize_model(self, model, compute_dtype, int8_isa)

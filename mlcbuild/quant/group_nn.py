@@ -9,6 +9,7 @@ from tvm.relax.frontend.nn import Tensor, op
 
 from .base import replace_modules
 from .group import GroupQuant
+from .group_int8_gemv import int8_gemv, supports
 
 DEQUANTIZE_PREFIX = "dequantize"
 
@@ -46,32 +47,60 @@ def te_dequantize(
     )
 
 
-def quantize_model(scheme: GroupQuant, model: nn.Module, compute_dtype: str | None = None) -> nn.Module:
+def quantize_model(
+    scheme: GroupQuant, model: nn.Module, compute_dtype: str | None = None, int8_isa: str | None = None
+) -> nn.Module:
     """Replace every ``nn.Linear`` and ``nn.Embedding`` of ``model`` with a group-quantized one.
 
     ``compute_dtype``: the activations' dtype when it differs from the scheme's (fp32 compute
     of an fp16 scheme, :func:`mlcbuild.compiler.lower.compute_dtype`); scales keep the
     scheme's dtype, so the converted weights are the same for every target.
+    ``int8_isa``: the target's integer dot product (:func:`mlcbuild.target.int8_dot_isa`);
+    where the scheme allows, decode-shaped linears then run :mod:`.group_int8_gemv`.
     """
+    isa = int8_isa if supports(scheme, int8_isa) else None
 
     def swap(m: nn.Module):
         if isinstance(m, nn.Linear):
             if m.bias is not None:
                 raise NotImplementedError("group-quantized linear with bias")
-            return GroupQuantLinear(m.in_features, m.out_features, scheme, compute_dtype)
+            return GroupQuantLinear(m.in_features, m.out_features, scheme, compute_dtype, isa)
         if isinstance(m, nn.Embedding):
-            return GroupQuantEmbedding(m.num, m.dim, scheme, compute_dtype)
+            return GroupQuantEmbedding(m.num, m.dim, scheme, compute_dtype, isa)
         return None
 
     return replace_modules(model, swap)
 
 
-class GroupQuantLinear(nn.Module):
-    """``y = x @ dequant(q_weight, q_scale)^T``: ``[b, s, K]`` -> ``[b, s, N]``."""
+def _decode_shaped(x: Tensor) -> bool:
+    """``x`` is one static ``[1, 1, K]`` row (decode, or prefill's last-token LM head)."""
+    shape = x.shape
+    return len(shape) == 3 and all(isinstance(d, int) for d in shape) and shape[0] == 1 and shape[1] == 1
 
-    def __init__(self, in_features: int, out_features: int, scheme: GroupQuant, compute_dtype: str | None = None):
+
+def int8_linear(x: Tensor, q_weight, q_scale, scheme: GroupQuant, n: int, k: int, isa: str) -> Tensor:
+    """``[1, 1, K]`` -> ``[1, 1, N]`` through :func:`.group_int8_gemv.int8_gemv` (NK layout)."""
+    func = int8_gemv(n, k, scheme.bits, scheme.max_int, x.dtype, scheme.model_dtype, isa)
+    return op.tensor_ir_op(func, "gemv_int8", args=[x, q_weight, q_scale], out=Tensor.placeholder((1, 1, n), x.dtype))
+
+
+class GroupQuantLinear(nn.Module):
+    """``y = x @ dequant(q_weight, q_scale)^T``: ``[b, s, K]`` -> ``[b, s, N]``.
+
+    With ``int8_isa`` (NK layout), a ``[1, 1, K]`` input goes through the int8 GEMV instead.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        scheme: GroupQuant,
+        compute_dtype: str | None = None,
+        int8_isa: str | None = None,
+    ):
         self.in_features, self.out_features, self.scheme = in_features, out_features, scheme
         self.compute_dtype = compute_dtype or scheme.model_dtype
+        self.int8_isa = int8_isa if scheme.layout == "NK" else None
         wshape, sshape = scheme.packed_shapes(out_features, in_features)
         self.q_weight = nn.Parameter(wshape, "uint32")
         self.q_scale = nn.Parameter(sshape, scheme.model_dtype)
@@ -83,6 +112,8 @@ class GroupQuantLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         s, n, k = self.scheme, self.out_features, self.in_features
+        if self.int8_isa and _decode_shaped(x):
+            return int8_linear(x, self.q_weight, self.q_scale, s, n, k, self.int8_isa)
         w = op.tensor_expr_op(
             lambda qw, qs: te_dequantize(s, qw, qs, n, k, s.layout, self.compute_dtype),
             name_hint=DEQUANTIZE_PREFIX,
@@ -96,9 +127,12 @@ class GroupQuantLinear(nn.Module):
 class GroupQuantEmbedding(nn.Module):
     """Quantized ``[vocab, d]`` table (NK layout); lookup dequantizes only the rows gathered."""
 
-    def __init__(self, num: int, dim: int, scheme: GroupQuant, compute_dtype: str | None = None):
+    def __init__(
+        self, num: int, dim: int, scheme: GroupQuant, compute_dtype: str | None = None, int8_isa: str | None = None
+    ):
         self.num, self.dim, self.scheme = num, dim, scheme
         self.compute_dtype = compute_dtype or scheme.model_dtype
+        self.int8_isa = int8_isa
         wshape, sshape = scheme.packed_shapes(num, dim, layout="NK")
         self.q_weight = nn.Parameter(wshape, "uint32")
         self.q_scale = nn.Parameter(sshape, scheme.model_dtype)
@@ -123,8 +157,10 @@ class GroupQuantEmbedding(nn.Module):
         return op.tensor_expr_op(gather, name_hint="dequantize_take", args=[self.q_weight, self.q_scale, ids])
 
     def lm_head_forward(self, x: Tensor) -> Tensor:
-        """Tied LM head: ``[b, s, d]`` -> ``[b, s, vocab]`` compute dtype."""
+        """Tied LM head: ``[b, s, d]`` -> ``[b, s, vocab]`` compute dtype (int8 GEMV for one row, as linears)."""
         s, n, k = self.scheme, self.num, self.dim
+        if self.int8_isa and _decode_shaped(x):
+            return int8_linear(x, self.q_weight, self.q_scale, s, n, k, self.int8_isa)
         w = op.tensor_expr_op(
             lambda qw, qs: te_dequantize(s, qw, qs, n, k, "NK", self.compute_dtype),
             name_hint=DEQUANTIZE_PREFIX,
