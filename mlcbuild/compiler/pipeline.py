@@ -5,7 +5,7 @@ lower     LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
 tir       FuseDequantizeMatmul (our pass), DeadCodeElimination
 schedule  tuned records from ``tuning_logs/<target>/`` (MetaScheduleApplyDatabase),
           then the rules of :mod:`.schedules` (dlight defaults, fixed where they break); GPU builds are
-          checked to have no host-bound kernel; CPU builds get our ragged prefill attention
+          checked to have no host-bound kernel; CPU builds get our prefill and decode attention
           (:mod:`.cpu_attention`) and ``noalias`` on every kernel (``passes.mark_noalias``)
 vm        memory planning and VM lowering
 codegen   (announced last; done by ``tvm.relax.build`` after the pipeline)
@@ -23,7 +23,7 @@ import tvm
 from tvm import relax
 from tvm.s_tir import dlight as dl
 
-from .cpu_attention import replace_ragged_prefill
+from .cpu_attention import replace_cpu_attention
 from .passes import attach_variable_bounds, check_device_kernels, fuse_dequantize_matmul, mark_noalias
 from .schedules import schedule_rules
 
@@ -117,7 +117,7 @@ def build_pipeline(
         (
             "schedule",
             [apply_tuning_records(tuning_dir, tuned), dl.ApplyDefaultSchedule(*schedule_rules(target))]
-            + ([check_device_kernels(target.kind.name)] if is_gpu else [replace_ragged_prefill, mark_noalias]),
+            + ([check_device_kernels(target.kind.name)] if is_gpu else [replace_cpu_attention, mark_noalias]),
         ),
         (
             "vm",

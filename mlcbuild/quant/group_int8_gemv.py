@@ -102,8 +102,9 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
     kp = math.ceil(k / GROUP) * GROUP
     groups, words = kp // GROUP, kp // epw
     wpg = GROUP // epw  # packed words per group: 4 (int4) or 8 (int8)
-    rows, rows_per_task = 4, 16
-    tasks = math.ceil(n / rows_per_task)
+    rows, per_task = 4, 4  # rows interleaved; row groups per parallel task
+    stretch = n // rows
+    tasks = max(1, math.ceil(stretch / per_task))
     nibble_mask = 0x0F0F0F0F
     # groups per chunk of combined scales: the largest divisor of `groups` up to 32 (a
     # [rows, chunk] float32 buffer under TVM's 1 KiB stack-allocation limit)
@@ -144,8 +145,9 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
         """``x[32 g + i]``, zero past ``k``."""
         return T.if_then_else(g * GROUP + i < k, T.Cast("float32", x[0, 0, g * GROUP + i]), T.float32(0))
 
-    def row_of(task, blk):
-        return task * rows_per_task + blk * rows
+    def row_at(task, blk, r):
+        """Row ``r`` of row group ``task * per_task + blk``: one per stretch of ``stretch`` rows."""
+        return r * stretch + task * per_task + blk
 
     def x_bytes(xq, g):
         return T.reinterpret("int32x8", xq[T.ramp(g * GROUP, 1, 32)])
@@ -184,19 +186,21 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
                 st[2] = st[2] + T.Cast("float32", xq[g * GROUP + i])
             for lane in range(8):
                 xz[g, lane] = T.if_then_else(lane == 0, T.Cast("int32", st[2]) * (-max_int), 0)
-        # ---- GEMV, parallel over blocks of rows
+        # ---- GEMV, parallel over groups of `rows` rows, one from each of `rows` far-apart
+        # stretches of the weight: independent memory streams (one stream of consecutive
+        # rows reads DRAM at ~8 GB/s here, several at 25+)
         for task in T.parallel(tasks):
             acc = T.decl_buffer((rows, 8), "float32")
             cs = T.decl_buffer((rows, chunk), "float32")  # d_w * d_x of a chunk of groups
-            for blk in range(rows_per_task // rows):
-                if row_of(task, blk) + rows <= n:
+            for blk in range(per_task):
+                if task * per_task + blk < stretch:
                     for r in T.unroll(rows):
                         acc[r, T.ramp(0, 1, 8)] = T.broadcast(T.float32(0), 8)
                     for c in range(groups // chunk):
                         for r in T.unroll(rows):
                             for gi in T.vectorized(chunk):
                                 cs[r, gi] = (
-                                    T.Cast("float32", q_scale[row_of(task, blk) + r, c * chunk + gi])
+                                    T.Cast("float32", q_scale[row_at(task, blk, r), c * chunk + gi])
                                     * xd[c * chunk + gi]
                                 )
                         for gi in range(chunk):
@@ -206,28 +210,24 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
                                     r,
                                     dot(
                                         xz[c * chunk + gi, T.ramp(0, 1, 8)],
-                                        group_bytes(q_weight, row_of(task, blk) + r, c * chunk + gi),
+                                        group_bytes(q_weight, row_at(task, blk, r), c * chunk + gi),
                                         x_bytes(xq, c * chunk + gi),
                                     ),
                                     cs[r, gi],
                                 )
                     for r in T.unroll(rows):
-                        y[0, 0, row_of(task, blk) + r] = hsum(acc, r)
-                else:
-                    for r in range(rows):
-                        if row_of(task, blk) + r < n:
-                            acc[0, T.ramp(0, 1, 8)] = T.broadcast(T.float32(0), 8)
-                            for g in range(groups):
-                                acc[0, T.ramp(0, 1, 8)] = fma(
-                                    acc,
-                                    0,
-                                    dot(
-                                        xz[g, T.ramp(0, 1, 8)],
-                                        group_bytes(q_weight, row_of(task, blk) + r, g),
-                                        x_bytes(xq, g),
-                                    ),
-                                    T.Cast("float32", q_scale[row_of(task, blk) + r, g]) * xd[g],
-                                )
-                            y[0, 0, row_of(task, blk) + r] = hsum(acc, 0)
+                        y[0, 0, row_at(task, blk, r)] = hsum(acc, r)
+        # the last n % rows rows, one at a time
+        for t in range(n - stretch * rows):
+            acc1 = T.decl_buffer((1, 8), "float32")
+            acc1[0, T.ramp(0, 1, 8)] = T.broadcast(T.float32(0), 8)
+            for g in range(groups):
+                acc1[0, T.ramp(0, 1, 8)] = fma(
+                    acc1,
+                    0,
+                    dot(xz[g, T.ramp(0, 1, 8)], group_bytes(q_weight, stretch * rows + t, g), x_bytes(xq, g)),
+                    T.Cast("float32", q_scale[stretch * rows + t, g]) * xd[g],
+                )
+            y[0, 0, stretch * rows + t] = hsum(acc1, 0)
 
     return gemv_int8.without_attr("global_symbol")  # Relax names each call site
