@@ -223,12 +223,13 @@ def int8_dot_isa(target) -> str | None:
     """The integer dot-product instructions the int8 decode GEMVs may use on an ``llvm`` target.
 
     ``"avxvnni"`` (256-bit ``vpdpbusd``: AVX-VNNI, or AVX512-VNNI with AVX512-VL), ``"avx2"``
-    (``vpmaddubsw`` + ``vpmaddwd``), or ``None`` (no int8 path: Arm is not done yet, and
-    other CPUs). Asked of LLVM for the target's ``mcpu`` and ``mattr``.
+    (``vpmaddubsw`` + ``vpmaddwd``), ``"dotprod"`` (aarch64 ``sdot``), or ``None``. Asked of
+    LLVM for the target's ``mcpu`` and ``mattr``.
     """
     import tvm
 
-    if cpu_family(target) != "x86":
+    family = cpu_family(target)
+    if family not in ("x86", "arm"):
         return None
     probe = {"kind": "llvm", "mtriple": str(target.attrs.get("mtriple", ""))}
     for key in ("mcpu", "mattr"):
@@ -236,6 +237,8 @@ def int8_dot_isa(target) -> str | None:
             probe[key] = target.attrs[key] if key == "mcpu" else [str(a) for a in target.attrs[key]]
     t = tvm.target.Target(probe)
     has = tvm.target.codegen.llvm_cpu_has_features
+    if family == "arm":
+        return "dotprod" if has(["dotprod"], t) else None
     if has(["avxvnni"], t) or has(["avx512vnni", "avx512vl"], t):
         return "avxvnni"
     if has(["avx2"], t):

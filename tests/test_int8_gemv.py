@@ -52,3 +52,13 @@ def test_int8_gemv_matches_numpy(n, k, scheme, isa):
 def test_activation_reference_is_exact_on_int8_grid():
     x = np.array([[127.0, -3.0, 0.0, 5.0] * 8 + [0.0] * 32], np.float32)
     np.testing.assert_array_equal(activation_reference(x), x)
+
+
+def test_arm_dotprod_kernel_compiles_to_sdot():
+    """aarch64 with the dot-product extension (android-cpu): sdot in the machine code, no
+    workspace calls. Compiled only: this project has no Arm machine to run it on."""
+    target = tvm_target(load_target("android-cpu"))
+    assert int8_dot_isa(target) == "dotprod"
+    func = int8_gemv(97, 100, 4, 7, "float16", "float16", "dotprod").with_attr("global_symbol", "main")
+    asm = tvm.tirx.build(tvm.IRModule({"main": func}), target=target).inspect_source("s")
+    assert asm.count("sdot") >= 8 and "AllocWorkspace" not in asm

@@ -11,7 +11,8 @@ as the weight groups, as llama.cpp does for its ``Q4_0 x Q8_0`` dot product
 with ``q`` the stored unsigned weight and ``Z`` the scheme's zero point (``max_int``: 7 for
 int4, 127 for int8). The inner sums are integer dot products of unsigned weight bytes and
 signed activation bytes: ``vpdpbusd`` with AVX-VNNI / AVX512-VNNI, ``vpmaddubsw`` +
-``vpmaddwd`` with AVX2 (int4 only: int8 weights would saturate its 16-bit pair sums).
+``vpmaddwd`` with AVX2 (int4 only: int8 weights would saturate its 16-bit pair sums), ``sdot``
+on aarch64 with the dot-product extension (int4 only: signed x signed).
 The ``- Z * sum xq`` term rides in the accumulator the dot product starts from.
 
 Layouts, so that one 256-bit vector holds one group of unpacked weights:
@@ -44,7 +45,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 GROUP = 32
-ISAS = ("avxvnni", "avx2")
+ISAS = ("avxvnni", "avx2", "dotprod")
 
 
 def supports(scheme, isa: str | None) -> bool:
@@ -91,12 +92,13 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
         n, k: output and input features (``k`` is padded to ``kp``, a multiple of 32, in the weight).
         bits: 4 or 8; ``max_int`` the zero point.
         x_dtype: dtype of ``x`` and ``y`` (the compute dtype); ``scale_dtype`` of ``q_scale``.
-        isa: ``"avxvnni"`` (``vpdpbusd``, AVX-VNNI or AVX512-VNNI with VL) or ``"avx2"``.
+        isa: ``"avxvnni"`` (``vpdpbusd``, AVX-VNNI or AVX512-VNNI with VL), ``"avx2"``, or
+            ``"dotprod"`` (aarch64 ``sdot``; compiled and inspected here, not run: no Arm machine).
 
     Raises:
         ValueError: an unsupported ``bits``/``isa`` pair.
     """
-    if isa not in ISAS or bits not in (4, 8) or (bits == 8 and isa == "avx2"):
+    if isa not in ISAS or bits not in (4, 8) or (bits == 8 and isa != "avxvnni"):
         raise ValueError(f"no int8 GEMV for {bits}-bit weights with {isa}")
     epw = 32 // bits
     kp = math.ceil(k / GROUP) * GROUP
@@ -121,6 +123,28 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
 
     def dot(acc, wb, xb):
         """``acc + sum of 4 byte products`` per int32 lane (unsigned weight x signed activation)."""
+        if isa == "dotprod":
+            # Arm: two 128-bit sdot (signed x signed; int4 weights 0..14 fit in int8), halves joined
+            def half(v, hi):
+                return T.reinterpret("int8x16", tirx.vectorhigh("int32x4", v) if hi else tirx.vectorlow("int32x4", v))
+
+            return tirx.vectorcombine(
+                "int32x8",
+                T.call_llvm_pure_intrin(
+                    "int32x4",
+                    "llvm.aarch64.neon.sdot.v4i32.v16i8",
+                    tirx.vectorlow("int32x4", acc),
+                    half(wb, False),
+                    half(xb, False),
+                ),
+                T.call_llvm_pure_intrin(
+                    "int32x4",
+                    "llvm.aarch64.neon.sdot.v4i32.v16i8",
+                    tirx.vectorhigh("int32x4", acc),
+                    half(wb, True),
+                    half(xb, True),
+                ),
+            )
         if isa == "avxvnni":
             # LLVM >= 22 types the byte operands as <32 x i8> (older releases: <8 x i32>)
             return T.call_llvm_pure_intrin(
