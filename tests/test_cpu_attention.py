@@ -16,32 +16,24 @@ from mlcbuild.recipe import parse_recipe
 from mlcbuild.target import load_target, tvm_target
 
 
-def _run(func, q, k, v, indptr, causal):
+def _call(func, q, arrays, scalars):
+    """Build ``func`` for host and call it: q, then ``arrays`` (NumPy), out, lse, then ``scalars``."""
     target = tvm_target(load_target("host"))
     lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
     dev = tvm.cpu()
-    total, h_q, d = q.shape
-    out = tvm.runtime.empty((total, h_q, d), "float32", dev)
-    lse = tvm.runtime.empty((total, h_q), "float32", dev)
-    t = lambda a: tvm.runtime.tensor(a, dev)  # noqa: E731
-    zeros = np.zeros(total, "int32")
-    lib["main"](
-        t(q),
-        t(indptr),
-        t(k),
-        t(v),
-        t(indptr),
-        t(zeros),
-        t(zeros[: len(indptr) - 1]),
-        out,
-        lse,
-        causal,
-        0,
-        1.0,
-        10000.0,
-        1 / np.sqrt(d),
-    )
+    rows, h_q, d = q.shape
+    out = tvm.runtime.empty((rows, h_q, d), "float32", dev)
+    lse = tvm.runtime.empty((rows, h_q), "float32", dev)
+    lib["main"](*(tvm.runtime.tensor(a, dev) for a in (q, *arrays)), out, lse, *scalars)
     return out.numpy(), lse.numpy()
+
+
+def _run(func, q, k, v, indptr, causal):
+    zeros = np.zeros(q.shape[0], "int32")
+    d = q.shape[2]
+    return _call(
+        func, q, [indptr, k, v, indptr, zeros, zeros[: len(indptr) - 1]], [causal, 0, 1.0, 10000.0, 1 / np.sqrt(d)]
+    )
 
 
 @pytest.mark.parametrize("causal", [1, 0])
@@ -60,16 +52,8 @@ def test_matches_tvm_kernel(causal):
 
 
 def _run_decode(func, q, pages, indptr, values, last_len):
-    target = tvm_target(load_target("host"))
-    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
-    dev = tvm.cpu()
-    b, h_q, d = q.shape
-    out = tvm.runtime.empty((b, h_q, d), "float32", dev)
-    lse = tvm.runtime.empty((b, h_q), "float32", dev)
-    t = lambda a: tvm.runtime.tensor(a, dev)  # noqa: E731
-    zeros = np.zeros(b, "int32")
-    lib["main"](t(q), t(pages), t(indptr), t(values), t(last_len), t(zeros), t(zeros), out, lse, 0, 1.0, 1e4, 0.3)
-    return out.numpy(), lse.numpy()
+    zeros = np.zeros(q.shape[0], "int32")
+    return _call(func, q, [pages, indptr, values, last_len, zeros, zeros], [0, 1.0, 1e4, 0.3])
 
 
 def test_decode_matches_tvm_kernel():

@@ -7,6 +7,7 @@ from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
+from . import group_cpu_matmul
 from .base import replace_modules
 from .group import GroupQuant
 from .group_int8_gemv import int8_gemv, supports
@@ -58,15 +59,14 @@ def quantize_model(
     ``int8_isa``: the target's integer dot product (:func:`mlcbuild.target.int8_dot_isa`);
     where the scheme allows, decode-shaped linears then run :mod:`.group_int8_gemv`.
     """
-    isa = int8_isa if supports(scheme, int8_isa) else None
 
     def swap(m: nn.Module):
         if isinstance(m, nn.Linear):
             if m.bias is not None:
                 raise NotImplementedError("group-quantized linear with bias")
-            return GroupQuantLinear(m.in_features, m.out_features, scheme, compute_dtype, isa)
+            return GroupQuantLinear(m.in_features, m.out_features, scheme, compute_dtype, int8_isa)
         if isinstance(m, nn.Embedding):
-            return GroupQuantEmbedding(m.num, m.dim, scheme, compute_dtype, isa)
+            return GroupQuantEmbedding(m.num, m.dim, scheme, compute_dtype, int8_isa)
         return None
 
     return replace_modules(model, swap)
@@ -78,6 +78,20 @@ def _decode_shaped(x: Tensor) -> bool:
     return len(shape) == 3 and all(isinstance(d, int) for d in shape) and shape[0] == 1 and shape[1] == 1
 
 
+def _prefill_shaped(x: Tensor) -> bool:
+    """``x`` is ``[1, tokens, K]`` with a symbolic token count (prefill)."""
+    shape = x.shape
+    return len(shape) == 3 and shape[0] == 1 and not isinstance(shape[1], int)
+
+
+def prefill_linear(x: Tensor, q_weight, q_scale, scheme: GroupQuant, n: int, k: int) -> Tensor:
+    """``[1, tokens, K]`` -> ``[1, tokens, N]`` through :func:`.group_cpu_matmul.prefill_matmul`."""
+    func = group_cpu_matmul.prefill_matmul(n, k, scheme.bits, scheme.group_size, scheme.max_int, scheme.model_dtype)
+    return op.tensor_ir_op(
+        func, "prefill_matmul", args=[x, q_weight, q_scale], out=Tensor.placeholder((1, x.shape[1], n), x.dtype)
+    )
+
+
 def int8_linear(x: Tensor, q_weight, q_scale, scheme: GroupQuant, n: int, k: int, isa: str) -> Tensor:
     """``[1, 1, K]`` -> ``[1, 1, N]`` through :func:`.group_int8_gemv.int8_gemv` (NK layout)."""
     func = int8_gemv(n, k, scheme.bits, scheme.max_int, x.dtype, scheme.model_dtype, isa)
@@ -87,7 +101,8 @@ def int8_linear(x: Tensor, q_weight, q_scale, scheme: GroupQuant, n: int, k: int
 class GroupQuantLinear(nn.Module):
     """``y = x @ dequant(q_weight, q_scale)^T``: ``[b, s, K]`` -> ``[b, s, N]``.
 
-    With ``int8_isa`` (NK layout), a ``[1, 1, K]`` input goes through the int8 GEMV instead.
+    With ``int8_isa`` (NK layout), a ``[1, 1, K]`` input goes through the int8 GEMV instead,
+    and on x86 a ``[1, tokens, K]`` fp32 input through :mod:`.group_cpu_matmul`.
     """
 
     def __init__(
@@ -100,7 +115,8 @@ class GroupQuantLinear(nn.Module):
     ):
         self.in_features, self.out_features, self.scheme = in_features, out_features, scheme
         self.compute_dtype = compute_dtype or scheme.model_dtype
-        self.int8_isa = int8_isa if scheme.layout == "NK" else None
+        self.int8_isa = int8_isa if scheme.layout == "NK" and supports(scheme, int8_isa) else None
+        self.cpu_isa = int8_isa  # the target's, for the prefill kernel (group_cpu_matmul)
         wshape, sshape = scheme.packed_shapes(out_features, in_features)
         self.q_weight = nn.Parameter(wshape, "uint32")
         self.q_scale = nn.Parameter(sshape, scheme.model_dtype)
@@ -114,6 +130,8 @@ class GroupQuantLinear(nn.Module):
         s, n, k = self.scheme, self.out_features, self.in_features
         if self.int8_isa and _decode_shaped(x):
             return int8_linear(x, self.q_weight, self.q_scale, s, n, k, self.int8_isa)
+        if group_cpu_matmul.supports(s, n, self.cpu_isa, x.dtype) and _prefill_shaped(x):
+            return prefill_linear(x, self.q_weight, self.q_scale, s, n, k)
         w = op.tensor_expr_op(
             lambda qw, qs: te_dequantize(s, qw, qs, n, k, s.layout, self.compute_dtype),
             name_hint=DEQUANTIZE_PREFIX,
@@ -132,7 +150,8 @@ class GroupQuantEmbedding(nn.Module):
     ):
         self.num, self.dim, self.scheme = num, dim, scheme
         self.compute_dtype = compute_dtype or scheme.model_dtype
-        self.int8_isa = int8_isa
+        self.int8_isa = int8_isa if supports(scheme, int8_isa) else None
+        self.cpu_isa = int8_isa  # the target's, for the prefill kernel (group_cpu_matmul)
         wshape, sshape = scheme.packed_shapes(num, dim, layout="NK")
         self.q_weight = nn.Parameter(wshape, "uint32")
         self.q_scale = nn.Parameter(sshape, scheme.model_dtype)
@@ -161,6 +180,8 @@ class GroupQuantEmbedding(nn.Module):
         s, n, k = self.scheme, self.num, self.dim
         if self.int8_isa and _decode_shaped(x):
             return int8_linear(x, self.q_weight, self.q_scale, s, n, k, self.int8_isa)
+        if group_cpu_matmul.supports(s, n, self.cpu_isa, x.dtype) and _prefill_shaped(x):
+            return prefill_linear(x, self.q_weight, self.q_scale, s, n, k)
         w = op.tensor_expr_op(
             lambda qw, qs: te_dequantize(s, qw, qs, n, k, "NK", self.compute_dtype),
             name_hint=DEQUANTIZE_PREFIX,

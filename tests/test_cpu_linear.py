@@ -1,4 +1,5 @@
-"""The int8-activation decode GEMV against NumPy, and host builds using it."""
+"""The x86/Arm linear kernels of the group schemes against NumPy: the int8-activation decode
+GEMV (``group_int8_gemv``) and the x86 prefill matmul (``group_cpu_matmul``)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,32 @@ def test_arm_dotprod_kernel_compiles_to_sdot():
     func = int8_gemv(97, 100, 4, 7, "float16", "float16", "dotprod").with_attr("global_symbol", "main")
     asm = tvm.tirx.build(tvm.IRModule({"main": func}), target=target).inspect_source("s")
     assert asm.count("sdot") >= 8 and "AllocWorkspace" not in asm
+
+
+@pytest.mark.parametrize(
+    "m,n,k,scheme",
+    [
+        (7, 128, 100, "q4f32_1"),  # 4-row blocks + 3 tail rows, K zero-padded to 128
+        (4, 64, 576, "q4f16_1"),  # fp16 scales
+        (9, 192, 96, "q8f32_1"),
+        (1, 64, 64, "q8f16_1"),  # a single row: tail only
+    ],
+)
+def test_prefill_matmul_matches_numpy(m, n, k, scheme):
+    """The x86 prefill kernel (``group_cpu_matmul``) equals ``x @ dequant(W)^T`` in fp32 (1e-5 x max)."""
+    from mlcbuild.quant.group_cpu_matmul import prefill_matmul
+
+    if HOST_ISA not in ("avx2", "avxvnni"):
+        pytest.skip("x86 with AVX2 only")
+    s = get_scheme(scheme)
+    rng = np.random.default_rng(m * n + k)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    x = rng.standard_normal((1, m, k)).astype(np.float32)
+    qw, qs = s.quantize(w)
+    func = prefill_matmul(n, k, s.bits, s.group_size, s.max_int, str(qs.dtype)).with_attr("global_symbol", "main")
+    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=HOST)
+    dev = tvm.cpu()
+    y = tvm.runtime.empty((1, m, n), "float32", dev)
+    lib["main"](*(tvm.runtime.tensor(a, dev) for a in (x, qw, qs)), y)
+    ref = x[0] @ s.dequantize(qw, qs, k).T
+    assert np.abs(y.numpy()[0] - ref).max() <= 1e-5 * np.abs(ref).max()

@@ -1,0 +1,112 @@
+"""Prefill matmuls of the group schemes on x86 CPUs: register-blocked fp32 tiles.
+
+``y [1, m, n] = x [1, m, k] @ dequant(q_weight [n, kp * bits / 32], q_scale [n, kp / 32])^T``
+for a symbolic number of tokens ``m``. Parallel over tiles of 64 output features; per tile
+the weights are dequantized once into a transposed ``[kp, 64]`` fp32 buffer, then blocks
+of 4 token rows x 16 features run through ``k``: per ``k`` two tile loads, four activation
+broadcasts and eight FMAs into eight accumulator registers (AVX2 has 16), so the loop is
+bound by the FMA units rather than by loads (the dlight-style rule in
+:mod:`mlcbuild.compiler.schedules`, one row at a time, does one broadcast and 8 loads per
+8 FMAs, and a symbolic row tail kept its accumulators in memory when blocked). Rows past
+the last multiple of 4 run one at a time.
+
+Used by :mod:`.group_nn` for ``[1, tokens, K]`` inputs of NK-layout group schemes computing
+in fp32 on x86 targets with AVX2 (:func:`mlcbuild.target.int8_dot_isa` ``"avx2"`` or
+``"avxvnni"``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+TILE = 64  # output features dequantized together
+FEATS = 16  # features per register block: 2 x 8 fp32 lanes
+ROWS = 4  # token rows per register block
+
+
+def supports(scheme, n: int, isa: str | None, dtype: str) -> bool:
+    """Whether :func:`prefill_matmul` runs an ``n``-output linear of ``scheme``."""
+    from .group import GroupQuant
+
+    return (
+        isa in ("avx2", "avxvnni")
+        and dtype == "float32"
+        and isinstance(scheme, GroupQuant)
+        and scheme.layout == "NK"
+        and scheme.bits in (4, 8)
+        and n % TILE == 0
+    )
+
+
+def prefill_matmul(n: int, k: int, bits: int, group: int, max_int: int, scale_dtype: str) -> tirx.PrimFunc:
+    """The kernel for ``n`` outputs (a multiple of 64) over ``k`` inputs, float32 activations.
+
+    Buffers: x ``[1, m, k]`` float32 (``m`` symbolic), q_weight ``[n, kp / epw]`` uint32,
+    q_scale ``[n, kp / group]`` ``scale_dtype``, y ``[1, m, n]`` float32.
+    """
+    epw = 32 // bits
+    kp = math.ceil(k / group) * group
+    words, groups = kp // epw, kp // group
+    mask = (1 << bits) - 1
+
+    # No TVMScript assignments below (each becomes a workspace allocation in TVM 0.27, see
+    # group_int8_gemv.py): helpers inline the expressions.
+    def w_at(qw, qs, row, kk):
+        """Dequantized weight ``[row, kk]`` as float32 (zero in the padding past ``k``)."""
+        q = T.bitwise_and(T.shift_right(qw[row, kk // epw], T.Cast("uint32", kk % epw * bits)), T.uint32(mask))
+        return (T.Cast("float32", q) - T.float32(max_int)) * T.Cast("float32", qs[row, kk // group])
+
+    def fma(acc, i, f, x, row, kk, wt, sub):
+        return acc[i, T.ramp(f * 8, 1, 8)] + T.broadcast(x[0, row, kk], 8) * wt[sub, kk, T.ramp(f * 8, 1, 8)]
+
+    @T.prim_func(s_tir=False)
+    def prefill_matmul_q(
+        var_x: T.handle,
+        q_weight: T.Buffer((n, words), "uint32"),
+        q_scale: T.Buffer((n, groups), scale_dtype),
+        var_y: T.handle,
+    ):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        m = T.int64()
+        x = T.match_buffer(var_x, (T.int64(1), m, k), "float32")
+        y = T.match_buffer(var_y, (T.int64(1), m, n), "float32")
+        for tile in T.parallel(n // TILE):
+            wt = T.decl_buffer((TILE // FEATS, kp, FEATS), "float32")  # dequantized: [sub-tile, k, feature]
+            acc = T.decl_buffer((ROWS, FEATS), "float32")
+            # 16 rows' packed words gathered once per `epw` values of k, unpacked 16 lanes wide
+            for sub in range(TILE // FEATS):
+                for kw in range(words):
+                    for e in T.unroll(epw):
+                        for j in T.vectorized(FEATS):
+                            wt[sub, kw * epw + e, j] = w_at(
+                                q_weight, q_scale, tile * TILE + sub * FEATS + j, kw * epw + e
+                            )
+            for sub in range(TILE // FEATS):
+                for rb in range(m // ROWS):
+                    for i in T.unroll(ROWS):
+                        for f in T.unroll(FEATS // 8):
+                            acc[i, T.ramp(f * 8, 1, 8)] = T.broadcast(T.float32(0), 8)
+                    for kk in range(k):
+                        for i in T.unroll(ROWS):
+                            for f in T.unroll(FEATS // 8):
+                                acc[i, T.ramp(f * 8, 1, 8)] = fma(acc, i, f, x, rb * ROWS + i, kk, wt, sub)
+                    for i in T.unroll(ROWS):
+                        for f in T.unroll(FEATS // 8):
+                            y[0, rb * ROWS + i, T.ramp(tile * TILE + sub * FEATS + f * 8, 1, 8)] = acc[
+                                i, T.ramp(f * 8, 1, 8)
+                            ]
+                for r in range(m - m // ROWS * ROWS):
+                    for f in T.unroll(FEATS // 8):
+                        acc[0, T.ramp(f * 8, 1, 8)] = T.broadcast(T.float32(0), 8)
+                    for kk in range(k):
+                        for f in T.unroll(FEATS // 8):
+                            acc[0, T.ramp(f * 8, 1, 8)] = fma(acc, 0, f, x, m // ROWS * ROWS + r, kk, wt, sub)
+                    for f in T.unroll(FEATS // 8):
+                        y[0, m // ROWS * ROWS + r, T.ramp(tile * TILE + sub * FEATS + f * 8, 1, 8)] = acc[
+                            0, T.ramp(f * 8, 1, 8)
+                        ]
+
+    return prefill_matmul_q.without_attr("global_symbol")  # Relax names each call site
