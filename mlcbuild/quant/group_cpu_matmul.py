@@ -17,6 +17,7 @@ in fp32 on x86 targets with AVX2 (:func:`mlcbuild.target.int8_dot_isa` ``"avx2"`
 
 from __future__ import annotations
 
+import functools
 import math
 
 from tvm import tirx
@@ -41,6 +42,7 @@ def supports(scheme, n: int, isa: str | None, dtype: str) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=None)  # TVMScript parsing costs ~0.1 s; shapes repeat per layer
 def prefill_matmul(n: int, k: int, bits: int, group: int, max_int: int, scale_dtype: str) -> tirx.PrimFunc:
     """The kernel for ``n`` outputs (a multiple of 64) over ``k`` inputs, float32 activations.
 

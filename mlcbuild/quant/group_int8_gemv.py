@@ -38,6 +38,7 @@ head included; prefill keeps the float matmul.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -85,6 +86,7 @@ def _permuted_position(i, bits: int):
     return (nib % 2) * 16 + word * 4 + nib // 2
 
 
+@functools.lru_cache(maxsize=None)  # TVMScript parsing costs ~0.1 s; shapes repeat per layer
 def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype: str, isa: str) -> tirx.PrimFunc:
     """The kernel ``y [1, 1, n] = x [1, 1, k] @ dequant(q_weight [n, kp * bits / 32], q_scale [n, kp / 32])^T``.
 
