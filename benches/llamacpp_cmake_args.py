@@ -27,11 +27,9 @@ def main() -> None:
     if not info.exists():  # not Linux x86: llama.cpp's own native build
         print("-DGGML_NATIVE=ON")
         return
-    have = set()
-    for line in info.read_text().splitlines():
-        if line.startswith("flags"):
-            have = set(line.split(":", 1)[1].split())
-            break
+    from mlcbuild.target import linux_cpu_flags
+
+    have = linux_cpu_flags()
     args = ["-DGGML_NATIVE=OFF", "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"]
     args += [f"-D{opt}={'ON' if flag in have else 'OFF'}" for opt, flag in FLAGS.items()]
     print(" ".join(args))

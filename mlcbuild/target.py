@@ -26,6 +26,7 @@ the one function that turns a descriptor into a TVM target.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -161,20 +162,21 @@ def _native_host() -> dict[str, Any]:
         # AVX-VNNI (256-bit vpdpbusd, used by the int8 decode GEMVs) costs LLVM no compile
         # time. Read from the kernel: under KVM, LLVM names this machine's CPU "rocketlake",
         # which lacks it.
-        if has_avx2 and "avx_vnni" in _linux_cpu_flags():
+        if has_avx2 and "avx_vnni" in linux_cpu_flags():
             return {"mtriple": triple, "mcpu": cpu, "mattr": ["+avxvnni"]}
     return {"mtriple": triple, "mcpu": cpu}
 
 
-def _linux_cpu_flags() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def linux_cpu_flags() -> frozenset[str]:
     """The ``flags`` of ``/proc/cpuinfo`` (empty elsewhere)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
+                return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 def resolved_host(desc: TargetDescriptor) -> dict[str, Any]:
@@ -231,17 +233,12 @@ def int8_dot_isa(target) -> str | None:
     family = cpu_family(target)
     if family not in ("x86", "arm"):
         return None
-    probe = {"kind": "llvm", "mtriple": str(target.attrs.get("mtriple", ""))}
-    for key in ("mcpu", "mattr"):
-        if target.attrs.get(key):
-            probe[key] = target.attrs[key] if key == "mcpu" else [str(a) for a in target.attrs[key]]
-    t = tvm.target.Target(probe)
-    has = tvm.target.codegen.llvm_cpu_has_features
+    has = functools.partial(tvm.target.codegen.llvm_cpu_has_features, target=target)
     if family == "arm":
-        return "dotprod" if has(["dotprod"], t) else None
-    if has(["avxvnni"], t) or has(["avx512vnni", "avx512vl"], t):
+        return "dotprod" if has(["dotprod"]) else None
+    if has(["avxvnni"]) or has(["avx512vnni", "avx512vl"]):
         return "avxvnni"
-    if has(["avx2"], t):
+    if has(["avx2"]):
         return "avx2"
     return None
 

@@ -24,16 +24,17 @@ Layouts, so that one 256-bit vector holds one group of unpacked weights:
 - int8: a group is 8 words whose bytes are already ``k`` in order.
 
 The activation quantization is the kernel's first (serial) loop into a scratch buffer;
-the GEMV is parallel over blocks of rows, 4 rows interleaved (independent accumulators,
-activation vector loaded once for all four), ``d_w * d_x`` computed a chunk of groups at a
-time, vectorized. Per row and group the loop is 8 instructions (broadcast load of the 4
-packed words, variable shift, mask, accumulator copy, ``vpdpbusd``, convert, scale
-broadcast, FMA). SmolLM-135M's 3072 x 576 int4 GEMV on host (2 threads, cache-hot):
-~75 us against 153 us for the fp32 dequantize + GEMV schedule.
+the GEMV is parallel over groups of 4 rows, one from each of 4 far-apart stretches of the
+weight (independent accumulators and memory streams, activation vector loaded once for all
+four), ``d_w * d_x`` computed a chunk of groups at a time, vectorized. Per row and group the
+loop is 8 instructions (broadcast load of the 4 packed words, variable shift, mask,
+accumulator copy, ``vpdpbusd``, convert, scale broadcast, FMA). SmolLM-135M's 3072 x 576
+int4 GEMV on host (2 threads): ~40 us cache-hot against 153 us for the fp32 dequantize +
+GEMV schedule, 57-80 us from DRAM.
 
 Used for every decode-shaped (``[1, 1, K]``) linear of a group scheme it
 :func:`supports` on a target with an :func:`mlcbuild.target.int8_dot_isa`, the tied LM
-head included; prefill keeps the float matmul.
+head included; prefill keeps float activations.
 """
 
 from __future__ import annotations
@@ -46,18 +47,21 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 GROUP = 32
-ISAS = ("avxvnni", "avx2", "dotprod")
+# weight bits each instruction set runs: vpmaddubsw saturates int8 x int8 pair sums, sdot is
+# signed x signed (unsigned int8 weights do not fit)
+BITS = {"avxvnni": (4, 8), "avx2": (4,), "dotprod": (4,)}
 
 
-def supports(scheme, isa: str | None) -> bool:
-    """Whether :func:`int8_gemv` runs ``scheme``'s linears with ``isa``."""
+def supports(scheme, isa: str | None, layout: str = "NK") -> bool:
+    """Whether :func:`int8_gemv` runs a ``layout`` weight of ``scheme`` with ``isa``."""
     from .group import GroupQuant
 
     return (
-        isa in ISAS
+        isa in BITS
+        and layout == "NK"
         and isinstance(scheme, GroupQuant)
         and scheme.group_size == GROUP
-        and scheme.bits in ((4, 8) if isa == "avxvnni" else (4,))
+        and scheme.bits in BITS[isa]
     )
 
 
@@ -100,7 +104,7 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
     Raises:
         ValueError: an unsupported ``bits``/``isa`` pair.
     """
-    if isa not in ISAS or bits not in (4, 8) or (bits == 8 and isa != "avxvnni"):
+    if bits not in BITS.get(isa, ()):
         raise ValueError(f"no int8 GEMV for {bits}-bit weights with {isa}")
     epw = 32 // bits
     kp = math.ceil(k / GROUP) * GROUP

@@ -84,25 +84,33 @@ def _prefill_shaped(x: Tensor) -> bool:
     return len(shape) == 3 and shape[0] == 1 and not isinstance(shape[1], int)
 
 
-def prefill_linear(x: Tensor, q_weight, q_scale, scheme: GroupQuant, n: int, k: int) -> Tensor:
-    """``[1, tokens, K]`` -> ``[1, tokens, N]`` through :func:`.group_cpu_matmul.prefill_matmul`."""
-    func = group_cpu_matmul.prefill_matmul(n, k, scheme.bits, scheme.group_size, scheme.max_int, scheme.model_dtype)
-    return op.tensor_ir_op(
-        func, "prefill_matmul", args=[x, q_weight, q_scale], out=Tensor.placeholder((1, x.shape[1], n), x.dtype)
-    )
+def cpu_linear(
+    x: Tensor, q_weight, q_scale, scheme: GroupQuant, n: int, k: int, layout: str, isa: str | None
+) -> Tensor | None:
+    """``x @ dequant(q_weight, q_scale)^T`` through one of our CPU kernels, or ``None`` where none applies.
 
-
-def int8_linear(x: Tensor, q_weight, q_scale, scheme: GroupQuant, n: int, k: int, isa: str) -> Tensor:
-    """``[1, 1, K]`` -> ``[1, 1, N]`` through :func:`.group_int8_gemv.int8_gemv` (NK layout)."""
-    func = int8_gemv(n, k, scheme.bits, scheme.max_int, x.dtype, scheme.model_dtype, isa)
-    return op.tensor_ir_op(func, "gemv_int8", args=[x, q_weight, q_scale], out=Tensor.placeholder((1, 1, n), x.dtype))
+    ``isa`` is the target's :func:`mlcbuild.target.int8_dot_isa`. A ``[1, 1, K]`` row goes
+    through :func:`.group_int8_gemv.int8_gemv`, an fp32 ``[1, tokens, K]`` on x86 through
+    :func:`.group_cpu_matmul.prefill_matmul`; ``[1, *, N]`` out, ``x``'s dtype.
+    """
+    if supports(scheme, isa, layout) and _decode_shaped(x):
+        func = int8_gemv(n, k, scheme.bits, scheme.max_int, x.dtype, scheme.model_dtype, isa)
+        return op.tensor_ir_op(
+            func, "gemv_int8", args=[x, q_weight, q_scale], out=Tensor.placeholder((1, 1, n), x.dtype)
+        )
+    if group_cpu_matmul.supports(scheme, n, isa, x.dtype) and _prefill_shaped(x):
+        func = group_cpu_matmul.prefill_matmul(n, k, scheme.bits, scheme.group_size, scheme.max_int, scheme.model_dtype)
+        return op.tensor_ir_op(
+            func, "prefill_matmul", args=[x, q_weight, q_scale], out=Tensor.placeholder((1, x.shape[1], n), x.dtype)
+        )
+    return None
 
 
 class GroupQuantLinear(nn.Module):
     """``y = x @ dequant(q_weight, q_scale)^T``: ``[b, s, K]`` -> ``[b, s, N]``.
 
-    With ``int8_isa`` (NK layout), a ``[1, 1, K]`` input goes through the int8 GEMV instead,
-    and on x86 a ``[1, tokens, K]`` fp32 input through :mod:`.group_cpu_matmul`.
+    ``int8_isa``: the target's integer dot product; where :func:`cpu_linear` applies (decode
+    rows, x86 prefill) our CPU kernels run instead of dequantize + matmul.
     """
 
     def __init__(
@@ -115,8 +123,7 @@ class GroupQuantLinear(nn.Module):
     ):
         self.in_features, self.out_features, self.scheme = in_features, out_features, scheme
         self.compute_dtype = compute_dtype or scheme.model_dtype
-        self.int8_isa = int8_isa if scheme.layout == "NK" and supports(scheme, int8_isa) else None
-        self.cpu_isa = int8_isa  # the target's, for the prefill kernel (group_cpu_matmul)
+        self.int8_isa = int8_isa
         wshape, sshape = scheme.packed_shapes(out_features, in_features)
         self.q_weight = nn.Parameter(wshape, "uint32")
         self.q_scale = nn.Parameter(sshape, scheme.model_dtype)
@@ -128,10 +135,9 @@ class GroupQuantLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         s, n, k = self.scheme, self.out_features, self.in_features
-        if self.int8_isa and _decode_shaped(x):
-            return int8_linear(x, self.q_weight, self.q_scale, s, n, k, self.int8_isa)
-        if group_cpu_matmul.supports(s, n, self.cpu_isa, x.dtype) and _prefill_shaped(x):
-            return prefill_linear(x, self.q_weight, self.q_scale, s, n, k)
+        ours = cpu_linear(x, self.q_weight, self.q_scale, s, n, k, s.layout, self.int8_isa)
+        if ours is not None:
+            return ours
         w = op.tensor_expr_op(
             lambda qw, qs: te_dequantize(s, qw, qs, n, k, s.layout, self.compute_dtype),
             name_hint=DEQUANTIZE_PREFIX,
@@ -150,8 +156,7 @@ class GroupQuantEmbedding(nn.Module):
     ):
         self.num, self.dim, self.scheme = num, dim, scheme
         self.compute_dtype = compute_dtype or scheme.model_dtype
-        self.int8_isa = int8_isa if supports(scheme, int8_isa) else None
-        self.cpu_isa = int8_isa  # the target's, for the prefill kernel (group_cpu_matmul)
+        self.int8_isa = int8_isa
         wshape, sshape = scheme.packed_shapes(num, dim, layout="NK")
         self.q_weight = nn.Parameter(wshape, "uint32")
         self.q_scale = nn.Parameter(sshape, scheme.model_dtype)
@@ -178,10 +183,9 @@ class GroupQuantEmbedding(nn.Module):
     def lm_head_forward(self, x: Tensor) -> Tensor:
         """Tied LM head: ``[b, s, d]`` -> ``[b, s, vocab]`` compute dtype (int8 GEMV for one row, as linears)."""
         s, n, k = self.scheme, self.num, self.dim
-        if self.int8_isa and _decode_shaped(x):
-            return int8_linear(x, self.q_weight, self.q_scale, s, n, k, self.int8_isa)
-        if group_cpu_matmul.supports(s, n, self.cpu_isa, x.dtype) and _prefill_shaped(x):
-            return prefill_linear(x, self.q_weight, self.q_scale, s, n, k)
+        ours = cpu_linear(x, self.q_weight, self.q_scale, s, n, k, "NK", self.int8_isa)
+        if ours is not None:
+            return ours
         w = op.tensor_expr_op(
             lambda qw, qs: te_dequantize(s, qw, qs, n, k, "NK", self.compute_dtype),
             name_hint=DEQUANTIZE_PREFIX,
