@@ -24,6 +24,7 @@ def _needs(isa: str) -> None:
     "n,k,scheme,isa",
     [
         (97, 100, "q4f32_1", "avx2"),  # rows not a multiple of 4, K zero-padded to 128
+        (45, 96, "q4f32_1", "avxvnni"),  # 3 groups: one group per step (odd group count)
         (256, 576, "q4f16_1", "avxvnni"),  # fp16 scales
         (101, 96, "q8f32_1", "avxvnni"),
         (64, 2048, "q4f32_1", "avxvnni"),  # 64 groups: two chunks of combined scales

@@ -15,22 +15,29 @@ signed activation bytes: ``vpdpbusd`` with AVX-VNNI / AVX512-VNNI, ``vpmaddubsw`
 on aarch64 with the dot-product extension (int4 only: signed x signed).
 The ``- Z * sum xq`` term rides in the accumulator the dot product starts from.
 
-Layouts, so that one 256-bit vector holds one group of unpacked weights:
+The loop runs in steps of one 256-bit load of weight words (int32 lanes ``4 j .. 4 j + 3`` of
+a dot product summing one group), each step's activation bytes in the matching order:
 
-- int4: a group is 4 packed words (8 nibbles each, ``k = 8 j + t`` in nibble ``t`` of word
-  ``j``). The weight vector is the 4 words' low nibbles (``w & 0x0F0F0F0F``: bytes for
-  ``t = 0, 2, 4, 6``) followed by their high nibbles (``t = 1, 3, 5, 7``); the activation
-  kernel writes ``xq`` of the group in that same order.
-- int8: a group is 8 words whose bytes are already ``k`` in order.
+- int4, even group count: a step is 2 groups, 8 packed words (8 nibbles each, ``k = 8 j + t``
+  in nibble ``t`` of word ``j``): one dot product with the words' low nibbles
+  (``w & 0x0F0F0F0F``: ``t = 0, 2, 4, 6``), one with their high nibbles; lanes 0-3 sum the
+  first group, 4-7 the second, and the per-lane scale is the pair of combined scales
+  spread by one permute. The activation kernel writes ``xq`` as: low-nibble bytes of both
+  groups, then their high-nibble bytes.
+- int4, odd group count: a step is 1 group, 4 words loaded once into both halves; low
+  nibbles in the first half, high nibbles in the second.
+- int8: a step is 1 group of 8 words whose bytes are already ``k`` in order.
 
 The activation quantization is the kernel's first (serial) loop into a scratch buffer;
 the GEMV is parallel over groups of 4 rows, one from each of 4 far-apart stretches of the
 weight (independent accumulators and memory streams, activation vector loaded once for all
-four), ``d_w * d_x`` computed a chunk of groups at a time, vectorized. Per row and group the
-loop is 8 instructions (broadcast load of the 4 packed words, variable shift, mask,
-accumulator copy, ``vpdpbusd``, convert, scale broadcast, FMA). SmolLM-135M's 3072 x 576
-int4 GEMV on host (2 threads): ~40 us cache-hot against 153 us for the fp32 dequantize +
-GEMV schedule, 57-80 us from DRAM.
+four), with a software prefetch 1 KiB ahead on each row; ``d_w * d_x`` computed a chunk of
+groups at a time, vectorized. Per row and int4 pair of groups the loop is 11 instructions
+(load, 2 masks, shift, accumulator copy, 2 ``vpdpbusd``, convert, scale load + permute,
+FMA), against 16 with one group per step. Measured on host (2 threads, A/B in one
+process): SmolLM-135M's 3072 x 576 int4 GEMV ~37 us cache-hot (40-60 before pairing, 153
+for the fp32 dequantize + GEMV schedule), Llama-3.2-1B's 2048 x 8192 445 us from DRAM
+(485 before), 23-25 GB/s against ~28 for a plain parallel sum.
 
 Used for every decode-shaped (``[1, 1, K]``) linear of a group scheme it
 :func:`supports` on a target with an :func:`mlcbuild.target.int8_dot_isa`, the tied LM
@@ -47,6 +54,9 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 GROUP = 32
+# software prefetch distance along a weight row: 1 KiB ahead measured 2-9 % faster from DRAM
+# than none (4-row streams; 512 B and 4 KiB ahead gained less)
+PREFETCH_WORDS = 256
 # weight bits each instruction set runs: vpmaddubsw saturates int8 x int8 pair sums, sdot is
 # signed x signed (unsigned int8 weights do not fit)
 BITS = {"avxvnni": (4, 8), "avx2": (4,), "dotprod": (4,)}
@@ -82,12 +92,23 @@ def activation_reference(x: np.ndarray) -> np.ndarray:
     return (q * d).reshape(xp.shape)[..., :k].astype(np.float32)
 
 
-def _permuted_position(i, bits: int):
-    """Position of ``k = 32 g + i`` within its group's activation vector (TIR expression)."""
+def _span(bits: int, k: int) -> int:
+    """Groups per step of the GEMV loop: 2 for int4 with an even group count (one 256-bit
+    load of 8 packed words, two dot products), else 1."""
+    return 2 if bits == 4 and math.ceil(k / GROUP) % 2 == 0 else 1
+
+
+def _permuted_position(g, i, bits: int, span: int):
+    """Position of ``x[32 g + i]`` within its step's activation bytes (TIR expression).
+
+    int8: ``k`` order. int4, one group per step: the group's low-nibble bytes (16), then its
+    high-nibble bytes. int4, two groups per step: low-nibble bytes of group ``2s``, of
+    ``2s + 1``, then the high-nibble bytes of both.
+    """
     if bits == 8:
         return i
     word, nib = i // 8, i % 8
-    return (nib % 2) * 16 + word * 4 + nib // 2
+    return (nib % 2) * 16 * span + (g % span) * 16 + word * 4 + nib // 2
 
 
 @functools.lru_cache(maxsize=None)  # TVMScript parsing costs ~0.1 s; shapes repeat per layer
@@ -110,22 +131,39 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
     kp = math.ceil(k / GROUP) * GROUP
     groups, words = kp // GROUP, kp // epw
     wpg = GROUP // epw  # packed words per group: 4 (int4) or 8 (int8)
+    span = _span(bits, k)  # groups per step
+    steps = groups // span
     rows, per_task = 4, 4  # rows interleaved; row groups per parallel task
     stretch = n // rows
     tasks = max(1, math.ceil(stretch / per_task))
     nibble_mask = 0x0F0F0F0F
-    # groups per chunk of combined scales: the largest divisor of `groups` up to 32 (a
-    # [rows, chunk] float32 buffer under TVM's 1 KiB stack-allocation limit)
-    chunk = max(c for c in range(1, min(groups, 32) + 1) if groups % c == 0)
+    # groups per chunk of combined scales: the largest divisor of `groups` up to 32 that is a
+    # whole number of steps (a [rows, chunk] float32 buffer under TVM's 1 KiB stack limit)
+    chunk = max(c for c in range(span, min(groups, 32) + 1, span) if groups % c == 0)
 
-    def group_bytes(qw, row, g):
-        """The group's 32 weight bytes as int32x8 (see the module docstring for the order)."""
+    def step_terms(qw, row, s):
+        """The step's ``(weight bytes, activation offset)`` pairs, int32x8 each (32 bytes)."""
         if bits == 8:
-            return T.reinterpret("int32x8", qw[row, T.ramp(g * wpg, 1, 8)])
+            return [(T.reinterpret("int32x8", qw[row, T.ramp(s * wpg, 1, 8)]), 0)]
+        mask = T.broadcast(T.uint32(nibble_mask), 8)
+        if span == 2:  # 8 words = 2 groups: their low nibbles, then their high nibbles
+            w8 = qw[row, T.ramp(s * 2 * wpg, 1, 8)]
+            return [
+                (T.reinterpret("int32x8", T.bitwise_and(w8, mask)), 0),
+                (T.reinterpret("int32x8", T.bitwise_and(T.shift_right(w8, T.broadcast(T.uint32(4), 8)), mask)), 32),
+            ]
         # one 128-bit load broadcast to both halves, then low nibbles | high nibbles
-        w8 = tirx.vectorcombine("uint32x8", qw[row, T.ramp(g * wpg, 1, 4)], qw[row, T.ramp(g * wpg, 1, 4)])
+        w8 = tirx.vectorcombine("uint32x8", qw[row, T.ramp(s * wpg, 1, 4)], qw[row, T.ramp(s * wpg, 1, 4)])
         shifts = tirx.vectorcombine("uint32x8", T.broadcast(T.uint32(0), 4), T.broadcast(T.uint32(4), 4))
-        return T.reinterpret("int32x8", T.bitwise_and(T.shift_right(w8, shifts), T.broadcast(T.uint32(nibble_mask), 8)))
+        return [(T.reinterpret("int32x8", T.bitwise_and(T.shift_right(w8, shifts), mask)), 0)]
+
+    def step_scale(scale_of, g):
+        """The combined scale ``d_w * d_x`` per int32 lane of the step starting at group ``g``
+        (``scale_of(g, dtype)`` gives one group's, or a ramp's): float32x8."""
+        if span == 1:
+            return T.broadcast(scale_of(g, "float32"), 8)
+        pair = scale_of(T.ramp(g, 1, 2), "float32x2")  # (TIR checks the index count against the inputs' lanes)
+        return T.Shuffle([pair, pair, pair, pair], [0, 0, 0, 0, 1, 1, 1, 1])
 
     def dot(acc, wb, xb):
         """``acc + sum of 4 byte products`` per int32 lane (unsigned weight x signed activation)."""
@@ -168,6 +206,15 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
         )
         return acc + T.call_llvm_pure_intrin("int32x8", "llvm.x86.avx2.pmadd.wd", pairs, T.broadcast(T.int16(1), 16))
 
+    def step_dot(qw, row, xq, xz, s):
+        """Integer dot products of step ``s`` of ``row`` with the activation, started from the
+        zero-point term ``xz[s]``: int32x8, lanes ``4 j..4 j + 3`` summing group ``span s + j``
+        (all 8 lanes when ``span`` is 1)."""
+        acc = xz[s, T.ramp(0, 1, 8)]
+        for wb, off in step_terms(qw, row, s):
+            acc = dot(acc, wb, T.reinterpret("int32x8", xq[T.ramp(s * span * GROUP + off, 1, 32)]))
+        return acc
+
     # No TVMScript assignments (`v = expr`) below: TVM 0.27 lowers each into a one-element
     # buffer from TVMBackendAllocWorkspace, inside the parallel loop once per iteration
     # (~1,100 allocations per call of a 3072-row GEMV). Python helpers inline the expressions.
@@ -179,11 +226,12 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
         """Row ``r`` of row group ``task * per_task + blk``: one per stretch of ``stretch`` rows."""
         return r * stretch + task * per_task + blk
 
-    def x_bytes(xq, g):
-        return T.reinterpret("int32x8", xq[T.ramp(g * GROUP, 1, 32)])
+    def xq_at(g, i):
+        """Where ``x[32 g + i]`` goes in the int8 activation buffer."""
+        return (g // span) * span * GROUP + _permuted_position(g, i, bits, span)
 
     def fma(acc, r, prod, scale):
-        return acc[r, T.ramp(0, 1, 8)] + T.Cast("float32x8", prod) * T.broadcast(scale, 8)
+        return acc[r, T.ramp(0, 1, 8)] + T.Cast("float32x8", prod) * scale
 
     def hsum(acc, r):
         return T.Cast(
@@ -200,7 +248,7 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
         xq = T.decl_buffer((kp,), "int8")
         xd = T.decl_buffer((groups,), "float32")
-        xz = T.decl_buffer((groups, 8), "int32")
+        xz = T.decl_buffer((steps, 8), "int32")
         # ---- activation row -> int8 blocks of 32 (serial: k elements, ~1 us)
         for g in range(groups):
             st = T.decl_buffer((3,), "float32")  # max |x|, 1 / d_x, sum xq
@@ -211,11 +259,13 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
             st[1] = T.if_then_else(st[0] > T.float32(0), T.float32(127) / st[0], T.float32(0))
             st[2] = T.float32(0)
             for i in range(GROUP):
-                xq[g * GROUP + _permuted_position(i, bits)] = T.Cast("int8", T.round(x_at(x, g, i) * st[1]))
+                xq[xq_at(g, i)] = T.Cast("int8", T.round(x_at(x, g, i) * st[1]))
             for i in range(GROUP):
-                st[2] = st[2] + T.Cast("float32", xq[g * GROUP + i])
-            for lane in range(8):
-                xz[g, lane] = T.if_then_else(lane == 0, T.Cast("int32", st[2]) * (-max_int), 0)
+                st[2] = st[2] + T.Cast("float32", xq[xq_at(g, i)])
+            for lane in range(8 // span):  # the group's lanes of the step's dot product
+                xz[g // span, (g % span) * (8 // span) + lane] = T.if_then_else(
+                    lane == 0, T.Cast("int32", st[2]) * (-max_int), 0
+                )
         # ---- GEMV, parallel over groups of `rows` rows, one from each of `rows` far-apart
         # stretches of the weight: independent memory streams (one stream of consecutive
         # rows reads DRAM at ~8 GB/s here, several at 25+)
@@ -233,17 +283,28 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
                                     T.Cast("float32", q_scale[row_at(task, blk, r), c * chunk + gi])
                                     * xd[c * chunk + gi]
                                 )
-                        for gi in range(chunk):
+                        for si in range(chunk // span):
                             for r in T.unroll(rows):
+                                T.evaluate(
+                                    T.call_llvm_intrin(
+                                        "void",
+                                        "llvm.prefetch.p0",
+                                        T.address_of(
+                                            q_weight[
+                                                row_at(task, blk, r),
+                                                (c * (chunk // span) + si) * span * wpg + PREFETCH_WORDS,
+                                            ]
+                                        ),
+                                        T.int32(0),
+                                        T.int32(3),
+                                        T.int32(1),
+                                    )
+                                )
                                 acc[r, T.ramp(0, 1, 8)] = fma(
                                     acc,
                                     r,
-                                    dot(
-                                        xz[c * chunk + gi, T.ramp(0, 1, 8)],
-                                        group_bytes(q_weight, row_at(task, blk, r), c * chunk + gi),
-                                        x_bytes(xq, c * chunk + gi),
-                                    ),
-                                    cs[r, gi],
+                                    step_dot(q_weight, row_at(task, blk, r), xq, xz, c * (chunk // span) + si),
+                                    step_scale(lambda gi, _: cs[r, gi], si * span),
                                 )
                     for r in T.unroll(rows):
                         y[0, 0, row_at(task, blk, r)] = hsum(acc, r)
@@ -251,12 +312,12 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
         for t in range(n - stretch * rows):
             acc1 = T.decl_buffer((1, 8), "float32")
             acc1[0, T.ramp(0, 1, 8)] = T.broadcast(T.float32(0), 8)
-            for g in range(groups):
+            for s in range(steps):
                 acc1[0, T.ramp(0, 1, 8)] = fma(
                     acc1,
                     0,
-                    dot(xz[g, T.ramp(0, 1, 8)], group_bytes(q_weight, stretch * rows + t, g), x_bytes(xq, g)),
-                    T.Cast("float32", q_scale[stretch * rows + t, g]) * xd[g],
+                    step_dot(q_weight, stretch * rows + t, xq, xz, s),
+                    step_scale(lambda g, f32: T.Cast(f32, q_scale[stretch * rows + t, g]) * xd[g], s * span),
                 )
             y[0, 0, stretch * rows + t] = hsum(acc1, 0)
 
