@@ -11,6 +11,7 @@ from tvm.relax.frontend.nn.llm._decode_kernels import _attention_decode_cpu
 from tvm.relax.frontend.nn.llm._prefill_kernels import _attention_prefill_ragged_cpu
 
 from mlcbuild.compiler.cpu_attention import paged_decode_cpu, ragged_prefill_cpu
+from mlcbuild.compiler.cpu_rope import split_rotary_cpu
 from mlcbuild.compiler.lower import lower_module
 from mlcbuild.recipe import parse_recipe
 from mlcbuild.target import load_target, tvm_target
@@ -79,3 +80,43 @@ def test_cpu_builds_use_it():
     funcs = {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
     assert "RoPE applied before it" in funcs["batch_prefill_ragged_kv"].script()
     assert "RoPE applied before it" in funcs["batch_decode_paged_kv_cpu"].script()
+    assert "parallel" in funcs["fused_rope"].script()  # ours (cpu_rope); TVM's is a serial s_tir block
+
+
+LLAMA3 = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 8192}
+
+
+@pytest.mark.parametrize(
+    "rope_scaling,dtype,positions,apply_rope",
+    [
+        ({}, "float32", [5], 1),  # decode: one token, serial path
+        ({}, "float32", [0, 1, 2, 900, 7], 1),  # prefill, positions from a position map
+        (LLAMA3, "float16", [3, 4000, 17], 1),
+        ({}, "float32", [3, 9], 0),  # apply_rope = 0 copies
+    ],
+)
+def test_rope_matches_tvm_kernel(rope_scaling, dtype, positions, apply_rope):
+    """Our RoPE split (``cpu_rope``) equals TVM's ``llama_rope_with_position_map`` (1e-5 fp32; fp16 ulp)."""
+    from tvm.relax.frontend.nn.llm.position_embedding import llama_rope_with_position_map
+
+    h_q, h_kv, d, theta = 6, 2, 64, 500000.0
+    target = tvm_target(load_target("host"))
+    rng = np.random.default_rng(len(positions))
+    qkv = rng.standard_normal((len(positions), h_q + 2 * h_kv, d)).astype(dtype)
+    pos = np.array(positions, "int32")
+    outs = []
+    for func in (
+        llama_rope_with_position_map(theta, 1.0, d, h_q, h_kv, dtype, rope_scaling),
+        split_rotary_cpu(theta, h_q, h_kv, d, dtype, rope_scaling),
+    ):
+        lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+        dev = tvm.cpu()
+        bufs = [tvm.runtime.empty((len(pos), h, d), dtype, dev) for h in (h_q, h_kv, h_kv)]
+        lib["main"](tvm.runtime.tensor(qkv, dev), tvm.runtime.tensor(pos, dev), *bufs, apply_rope)
+        outs.append([b.numpy().astype("float32") for b in bufs])
+    tol = 1e-5 if dtype == "float32" else 2e-3
+    for ref, ours in zip(*outs, strict=True):
+        np.testing.assert_allclose(ours, ref, atol=tol * 4, rtol=tol)
+    if not apply_rope:
+        np.testing.assert_array_equal(outs[1][0], qkv[:, :h_q].astype("float32"))

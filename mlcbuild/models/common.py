@@ -17,6 +17,8 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
 
+from ..compiler import cpu_rope
+
 
 class Embedding(nn.Embedding):
     """Token embedding ``[vocab, d]`` that can also serve as a tied LM head."""
@@ -99,9 +101,11 @@ def create_tir_paged_kv_cache(
 
     The size arguments are symbolic ints bound at run time by the caller of
     ``create_paged_kv_cache``: batch (sequences), total tokens, tokens per prefill,
-    tokens per page, and 0/1 for sliding-window support.
+    tokens per page, and 0/1 for sliding-window support. On CPU targets the cache's RoPE
+    split is :func:`mlcbuild.compiler.cpu_rope.split_rotary_cpu`.
     """
-    return TIRPagedKVCache(
+    rope_scaling = {} if spec.rope_scaling.get("rope_type") == "default" else dict(spec.rope_scaling)
+    cache = TIRPagedKVCache(
         attn_kind="mha",
         max_batch_size=max_batch_size,
         max_total_seq_len=max_total_seq_len,
@@ -119,14 +123,21 @@ def create_tir_paged_kv_cache(
         rope_mode=RopeMode.NORMAL,
         rope_scale=1,
         rope_theta=spec.rope_theta,
-        # TVM's kernels take {} for plain RoPE and reject rope_type "default".
-        rope_scaling={} if spec.rope_scaling.get("rope_type") == "default" else dict(spec.rope_scaling),
+        rope_scaling=rope_scaling,  # TVM's kernels take {} for plain RoPE, reject "default"
         rope_ext_factors=rx.prim_value(0),
         rotary_dim=spec.head_dim,
         enable_disaggregation=False,
         dtype=dtype,
         target=target,
     )
+    if target.kind.name == "llvm" and cpu_rope.supports(rope_scaling, spec.head_dim, spec.head_dim):
+        # our RoPE split in place of TVM's (cos/sin once per token and frequency, vectorized)
+        bb = rx.BlockBuilder.current()
+        kernel = cpu_rope.split_rotary_cpu(
+            spec.rope_theta, spec.num_attention_heads, spec.num_key_value_heads, spec.head_dim, dtype, rope_scaling
+        )
+        bb.update_func(bb.get().get_global_var("tir_split_rotary"), kernel)
+    return cache
 
 
 def last_token(x: Tensor) -> Tensor:
