@@ -111,7 +111,7 @@ def front_module(recipe: Recipe, desc: TargetDescriptor) -> tvm.IRModule:
     MetaSchedule tunes, and what ``MetaScheduleApplyDatabase`` later matches records to.
     """
     target = tvm_target(desc)
-    passes = [p for _, phase in front_phases(variable_bounds(recipe)) for p in phase]
+    passes = [p for _, phase in front_phases(variable_bounds(recipe), target) for p in phase]
     with target:
         return tvm.transform.Sequential(passes)(export_model(recipe, desc).mod)
 

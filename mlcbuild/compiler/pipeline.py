@@ -1,7 +1,7 @@
 """The Relax pipeline, in named phases.
 
 graph     FuseTransposeMatmul (``x @ W^T`` as one NT matmul)
-lower     LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
+lower     LegalizeOps (CPU: SiLU with a polynomial exp), AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
 tir       FuseDequantizeMatmul (our pass), DeadCodeElimination
 schedule  tuned records from ``tuning_logs/<target>/`` (MetaScheduleApplyDatabase),
           then the rules of :mod:`.schedules` (dlight defaults, fixed where they break); GPU builds are
@@ -24,7 +24,13 @@ from tvm import relax
 from tvm.s_tir import dlight as dl
 
 from .cpu_attention import replace_cpu_attention
-from .passes import attach_variable_bounds, check_device_kernels, fuse_dequantize_matmul, mark_noalias
+from .passes import (
+    attach_variable_bounds,
+    check_device_kernels,
+    cpu_legalize_map,
+    fuse_dequantize_matmul,
+    mark_noalias,
+)
 from .schedules import schedule_rules
 
 
@@ -76,14 +82,18 @@ def apply_tuning_records(work_dir: Path | None, tuned: list[str] | None = None):
     return _pass
 
 
-def front_phases(variable_bounds: dict[str, int]) -> list[tuple[str, list]]:
-    """The phases before scheduling (graph, lower, tir): their output is what gets tuned."""
+def front_phases(variable_bounds: dict[str, int], target) -> list[tuple[str, list]]:
+    """The phases before scheduling (graph, lower, tir): their output is what gets tuned.
+
+    CPU (``llvm``) targets legalize with :func:`.passes.cpu_legalize_map`.
+    """
+    legalize = cpu_legalize_map() if target.kind.name == "llvm" else None
     return [
         ("graph", [attach_variable_bounds(variable_bounds), relax.transform.FuseTransposeMatmul()]),
         (
             "lower",
             [
-                relax.transform.LegalizeOps(),
+                relax.transform.LegalizeOps(customize_legalize_map=legalize),
                 relax.transform.AnnotateTIROpPattern(),
                 relax.transform.FoldConstant(),
                 relax.transform.FuseOps(),
@@ -113,7 +123,7 @@ def build_pipeline(
         tuned: if given, receives the names of the kernels scheduled from tuning records.
     """
     is_gpu = "gpu" in target.keys
-    phases = front_phases(variable_bounds) + [
+    phases = front_phases(variable_bounds, target) + [
         (
             "schedule",
             [apply_tuning_records(tuning_dir, tuned), dl.ApplyDefaultSchedule(*schedule_rules(target))]

@@ -320,11 +320,53 @@ class CPUStagedReduction(_CPURule):
         return sch
 
 
+class CPUElementwise(_CPURule):
+    """Injective kernels (split + SiLU + multiply, residual adds, casts) on CPU.
+
+    Left unscheduled, each stage of a fused kernel is its own loop nest writing a
+    temporary buffer (a workspace allocation per call). Here every stage but the last is
+    inlined into it, the innermost loop split by the vector width and vectorized when
+    its extent is static and divisible, and the outer loops fused and parallel over the
+    thread pool when symbolic (prefill tokens) or at least ``min_parallel`` elements.
+    """
+
+    min_parallel = 1 << 16
+
+    def apply(self, func, target, _tunable):
+        from tvm.s_tir.dlight.base import try_inline
+
+        normalized = self._normalized(func, target)
+        if normalized is None or not all(info.is_injective() for info in normalized[1]):
+            return None
+        sch, infos = normalized
+        infos = try_inline(sch, infos)
+        lanes = vector_registers(target)[1] // 32
+        for info in infos:
+            loops = sch.get_loops(info.block_rv)
+            if not loops or any(kind != "S" for kind in info.dom_kind()):
+                continue
+            inner = _const(sch.get(loops[-1]).extent)
+            outer = list(loops[:-1])
+            per_iteration = inner or 1  # elements per iteration of the outer loops
+            if inner is not None and inner % lanes == 0 and inner >= lanes:
+                o, v = sch.split(loops[-1], factors=[None, lanes])
+                sch.vectorize(v)
+                outer.append(o)
+                per_iteration = lanes
+            if not outer:
+                continue
+            fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+            extent = _const(sch.get(fused).extent)
+            if extent is None or extent * per_iteration >= self.min_parallel:
+                sch.parallel(fused)
+        return sch
+
+
 def schedule_rules(target) -> list:
     """The dlight rules for ``target``: GPU rules for GPU kinds, CPU rules for llvm."""
     if "gpu" in target.keys:
         return [SIMTMatmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
-    return [CPUGEMV(), CPUMatmul(), CPUStagedReduction()]
+    return [CPUGEMV(), CPUMatmul(), CPUStagedReduction(), CPUElementwise()]
 
 
 def default_schedule(mod, target):
