@@ -112,7 +112,7 @@ class Recipe:
 
     @property
     def model_config(self):
-        """The architecture's parsed config (e.g. :class:`mlcbuild.models.llama.LlamaConfig`)."""
+        """The architecture's parsed config (a :class:`mlcbuild.models.config.DecoderConfig`)."""
         from .models import get_architecture
 
         return get_architecture(self.architecture).config_from_hf(self.config, path=self.path)

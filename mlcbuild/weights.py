@@ -59,7 +59,7 @@ def convert_params(
             hf_names, combine = param_map[src]
             arr = combine(*(np.asarray(read(n), dtype=np.float32) for n in hf_names))
             owner = _module_at(model, src.rsplit(".", 1)[0])
-            if hasattr(owner, "quantize_weight"):
+            if src != name and hasattr(owner, "quantize_weight"):  # q_weight/q_scale from .weight
                 prefix = src.rsplit(".", 1)[0]
                 for k, v in owner.quantize_weight(arr).items():
                     pending[f"{prefix}.{k}"] = v

@@ -1,4 +1,4 @@
-"""Shared fixtures: a session build cache, tiny random Llama checkpoints, compiled host models."""
+"""Shared fixtures: a session build cache, tiny random checkpoints of each architecture, compiled host models."""
 
 from __future__ import annotations
 
@@ -41,23 +41,44 @@ def tiny_config(**overrides) -> dict:
 
 
 def recipe_data(cfg: dict, scheme: str = "q0f32", name: str = "tiny", **build) -> dict:
-    """Recipe data (as parsed from TOML) for a config."""
+    """Recipe data (as parsed from TOML) for a config; the architecture is its ``model_type``."""
     b = {"context_window_size": 128, "prefill_chunk_size": 32, "max_batch_size": 1}
     b.update(build)
     return {
-        "model": {"name": name, "architecture": "llama", "source": "local/none", "config": cfg},
+        "model": {"name": name, "architecture": cfg.get("model_type", "llama"), "source": "local/none", "config": cfg},
         "quantization": {"scheme": scheme},
         "build": b,
     }
 
 
-def hf_llama(cfg: dict, seed: int = 0):
-    """A ``transformers.LlamaForCausalLM`` with random weights (fp32, eval mode)."""
+# transformers' classes per model_type: the references our architectures are checked against
+HF_CLASSES = {
+    "llama": ("LlamaForCausalLM", "LlamaConfig"),
+    "qwen2": ("Qwen2ForCausalLM", "Qwen2Config"),
+    "qwen3": ("Qwen3ForCausalLM", "Qwen3Config"),
+}
+
+
+def hf_model(cfg: dict, seed: int = 0, perturb: bool = True):
+    """``transformers``' model of ``cfg["model_type"]`` (default llama) with random weights (fp32, eval mode).
+
+    Biases (Qwen2's q/k/v) are zero and norm weights one at initialization in
+    ``transformers``; with ``perturb`` they are drawn random (bias N(0, 0.5), norm
+    1 + N(0, 0.2)) so that the loaders' bias and norm mappings are checked too.
+    """
     import torch
     import transformers
 
+    model_cls, config_cls = HF_CLASSES[cfg.get("model_type", "llama")]
     torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg)).eval()
+    model = getattr(transformers, model_cls)(getattr(transformers, config_cls)(**cfg)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters() if perturb else ():
+            if name.endswith(".bias"):
+                p.normal_(0.0, 0.5)
+            elif name.endswith("norm.weight"):
+                p.normal_(1.0, 0.2)
+    return model
 
 
 def state_dict_numpy(model) -> dict[str, np.ndarray]:
@@ -65,13 +86,13 @@ def state_dict_numpy(model) -> dict[str, np.ndarray]:
 
 
 def make_checkpoint(directory, cfg: dict, seed: int = 0, max_shard_size: str | None = None):
-    """Save a random ``LlamaForCausalLM`` and a small trained BPE tokenizer as a Hugging Face checkpoint."""
+    """Save a random model of ``cfg`` (:func:`hf_model`) and a small trained BPE tokenizer as a Hugging Face checkpoint."""
     from pathlib import Path
 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     d = Path(directory)
-    hf = hf_llama(cfg, seed)
+    hf = hf_model(cfg, seed)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     hf.save_pretrained(d, safe_serialization=True, **kwargs)
     tok = Tokenizer(models.BPE(unk_token="<unk>"))

@@ -102,7 +102,7 @@ def _toml(data) -> str:
     build = "\n".join(f"{k} = {json.dumps(v)}" for k, v in data["build"].items())
     m = data["model"]
     return (
-        f'[model]\nname = "{m["name"]}"\narchitecture = "llama"\nsource = "{m["source"]}"\n'
+        f'[model]\nname = "{m["name"]}"\narchitecture = "{m["architecture"]}"\nsource = "{m["source"]}"\n'
         f'[model.config]\n{cfg}\n[quantization]\nscheme = "{data["quantization"]["scheme"]}"\n[build]\n{build}\n'
     )
 

@@ -32,6 +32,9 @@ CASES = {
         rope_scaling=LLAMA3_ROPE,
         max_position_embeddings=131072,
     ),
+    # Qwen2 (q/k/v bias) and Qwen3 (q/k norm, head_dim 32 with hidden 64 / 4 heads)
+    "qwen2": tiny_config(model_type="qwen2"),
+    "qwen3": tiny_config(model_type="qwen3", head_dim=32, tie_word_embeddings=True),
 }
 
 
@@ -159,11 +162,11 @@ def test_q4f32_1_logits_within_bound_of_fp32(tmp_path, cache_dir):
     q4 kernels are exact is tested separately (test_parity: 1e-4 against the NumPy
     quantization); quality on a trained model is a later issue's perplexity gate.
     """
-    from conftest import hf_llama, recipe_data, state_dict_numpy
+    from conftest import hf_model, recipe_data, state_dict_numpy
     from helpers import compile_and_load
 
     cfg = CASES["gqa4-llama3"]
-    hf = hf_llama(cfg)
+    hf = hf_model(cfg, perturb=False)  # norm weights one: the model the bound was measured on
     ours = compile_and_load(recipe_data(cfg, "q4f32_1", name="bound"), state_dict_numpy(hf), cache_dir)
     ours.reset()
     got = ours.prefill(PROMPT)

@@ -50,3 +50,22 @@ def test_tiny_model_compiles_for_every_target(target, scheme, cache_dir):
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
         for fn in ENTRY_FUNCTIONS:
             assert vm[fn] is not None
+
+
+ARCH_CONFIGS = {
+    "qwen2": tiny_config(model_type="qwen2", tie_word_embeddings=True),  # q/k/v bias
+    "qwen3": tiny_config(model_type="qwen3", head_dim=32),  # q/k norm, head_dim != hidden / heads
+}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("arch", sorted(ARCH_CONFIGS))
+def test_every_architecture_compiles_for_every_target(arch, target, cache_dir):
+    """Each architecture beyond Llama, tiny, at q4f16_1: the library has every entry function."""
+    recipe = parse_recipe(recipe_data(ARCH_CONFIGS[arch], "q4f16_1", name=f"tiny-{arch}"))
+    desc = next(d for d in list_targets() if d.name == target)
+    res = compile_recipe(recipe, desc, cache=Cache(cache_dir))
+    build = json.loads((res.artifact / "build.json").read_text())
+    assert (res.artifact / build["library"]["file"]).stat().st_size > 0
+    assert json.loads((res.artifact / "mlc-chat-config.json").read_text())["model_type"] == arch
+    assert [p["name"] for p in build["params"] if p["name"].endswith(("qkv_proj.bias", "q_norm.weight"))]

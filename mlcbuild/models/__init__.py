@@ -14,32 +14,49 @@ class Architecture:
 
     Attributes:
         name: the recipe's ``model.architecture`` value.
-        hf_model_types: ``model_type`` values of Hugging Face configs it covers.
-        config_from_hf: ``(config_dict, path) -> Config``; raises ``RecipeError``.
+        config_from_hf: ``(config_dict, path) -> DecoderConfig``; raises ``RecipeError``
+            (also for a ``model_type`` of another architecture).
         model_class: ``(Config, dtype, target) -> nn.Module`` with MLC's entry functions.
         hf_param_map: ``Config -> {our_name: ([hf_name, ...], combine)}``.
     """
 
     name: str
-    hf_model_types: tuple[str, ...]
     config_from_hf: Callable[..., Any]
     model_class: Callable[..., Any]
     hf_param_map: Callable[..., dict]
 
 
+def _decoder(name: str, config_from_hf) -> Architecture:
+    """An architecture built as :class:`.decoder.DecoderForCausalLM` from Llama-layout checkpoints."""
+    from .loader import decoder_param_map
+
+    def model_class(*args, **kwargs):
+        from .decoder import DecoderForCausalLM  # imports TVM on first use
+
+        return DecoderForCausalLM(*args, **kwargs)
+
+    return Architecture(name, config_from_hf, model_class, decoder_param_map)
+
+
 def _llama() -> Architecture:
-    from . import llama
+    from .llama import llama_config
 
-    return Architecture(
-        name="llama",
-        hf_model_types=("llama", "mobilellm"),
-        config_from_hf=llama.LlamaConfig.from_hf,
-        model_class=llama.model_class,
-        hf_param_map=llama.hf_param_map,
-    )
+    return _decoder("llama", llama_config)
 
 
-ARCHITECTURES: dict[str, Callable[[], Architecture]] = {"llama": _llama}
+def _qwen2() -> Architecture:
+    from .qwen2 import qwen2_config
+
+    return _decoder("qwen2", qwen2_config)
+
+
+def _qwen3() -> Architecture:
+    from .qwen3 import qwen3_config
+
+    return _decoder("qwen3", qwen3_config)
+
+
+ARCHITECTURES: dict[str, Callable[[], Architecture]] = {"llama": _llama, "qwen2": _qwen2, "qwen3": _qwen3}
 
 
 def get_architecture(name: str) -> Architecture:

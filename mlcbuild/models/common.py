@@ -58,21 +58,41 @@ class PagedAttention(nn.Module):
 
     RoPE is applied inside the KV cache's fused attention kernel
     (``vm.builtin.attention_kv_cache_attention_with_fused_qkv``), as MLC-LLM does.
+    ``bias``: the q/k/v projections carry one (Qwen2's ``Qwen2Attention``). ``qk_norm_eps``:
+    RMSNorm over each head's q and k before RoPE, Qwen3's ``q_norm``/``k_norm``
+    (``transformers/models/qwen3/modeling_qwen3.py``).
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, head_dim: int, dtype: str):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        dtype: str,
+        bias: bool = False,
+        qk_norm_eps: float | None = None,
+    ):
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
-        self.qkv_proj = nn.Linear(hidden_size, (num_heads + 2 * num_kv_heads) * head_dim, bias=False, dtype=dtype)
+        self.qkv_proj = nn.Linear(hidden_size, (num_heads + 2 * num_kv_heads) * head_dim, bias=bias, dtype=dtype)
         self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=False, dtype=dtype)
+        self.q_norm = self.k_norm = None
+        if qk_norm_eps is not None:
+            self.q_norm = nn.RMSNorm(head_dim, -1, qk_norm_eps, bias=False, dtype=dtype)
+            self.k_norm = nn.RMSNorm(head_dim, -1, qk_norm_eps, bias=False, dtype=dtype)
 
     def forward(self, x: Tensor, paged_kv_cache: PagedKVCache, layer_id: int) -> Tensor:
         """``[b, s, d]`` -> ``[b, s, d]``; appends this step's K/V to the cache for ``layer_id``."""
         b, s, _ = x.shape
-        qkv = op.reshape(self.qkv_proj(x), (b, s, self.num_heads + 2 * self.num_kv_heads, self.head_dim))
-        out = paged_kv_cache.attention_with_fused_qkv(layer_id, qkv, self.num_heads, sm_scale=self.head_dim**-0.5)
-        return self.o_proj(op.reshape(out, (b, s, self.num_heads * self.head_dim)))
+        h, h_kv = self.num_heads, self.num_kv_heads
+        qkv = op.reshape(self.qkv_proj(x), (b, s, h + 2 * h_kv, self.head_dim))
+        if self.q_norm is not None:
+            q, k, v = op.split(qkv, [h, h + h_kv], axis=2)
+            qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
+        out = paged_kv_cache.attention_with_fused_qkv(layer_id, qkv, h, sm_scale=self.head_dim**-0.5)
+        return self.o_proj(op.reshape(out, (b, s, h * self.head_dim)))
 
 
 @dataclasses.dataclass(frozen=True)

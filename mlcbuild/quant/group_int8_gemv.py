@@ -226,6 +226,19 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
         """Row ``r`` of row group ``task * per_task + blk``: one per stretch of ``stretch`` rows."""
         return r * stretch + task * per_task + blk
 
+    def prefetch(qw, row, word):
+        """Software prefetch of ``qw[row, word]`` + ``PREFETCH_WORDS`` (read, keep in all caches).
+
+        x86 only (where it was measured). A prefetch call in the kernel breaks TVM 0.27's
+        system-library builds (``AttachGlobalSymbol``: "Cannot treat type ir.Call as type
+        ir.Expr"), which is how the Arm targets are packaged.
+        """
+        if PREFETCH_WORDS is None or isa == "dotprod":
+            return T.int32(0)
+        return T.call_intrin(
+            "void", "tirx.prefetch", T.address_of(qw[row, word + PREFETCH_WORDS]), T.int32(0), T.int32(3), T.int32(1)
+        )
+
     def xq_at(g, i):
         """Where ``x[32 g + i]`` goes in the int8 activation buffer."""
         return (g // span) * span * GROUP + _permuted_position(g, i, bits, span)
@@ -285,21 +298,7 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
                                 )
                         for si in range(chunk // span):
                             for r in T.unroll(rows):
-                                T.evaluate(
-                                    T.call_llvm_intrin(
-                                        "void",
-                                        "llvm.prefetch.p0",
-                                        T.address_of(
-                                            q_weight[
-                                                row_at(task, blk, r),
-                                                (c * (chunk // span) + si) * span * wpg + PREFETCH_WORDS,
-                                            ]
-                                        ),
-                                        T.int32(0),
-                                        T.int32(3),
-                                        T.int32(1),
-                                    )
-                                )
+                                T.evaluate(prefetch(q_weight, row_at(task, blk, r), (c * (chunk // span) + si) * span * wpg))
                                 acc[r, T.ramp(0, 1, 8)] = fma(
                                     acc,
                                     r,

@@ -62,9 +62,9 @@ def quantize_model(
 
     def swap(m: nn.Module):
         if isinstance(m, nn.Linear):
-            if m.bias is not None:
-                raise NotImplementedError("group-quantized linear with bias")
-            return GroupQuantLinear(m.in_features, m.out_features, scheme, compute_dtype, int8_isa)
+            return GroupQuantLinear(
+                m.in_features, m.out_features, scheme, compute_dtype, int8_isa, bias=m.bias is not None
+            )
         if isinstance(m, nn.Embedding):
             return GroupQuantEmbedding(m.num, m.dim, scheme, compute_dtype, int8_isa)
         return None
@@ -107,10 +107,12 @@ def cpu_linear(
 
 
 class GroupQuantLinear(nn.Module):
-    """``y = x @ dequant(q_weight, q_scale)^T``: ``[b, s, K]`` -> ``[b, s, N]``.
+    """``y = x @ dequant(q_weight, q_scale)^T (+ bias)``: ``[b, s, K]`` -> ``[b, s, N]``.
 
     ``int8_isa``: the target's integer dot product; where :func:`cpu_linear` applies (decode
-    rows, x86 prefill) our CPU kernels run instead of dequantize + matmul.
+    rows, x86 prefill) our CPU kernels run instead of dequantize + matmul. ``bias``: an
+    unquantized ``[N]`` bias stored in the scheme's dtype (Qwen2's q/k/v), added in the
+    compute dtype.
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class GroupQuantLinear(nn.Module):
         scheme: GroupQuant,
         compute_dtype: str | None = None,
         int8_isa: str | None = None,
+        bias: bool = False,
     ):
         self.in_features, self.out_features, self.scheme = in_features, out_features, scheme
         self.compute_dtype = compute_dtype or scheme.model_dtype
@@ -127,6 +130,7 @@ class GroupQuantLinear(nn.Module):
         wshape, sshape = scheme.packed_shapes(out_features, in_features)
         self.q_weight = nn.Parameter(wshape, "uint32")
         self.q_scale = nn.Parameter(sshape, scheme.model_dtype)
+        self.bias = nn.Parameter((out_features,), scheme.model_dtype) if bias else None
 
     def quantize_weight(self, w: np.ndarray) -> dict[str, np.ndarray]:
         """``[N, K]`` float -> ``{"q_weight": ..., "q_scale": ...}``."""
@@ -135,17 +139,20 @@ class GroupQuantLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         s, n, k = self.scheme, self.out_features, self.in_features
-        ours = cpu_linear(x, self.q_weight, self.q_scale, s, n, k, s.layout, self.int8_isa)
-        if ours is not None:
-            return ours
-        w = op.tensor_expr_op(
-            lambda qw, qs: te_dequantize(s, qw, qs, n, k, s.layout, self.compute_dtype),
-            name_hint=DEQUANTIZE_PREFIX,
-            args=[self.q_weight, self.q_scale],
-        )
-        if s.layout == "NK":
-            w = op.permute_dims(w)
-        return op.matmul(x, w)
+        y = cpu_linear(x, self.q_weight, self.q_scale, s, n, k, s.layout, self.int8_isa)
+        if y is None:
+            w = op.tensor_expr_op(
+                lambda qw, qs: te_dequantize(s, qw, qs, n, k, s.layout, self.compute_dtype),
+                name_hint=DEQUANTIZE_PREFIX,
+                args=[self.q_weight, self.q_scale],
+            )
+            if s.layout == "NK":
+                w = op.permute_dims(w)
+            y = op.matmul(x, w)
+        if self.bias is None:
+            return y
+        bias = self.bias if self.bias.dtype == y.dtype else self.bias.astype(y.dtype)
+        return y + bias
 
 
 class GroupQuantEmbedding(nn.Module):

@@ -1,18 +1,9 @@
 """Llama architecture: Llama 2/3/3.1/3.2, SmolLM/SmolLM2, TinyLlama, MobileLLM.
 
-``config`` parses ``config.json``; ``model`` is the ``nn.Module``; ``loader`` maps
-checkpoint tensor names to ours.
+The plain decoder of :mod:`mlcbuild.models.decoder`: ``config`` parses ``config.json``;
+the checkpoint names are :func:`mlcbuild.models.loader.decoder_param_map`'s.
 """
 
-from .config import LlamaConfig
-from .loader import hf_param_map
+from .config import llama_config
 
-
-def model_class(*args, **kwargs):
-    """``LlamaForCausalLM(cfg, dtype, target)`` (imports TVM on first use)."""
-    from .model import LlamaForCausalLM
-
-    return LlamaForCausalLM(*args, **kwargs)
-
-
-__all__ = ["LlamaConfig", "hf_param_map", "model_class"]
+__all__ = ["llama_config"]

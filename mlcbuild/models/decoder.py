@@ -1,9 +1,11 @@
-"""Llama architecture: Llama 2/3/3.1/3.2, SmolLM/SmolLM2, TinyLlama, MobileLLM.
+"""The decoder-only LM every architecture builds from the blocks of :mod:`.common`.
 
 Mirrors Hugging Face ``transformers/models/llama/modeling_llama.py``
 (``LlamaForCausalLM``): pre-norm decoder blocks of RMSNorm -> GQA attention with
 RoPE -> residual -> RMSNorm -> SwiGLU MLP -> residual, a final RMSNorm, and an LM
-head that may be tied to the token embedding.
+head that may be tied to the token embedding. The :class:`~.config.DecoderConfig`
+flags add what other architectures change: q/k/v bias (Qwen2,
+``modeling_qwen2.py``), per-head q/k RMSNorm (Qwen3, ``modeling_qwen3.py``).
 """
 
 from __future__ import annotations
@@ -12,17 +14,23 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
-from ..common import Embedding, GatedMLP, PagedAttention, create_tir_paged_kv_cache, last_token
-from .config import LlamaConfig
+from .common import Embedding, GatedMLP, PagedAttention, create_tir_paged_kv_cache, last_token
+from .config import DecoderConfig
 
 
-class LlamaDecoderLayer(nn.Module):
+class DecoderLayer(nn.Module):
     """``x + attn(norm(x))`` then ``+ mlp(norm(.))``: ``[b, s, d]`` -> ``[b, s, d]`` (HF ``LlamaDecoderLayer``)."""
 
-    def __init__(self, cfg: LlamaConfig, dtype: str):
+    def __init__(self, cfg: DecoderConfig, dtype: str):
         self.input_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
         self.self_attn = PagedAttention(
-            cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, dtype
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            dtype,
+            bias=cfg.attention_bias,
+            qk_norm_eps=cfg.rms_norm_eps if cfg.qk_norm else None,
         )
         self.post_attention_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
         self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, dtype)
@@ -32,12 +40,12 @@ class LlamaDecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class LlamaModel(nn.Module):
+class DecoderModel(nn.Module):
     """Embedding table, decoder layers and the final RMSNorm (HF ``LlamaModel``)."""
 
-    def __init__(self, cfg: LlamaConfig, dtype: str):
+    def __init__(self, cfg: DecoderConfig, dtype: str):
         self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
-        self.layers = nn.ModuleList([LlamaDecoderLayer(cfg, dtype) for _ in range(cfg.num_hidden_layers)])
+        self.layers = nn.ModuleList([DecoderLayer(cfg, dtype) for _ in range(cfg.num_hidden_layers)])
         self.norm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
 
     def forward(self, x: Tensor, paged_kv_cache: PagedKVCache) -> Tensor:
@@ -46,7 +54,7 @@ class LlamaModel(nn.Module):
         return self.norm(x)
 
 
-class LlamaForCausalLM(nn.Module):
+class DecoderForCausalLM(nn.Module):
     """The exported model. Entry functions follow MLC-LLM's runtime names.
 
     Args:
@@ -55,11 +63,11 @@ class LlamaForCausalLM(nn.Module):
         target: the ``tvm.target.Target`` the KV-cache kernels are generated for.
     """
 
-    def __init__(self, cfg: LlamaConfig, dtype: str, target):
+    def __init__(self, cfg: DecoderConfig, dtype: str, target):
         self.cfg = cfg
         self.dtype = dtype
         self.target = target
-        self.model = LlamaModel(cfg, dtype)
+        self.model = DecoderModel(cfg, dtype)
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype)
 

@@ -1,0 +1,162 @@
+"""The config every decoder-only architecture parses into (no TVM import: recipes validate fast).
+
+Each architecture's ``config.py`` checks the keys of its own Hugging Face ``config.json``
+(what it does not implement is an error, never dropped) and calls :func:`decoder_config`
+for the keys they share; the flags of :class:`DecoderConfig` select the blocks of
+:mod:`mlcbuild.models.decoder`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..errors import RecipeError
+from .rope import parse_rope_scaling
+
+ARCH_FIX = "set model.architecture to the checkpoint's model_type (architectures are named after them)"
+_REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    """The parts of a ``config.json`` that define a decoder-only model's math.
+
+    Attributes:
+        hidden_size: model width ``d``.
+        intermediate_size: MLP width.
+        num_hidden_layers: decoder blocks.
+        num_attention_heads: query heads ``h``.
+        num_key_value_heads: KV heads ``h_kv`` (GQA; ``h % h_kv == 0``).
+        head_dim: per-head width.
+        vocab_size: tokens.
+        rms_norm_eps: RMSNorm epsilon.
+        rope_theta: RoPE base.
+        rope_scaling: ``{"rope_type": "default"}`` or the llama3 parameters.
+        tie_word_embeddings: LM head shares the embedding.
+        max_position_embeddings: longest trained context, tokens.
+        attention_bias: the q/k/v projections carry a bias (Qwen2).
+        qk_norm: RMSNorm over each head's q and k before RoPE (Qwen3).
+    """
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    rms_norm_eps: float
+    rope_theta: float
+    rope_scaling: dict[str, Any]
+    tie_word_embeddings: bool
+    max_position_embeddings: int
+    attention_bias: bool = False
+    qk_norm: bool = False
+
+    def kv_cache_spec(self):
+        """What the paged KV cache needs (a :class:`mlcbuild.models.common.KVCacheSpec`)."""
+        from .common import KVCacheSpec
+
+        return KVCacheSpec(
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            head_dim=self.head_dim,
+            rope_theta=self.rope_theta,
+            rope_scaling=self.rope_scaling,
+        )
+
+
+def require(
+    cfg: dict[str, Any], where, key: str, allowed: tuple, default: Any, arch: str, fix: str | None = None
+) -> Any:
+    """``cfg[key]`` (or ``default``) if it is one of ``allowed`` (``None``: the key may be absent).
+
+    Raises:
+        RecipeError: another value: the definition does not implement it.
+    """
+    value = cfg.get(key, default)
+    if value not in allowed:
+        shown = [a for a in allowed if a is not None]
+        raise RecipeError(
+            f"model.config.{key} = {value!r} is not supported by the {arch} definition; "
+            f"supported: {', '.join(repr(a) for a in shown)}",
+            path=where,
+            fix=fix or f"use a checkpoint with {key} in {shown!r}",
+        )
+    return value
+
+
+def no_sliding_window(cfg: dict[str, Any], where, arch: str) -> None:
+    """Reject a config whose layers use sliding-window attention (Qwen2/Qwen3 ``use_sliding_window``).
+
+    Raises:
+        RecipeError: ``use_sliding_window`` is true, or ``layer_types`` names a sliding layer.
+    """
+    require(cfg, where, "use_sliding_window", (False, None), False, arch)
+    kinds = set(cfg.get("layer_types") or ())
+    if kinds - {"full_attention"}:
+        raise RecipeError(
+            f"model.config.layer_types {sorted(kinds)} are not supported by the {arch} definition; "
+            "supported: full_attention",
+            path=where,
+            fix="use a checkpoint without sliding-window layers",
+        )
+
+
+def decoder_config(cfg: dict[str, Any], where, default_head_dim: int | None = None, **flags) -> DecoderConfig:
+    """The keys every decoder shares, checked; ``flags`` set the architecture's own fields.
+
+    Keys and defaults follow Hugging Face ``transformers/models/llama/configuration_llama.py``;
+    ``head_dim`` defaults to ``hidden_size // num_attention_heads`` unless the architecture
+    gives ``default_head_dim`` (Qwen3: 128).
+
+    Raises:
+        RecipeError: a missing or mistyped key, head counts that do not divide, or an
+            unsupported ``rope_scaling`` type.
+    """
+    for key in _REQUIRED:
+        if key not in cfg:
+            raise RecipeError(
+                f"model.config lacks {key}", path=where, fix="copy the checkpoint's config.json into [model.config]"
+            )
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] <= 0:
+            raise RecipeError(
+                f"model.config.{key} must be a positive integer, got {cfg[key]!r}",
+                path=where,
+                fix=f"fix model.config.{key}",
+            )
+    heads = cfg["num_attention_heads"]
+    kv_heads = cfg.get("num_key_value_heads") or heads
+    if heads % kv_heads:
+        raise RecipeError(
+            f"model.config.num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv_heads})",
+            path=where,
+            fix="fix the head counts",
+        )
+    head_dim = cfg.get("head_dim") or default_head_dim
+    if head_dim is None:
+        if cfg["hidden_size"] % heads:
+            raise RecipeError(
+                f"model.config.hidden_size ({cfg['hidden_size']}) is not a multiple of num_attention_heads ({heads})",
+                path=where,
+                fix="set model.config.head_dim explicitly",
+            )
+        head_dim = cfg["hidden_size"] // heads
+    theta, scaling = parse_rope_scaling(cfg, where)
+    return DecoderConfig(
+        hidden_size=cfg["hidden_size"],
+        intermediate_size=cfg["intermediate_size"],
+        num_hidden_layers=cfg["num_hidden_layers"],
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=int(head_dim),
+        vocab_size=cfg["vocab_size"],
+        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        rope_theta=theta,
+        rope_scaling=scaling,
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
+        **flags,
+    )
