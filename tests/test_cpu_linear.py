@@ -93,3 +93,21 @@ def test_prefill_matmul_matches_numpy(m, n, k, scheme):
     lib["main"](*(tvm.runtime.tensor(a, dev) for a in (x, qw, qs)), y)
     ref = x[0] @ s.dequantize(qw, qs, k).T
     assert np.abs(y.numpy()[0] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("m,n,k", [(7, 128, 100), (1, 64, 64), (130, 192, 96)])
+def test_prefill_matmul_float_matches_numpy(m, n, k):
+    """The q0f32 prefill kernel (``prefill_matmul_float``) equals ``x @ W^T`` (1e-5 x max)."""
+    from mlcbuild.quant.group_cpu_matmul import prefill_matmul_float
+
+    if HOST_ISA not in ("avx2", "avxvnni"):
+        pytest.skip("x86 with AVX2 only")
+    rng = np.random.default_rng(m + n + k)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    x = rng.standard_normal((1, m, k)).astype(np.float32)
+    lib = tvm.tirx.build(tvm.IRModule({"main": prefill_matmul_float(n, k).with_attr("global_symbol", "main")}), target=HOST)
+    dev = tvm.cpu()
+    y = tvm.runtime.empty((1, m, n), "float32", dev)
+    lib["main"](tvm.runtime.tensor(x, dev), tvm.runtime.tensor(w, dev), y)
+    ref = x[0] @ w.T
+    assert np.abs(y.numpy()[0] - ref).max() <= 1e-5 * np.abs(ref).max()

@@ -78,12 +78,6 @@ def _decode_shaped(x: Tensor) -> bool:
     return len(shape) == 3 and all(isinstance(d, int) for d in shape) and shape[0] == 1 and shape[1] == 1
 
 
-def _prefill_shaped(x: Tensor) -> bool:
-    """``x`` is ``[1, tokens, K]`` with a symbolic token count (prefill)."""
-    shape = x.shape
-    return len(shape) == 3 and shape[0] == 1 and not isinstance(shape[1], int)
-
-
 def cpu_linear(
     x: Tensor, q_weight, q_scale, scheme: GroupQuant, n: int, k: int, layout: str, isa: str | None
 ) -> Tensor | None:
@@ -98,7 +92,7 @@ def cpu_linear(
         return op.tensor_ir_op(
             func, "gemv_int8", args=[x, q_weight, q_scale], out=Tensor.placeholder((1, 1, n), x.dtype)
         )
-    if group_cpu_matmul.supports(scheme, n, isa, x.dtype) and _prefill_shaped(x):
+    if group_cpu_matmul.supports(scheme, n, isa, x.dtype) and group_cpu_matmul.prefill_shaped(x):
         func = group_cpu_matmul.prefill_matmul(n, k, scheme.bits, scheme.group_size, scheme.max_int, scheme.model_dtype)
         return op.tensor_ir_op(
             func, "prefill_matmul", args=[x, q_weight, q_scale], out=Tensor.placeholder((1, x.shape[1], n), x.dtype)

@@ -1,8 +1,12 @@
-"""``q0f32`` / ``q0f16``: no quantization; weights are cast to the model dtype."""
+"""``q0f32`` / ``q0f16``: no quantization; weights are cast to the model dtype.
+
+On x86 targets with AVX2, ``q0f32``'s prefill linears (``[1, tokens, K]``) run the
+register-blocked fp32 kernel of :mod:`.group_cpu_matmul` (:class:`.none_nn.CPUFloatLinear`).
+"""
 
 from __future__ import annotations
 
-from .base import Scheme
+from .base import Scheme, replace_modules
 
 
 class NoQuant(Scheme):
@@ -11,6 +15,21 @@ class NoQuant(Scheme):
     def __init__(self, name: str, model_dtype: str):
         self.name = name
         self.model_dtype = model_dtype
+
+    def quantize_model(self, model, compute_dtype: str | None = None, int8_isa: str | None = None):
+        """Swap ``nn.Linear`` for :class:`.none_nn.CPUFloatLinear` on x86 AVX2 fp32 targets (same parameters)."""
+        if int8_isa not in ("avx2", "avxvnni") or (compute_dtype or self.model_dtype) != "float32":
+            return model
+        from tvm.relax.frontend import nn
+
+        from .none_nn import CPUFloatLinear
+
+        def swap(m):
+            if isinstance(m, nn.Linear):
+                return CPUFloatLinear(m.in_features, m.out_features, bias=m.bias is not None)
+            return None
+
+        return replace_modules(model, swap)
 
     def describe(self):
         return {
