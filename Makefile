@@ -20,7 +20,7 @@ main: $(STAMP)
 	$(BIN)/mlcbuild compile recipes/llama32-3b.toml --target host
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python benches/compile_times.py

@@ -164,6 +164,15 @@ def parse_recipe(data: dict[str, Any], path: Path | str | None = None) -> Recipe
 
     if build["context_window_size"] is None:
         build["context_window_size"] = cfg.max_position_embeddings
+    window = getattr(cfg, "sliding_window", None)
+    if window is not None and build["context_window_size"] > window:
+        raise RecipeError(
+            f"build.context_window_size {build['context_window_size']} exceeds the model's sliding_window "
+            f"({window} tokens); sliding-window attention is not implemented, so a longer sequence would "
+            "attend to keys the model masks out",
+            path=where,
+            fix=f"set build.context_window_size to at most {window}",
+        )
     if build["prefill_chunk_size"] > build["context_window_size"]:
         build["prefill_chunk_size"] = build["context_window_size"]
     prefix = build["system_lib_prefix"] or default_system_lib_prefix(model["name"], quant["scheme"])

@@ -56,6 +56,8 @@ HF_CLASSES = {
     "llama": ("LlamaForCausalLM", "LlamaConfig"),
     "qwen2": ("Qwen2ForCausalLM", "Qwen2Config"),
     "qwen3": ("Qwen3ForCausalLM", "Qwen3Config"),
+    "phi3": ("Phi3ForCausalLM", "Phi3Config"),
+    "mistral": ("MistralForCausalLM", "MistralConfig"),
 }
 
 

@@ -35,6 +35,8 @@ CASES = {
     # Qwen2 (q/k/v bias) and Qwen3 (q/k norm, head_dim 32 with hidden 64 / 4 heads)
     "qwen2": tiny_config(model_type="qwen2"),
     "qwen3": tiny_config(model_type="qwen3", head_dim=32, tie_word_embeddings=True),
+    "phi3": tiny_config(model_type="phi3", num_key_value_heads=4, pad_token_id=0, eos_token_id=2),
+    "mistral": tiny_config(model_type="mistral", sliding_window=128),
 }
 
 

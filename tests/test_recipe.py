@@ -16,7 +16,17 @@ SHIPPED = sorted((REPO / "recipes").glob("*.toml"))
 
 def test_shipped_recipes_load():
     names = {p.name for p in SHIPPED}
-    assert {"llama32-3b.toml", "llama32-1b.toml", "smollm-135m.toml", "smollm-360m.toml"} <= names
+    assert {
+        "llama32-3b.toml",
+        "llama32-1b.toml",
+        "smollm-135m.toml",
+        "smollm-360m.toml",
+        "smollm2-360m.toml",
+        "qwen3-0.6b.toml",
+        "qwen25-1.5b.toml",
+        "phi3-mini-4k.toml",
+        "mistral-7b.toml",
+    } <= names
     for p in SHIPPED:
         r = load_recipe(p)
         cfg = r.model_config
@@ -109,6 +119,27 @@ def test_unsupported_rope_scaling_is_an_error_not_dropped():
 def test_math_changing_keys_are_checked():
     assert "hidden_act" in _err(recipe_data(tiny_config(hidden_act="gelu"))).message
     assert "attention_bias" in _err(recipe_data(tiny_config(attention_bias=True))).message
+    # per architecture: what its definition does not implement
+    assert "use_sliding_window" in _err(recipe_data(tiny_config(model_type="qwen2", use_sliding_window=True))).message
+    assert "use_mrope" in _err(recipe_data(tiny_config(model_type="qwen2", use_mrope=True))).message
+    longrope = {"rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}
+    assert "longrope" in _err(recipe_data(tiny_config(model_type="phi3", rope_scaling=longrope))).message
+    assert "partial_rotary_factor" in _err(recipe_data(tiny_config(model_type="phi3", partial_rotary_factor=0.75))).message
+
+
+def test_model_type_of_another_architecture_is_an_error():
+    data = recipe_data(tiny_config(model_type="qwen2"))
+    data["model"]["architecture"] = "llama"  # a Qwen2 config.json under the llama definition
+    e = _err(data)
+    assert "model_type" in e.message and "qwen2" in e.message and "model.architecture" in e.fix
+
+
+def test_context_longer_than_the_sliding_window_is_an_error():
+    """Sliding-window attention is not implemented: a window the context exceeds would be dropped."""
+    e = _err(recipe_data(tiny_config(model_type="mistral", sliding_window=64)))  # context 128
+    assert "sliding_window" in e.message and "context_window_size" in e.fix
+    # absent is null (recipes leave JSON nulls out), as Mistral v0.3's config says
+    assert parse_recipe(recipe_data(tiny_config(model_type="mistral"))).model_config.sliding_window is None
 
 
 def test_bad_toml_names_file(tmp_path):

@@ -52,20 +52,29 @@ def test_tiny_model_compiles_for_every_target(target, scheme, cache_dir):
             assert vm[fn] is not None
 
 
+# The architectures whose graphs differ from Llama's (Phi-3 and Mistral export the same
+# graph as Llama: only their config checks and checkpoint names differ).
 ARCH_CONFIGS = {
     "qwen2": tiny_config(model_type="qwen2", tie_word_embeddings=True),  # q/k/v bias
     "qwen3": tiny_config(model_type="qwen3", head_dim=32),  # q/k norm, head_dim != hidden / heads
 }
 
 
-@pytest.mark.parametrize("target", TARGETS)
+# One target per code generator beyond host (which the parity tests build for every
+# architecture): OpenCL (s24; pixel8 is the same codegen), Metal, aarch64 CPU. Every target
+# for every architecture doubled the suite's compile time for the same kernels.
+ARCH_TARGETS = [t for t in ("s24", "iphone15pro", "android-cpu") if t in TARGETS]
+
+
+@pytest.mark.parametrize("target", ARCH_TARGETS)
 @pytest.mark.parametrize("arch", sorted(ARCH_CONFIGS))
-def test_every_architecture_compiles_for_every_target(arch, target, cache_dir):
-    """Each architecture beyond Llama, tiny, at q4f16_1: the library has every entry function."""
+def test_every_architecture_compiles_for_every_codegen(arch, target, cache_dir):
+    """Each architecture beyond Llama, tiny, at q4f16_1, for each code generator."""
     recipe = parse_recipe(recipe_data(ARCH_CONFIGS[arch], "q4f16_1", name=f"tiny-{arch}"))
     desc = next(d for d in list_targets() if d.name == target)
     res = compile_recipe(recipe, desc, cache=Cache(cache_dir))
     build = json.loads((res.artifact / "build.json").read_text())
     assert (res.artifact / build["library"]["file"]).stat().st_size > 0
     assert json.loads((res.artifact / "mlc-chat-config.json").read_text())["model_type"] == arch
-    assert [p["name"] for p in build["params"] if p["name"].endswith(("qkv_proj.bias", "q_norm.weight"))]
+    extra = {"qwen2": "qkv_proj.bias", "qwen3": "q_norm.weight"}.get(arch)
+    assert extra is None or any(p["name"].endswith(extra) for p in build["params"])

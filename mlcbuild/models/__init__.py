@@ -26,8 +26,9 @@ class Architecture:
     hf_param_map: Callable[..., dict]
 
 
-def _decoder(name: str, config_from_hf) -> Architecture:
-    """An architecture built as :class:`.decoder.DecoderForCausalLM` from Llama-layout checkpoints."""
+def _decoder(name: str, config_from_hf, param_map=None) -> Architecture:
+    """An architecture built as :class:`.decoder.DecoderForCausalLM`; checkpoint names from
+    ``param_map`` (default: Llama's layout, :func:`.loader.decoder_param_map`)."""
     from .loader import decoder_param_map
 
     def model_class(*args, **kwargs):
@@ -35,7 +36,7 @@ def _decoder(name: str, config_from_hf) -> Architecture:
 
         return DecoderForCausalLM(*args, **kwargs)
 
-    return Architecture(name, config_from_hf, model_class, decoder_param_map)
+    return Architecture(name, config_from_hf, model_class, param_map or decoder_param_map)
 
 
 def _llama() -> Architecture:
@@ -56,7 +57,25 @@ def _qwen3() -> Architecture:
     return _decoder("qwen3", qwen3_config)
 
 
-ARCHITECTURES: dict[str, Callable[[], Architecture]] = {"llama": _llama, "qwen2": _qwen2, "qwen3": _qwen3}
+def _phi3() -> Architecture:
+    from .phi3 import phi3_config, phi3_param_map
+
+    return _decoder("phi3", phi3_config, phi3_param_map)
+
+
+def _mistral() -> Architecture:
+    from .mistral import mistral_config
+
+    return _decoder("mistral", mistral_config)
+
+
+ARCHITECTURES: dict[str, Callable[[], Architecture]] = {
+    "llama": _llama,
+    "mistral": _mistral,
+    "phi3": _phi3,
+    "qwen2": _qwen2,
+    "qwen3": _qwen3,
+}
 
 
 def get_architecture(name: str) -> Architecture:

@@ -37,6 +37,9 @@ class DecoderConfig:
         max_position_embeddings: longest trained context, tokens.
         attention_bias: the q/k/v projections carry a bias (Qwen2).
         qk_norm: RMSNorm over each head's q and k before RoPE (Qwen3).
+        sliding_window: keys a query attends to, itself included (Mistral v0.1, Phi-3);
+            ``None`` for full attention. Sliding-window attention is not implemented: a
+            recipe's ``context_window_size`` must not exceed it (then no window ever applies).
     """
 
     hidden_size: int
@@ -53,6 +56,7 @@ class DecoderConfig:
     max_position_embeddings: int
     attention_bias: bool = False
     qk_norm: bool = False
+    sliding_window: int | None = None
 
     def kv_cache_spec(self):
         """What the paged KV cache needs (a :class:`mlcbuild.models.common.KVCacheSpec`)."""
@@ -105,17 +109,35 @@ def no_sliding_window(cfg: dict[str, Any], where, arch: str) -> None:
         )
 
 
-def decoder_config(cfg: dict[str, Any], where, default_head_dim: int | None = None, **flags) -> DecoderConfig:
+def sliding_window(cfg: dict[str, Any], where) -> int | None:
+    """``sliding_window`` (Mistral, Phi-3) as a positive int, or ``None``.
+
+    Raises:
+        RecipeError: a value that is neither null nor a positive integer.
+    """
+    window = cfg.get("sliding_window")
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window <= 0):
+        raise RecipeError(
+            f"model.config.sliding_window must be a positive integer or absent, got {window!r}",
+            path=where,
+            fix="copy sliding_window from the checkpoint's config.json",
+        )
+    return window
+
+
+def decoder_config(cfg: dict[str, Any], where, defaults: dict[str, Any] | None = None, **flags) -> DecoderConfig:
     """The keys every decoder shares, checked; ``flags`` set the architecture's own fields.
 
     Keys and defaults follow Hugging Face ``transformers/models/llama/configuration_llama.py``;
-    ``head_dim`` defaults to ``hidden_size // num_attention_heads`` unless the architecture
-    gives ``default_head_dim`` (Qwen3: 128).
+    ``defaults`` are the architecture's own defaults for absent keys (its
+    ``configuration_*.py``: Qwen3's ``head_dim`` 128, Phi-3's ``rms_norm_eps`` 1e-5, ...).
+    ``head_dim`` defaults to ``hidden_size // num_attention_heads``.
 
     Raises:
         RecipeError: a missing or mistyped key, head counts that do not divide, or an
             unsupported ``rope_scaling`` type.
     """
+    cfg = {**(defaults or {}), **cfg}
     for key in _REQUIRED:
         if key not in cfg:
             raise RecipeError(
@@ -135,7 +157,7 @@ def decoder_config(cfg: dict[str, Any], where, default_head_dim: int | None = No
             path=where,
             fix="fix the head counts",
         )
-    head_dim = cfg.get("head_dim") or default_head_dim
+    head_dim = cfg.get("head_dim")
     if head_dim is None:
         if cfg["hidden_size"] % heads:
             raise RecipeError(

@@ -11,7 +11,8 @@ from .config import DecoderConfig
 ParamMap = dict[str, tuple[list[str], Callable[..., np.ndarray]]]
 
 
-def _ident(x: np.ndarray) -> np.ndarray:
+def identity(x: np.ndarray) -> np.ndarray:
+    """A checkpoint tensor used as it is."""
     return x
 
 
@@ -28,22 +29,22 @@ def decoder_param_map(cfg: DecoderConfig) -> ParamMap:
         along the output axis 0; Qwen3's per-head ``q_norm``/``k_norm`` with ``qk_norm``.
     """
     out: ParamMap = {
-        "model.embed_tokens.weight": (["model.embed_tokens.weight"], _ident),
-        "model.norm.weight": (["model.norm.weight"], _ident),
+        "model.embed_tokens.weight": (["model.embed_tokens.weight"], identity),
+        "model.norm.weight": (["model.norm.weight"], identity),
     }
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}"
-        out[f"{p}.input_layernorm.weight"] = ([f"{p}.input_layernorm.weight"], _ident)
-        out[f"{p}.post_attention_layernorm.weight"] = ([f"{p}.post_attention_layernorm.weight"], _ident)
+        out[f"{p}.input_layernorm.weight"] = ([f"{p}.input_layernorm.weight"], identity)
+        out[f"{p}.post_attention_layernorm.weight"] = ([f"{p}.post_attention_layernorm.weight"], identity)
         out[f"{p}.self_attn.qkv_proj.weight"] = ([f"{p}.self_attn.{x}_proj.weight" for x in "qkv"], _cat)
         if cfg.attention_bias:
             out[f"{p}.self_attn.qkv_proj.bias"] = ([f"{p}.self_attn.{x}_proj.bias" for x in "qkv"], _cat)
         if cfg.qk_norm:
             for x in "qk":
-                out[f"{p}.self_attn.{x}_norm.weight"] = ([f"{p}.self_attn.{x}_norm.weight"], _ident)
-        out[f"{p}.self_attn.o_proj.weight"] = ([f"{p}.self_attn.o_proj.weight"], _ident)
+                out[f"{p}.self_attn.{x}_norm.weight"] = ([f"{p}.self_attn.{x}_norm.weight"], identity)
+        out[f"{p}.self_attn.o_proj.weight"] = ([f"{p}.self_attn.o_proj.weight"], identity)
         out[f"{p}.mlp.gate_up_proj.weight"] = ([f"{p}.mlp.gate_proj.weight", f"{p}.mlp.up_proj.weight"], _cat)
-        out[f"{p}.mlp.down_proj.weight"] = ([f"{p}.mlp.down_proj.weight"], _ident)
+        out[f"{p}.mlp.down_proj.weight"] = ([f"{p}.mlp.down_proj.weight"], identity)
     if not cfg.tie_word_embeddings:
-        out["lm_head.weight"] = (["lm_head.weight"], _ident)
+        out["lm_head.weight"] = (["lm_head.weight"], identity)
     return out

@@ -22,4 +22,4 @@ def qwen2_config(cfg: dict[str, Any], path=None) -> DecoderConfig:
     require(cfg, where, "hidden_act", ("silu",), "silu", "qwen2")
     no_sliding_window(cfg, where, "qwen2")
     require(cfg, where, "use_mrope", (False, None), False, "qwen2")  # Qwen2-VL's multimodal RoPE
-    return decoder_config(cfg, where, attention_bias=True)
+    return decoder_config(cfg, where, defaults={"max_position_embeddings": 32768}, attention_bias=True)

@@ -23,4 +23,10 @@ def qwen3_config(cfg: dict[str, Any], path=None) -> DecoderConfig:
     require(cfg, where, "hidden_act", ("silu",), "silu", "qwen3")
     no_sliding_window(cfg, where, "qwen3")
     bias = require(cfg, where, "attention_bias", (False, True, None), False, "qwen3")
-    return decoder_config(cfg, where, default_head_dim=128, attention_bias=bool(bias), qk_norm=True)
+    return decoder_config(
+        cfg,
+        where,
+        defaults={"head_dim": 128, "max_position_embeddings": 32768},
+        attention_bias=bool(bias),
+        qk_norm=True,
+    )
