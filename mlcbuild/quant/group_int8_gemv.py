@@ -233,7 +233,7 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
         system-library builds (``AttachGlobalSymbol``: "Cannot treat type ir.Call as type
         ir.Expr"), which is how the Arm targets are packaged.
         """
-        if PREFETCH_WORDS is None or isa == "dotprod":
+        if isa == "dotprod":
             return T.int32(0)
         return T.call_intrin(
             "void", "tirx.prefetch", T.address_of(qw[row, word + PREFETCH_WORDS]), T.int32(0), T.int32(3), T.int32(1)

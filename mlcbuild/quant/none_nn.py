@@ -20,7 +20,7 @@ class CPUFloatLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n, k = self.out_features, self.in_features
-        if group_cpu_matmul.prefill_shaped(x) and group_cpu_matmul.supports_float(n, "avx2", x.dtype):
+        if group_cpu_matmul.prefill_shaped(x) and group_cpu_matmul.supports_float(n, x.dtype):
             y = op.tensor_ir_op(
                 group_cpu_matmul.prefill_matmul_float(n, k),
                 "prefill_matmul",
