@@ -83,8 +83,13 @@ def test_cpu_builds_use_it():
     assert "parallel" in funcs["fused_rope"].script()  # ours (cpu_rope); TVM's is a serial s_tir block
 
 
-LLAMA3 = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-          "original_max_position_embeddings": 8192}
+LLAMA3 = {
+    "rope_type": "llama3",
+    "factor": 32.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,9 @@ CASES = {
     # Qwen3: per-head q/k RMSNorm, head_dim 32 != hidden / heads (16), GQA 2, untied
     "qwen3-hd32": tiny_config(model_type="qwen3", head_dim=32, rope_theta=1000000.0),
     # Phi-3: fused qkv_proj / gate_up_proj in the checkpoint, MHA, a window the context fits in
-    "phi3-mha": tiny_config(model_type="phi3", num_key_value_heads=4, pad_token_id=0, eos_token_id=2, sliding_window=128),
+    "phi3-mha": tiny_config(
+        model_type="phi3", num_key_value_heads=4, pad_token_id=0, eos_token_id=2, sliding_window=128
+    ),
     # Mistral: GQA 2, explicit head_dim, sliding_window null (v0.2+)
     "mistral": tiny_config(model_type="mistral", head_dim=32, sliding_window=None),
 }

@@ -124,7 +124,9 @@ def test_math_changing_keys_are_checked():
     assert "use_mrope" in _err(recipe_data(tiny_config(model_type="qwen2", use_mrope=True))).message
     longrope = {"rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}
     assert "longrope" in _err(recipe_data(tiny_config(model_type="phi3", rope_scaling=longrope))).message
-    assert "partial_rotary_factor" in _err(recipe_data(tiny_config(model_type="phi3", partial_rotary_factor=0.75))).message
+    assert (
+        "partial_rotary_factor" in _err(recipe_data(tiny_config(model_type="phi3", partial_rotary_factor=0.75))).message
+    )
 
 
 def test_model_type_of_another_architecture_is_an_error():

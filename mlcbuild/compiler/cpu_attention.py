@@ -17,13 +17,12 @@ token at a 200-token context on host went to the attention step.
 
 from __future__ import annotations
 
-import math
 
 import tvm
 from tvm import tirx
 from tvm.script import tirx as T
 
-LOG2E = math.log2(math.e)
+from .tir_math import LOG2E, fast_exp2
 
 
 def ragged_prefill_cpu(h_kv: int, h_q: int, d: int, dtype: str) -> tirx.PrimFunc:
@@ -134,12 +133,14 @@ def paged_decode_cpu(h_kv: int, h_q: int, d: int, page_size: int, dtype: str) ->
     sequence's pages ``page_table_values[indptr[b]:indptr[b + 1]]``, its last page holding
     ``length_info[b]`` tokens; output ``[B, h_q, d]`` and lse ``[B, h_q]`` (base 2, -5e4 for an
     empty sequence). Parallel over (sequence, query head); one page of keys at a time: its
-    ``page_size`` scores (vectorized dot products), then one rescale of the running output
-    per page instead of one per key (online softmax as in the prefill kernel).
+    scores (per key one 8-lane dot product and a 3-step horizontal sum), their ``2^x`` as
+    one vectorized polynomial (:func:`.tir_math.fast_exp2`), then one rescale of the running
+    output per page instead of one per key (online softmax as in the prefill kernel).
+    ``d`` a multiple of 8 (else TVM's kernel stays).
     """
     group = h_q // h_kv
-    lanes = next(x for x in (16, 8, 4, 2, 1) if d % x == 0)
     neg = -5e4
+    chunks = d // 8
 
     def seq(task):
         return task // h_q
@@ -151,8 +152,18 @@ def paged_decode_cpu(h_kv: int, h_q: int, d: int, page_size: int, dtype: str) ->
         """Tokens in page ``pg`` of the sequence: ``page_size``, the last one ``length_info``."""
         return T.if_then_else(pg == n_pages(indptr, task) - 1, length_info[seq(task)], page_size)
 
-    def page_of(indptr, values, task, pg):
-        return values[indptr[seq(task)] + pg]
+    def kv_at(pages, indptr, values, task, pg, kv, t, j0):
+        """8 values ``[8 j0, 8 j0 + 8)`` of key (``kv`` 0) or value (1) ``t`` of page ``pg``, float32x8."""
+        page = values[indptr[seq(task)] + pg]
+        return T.Cast("float32x8", pages[page, kv, task % h_q // group, t, T.ramp(j0 * 8, 1, 8)])
+
+    def dot8(qv, pages, indptr, values, task, pg, t):
+        """``q . k_t`` as 8 partial sums (float32x8)."""
+        total = None
+        for j0 in range(chunks):
+            term = qv[T.ramp(j0 * 8, 1, 8)] * kv_at(pages, indptr, values, task, pg, 0, t, j0)
+            total = term if total is None else total + term
+        return total
 
     @T.prim_func(s_tir=False)
     def batch_decode_paged_kv(
@@ -193,7 +204,7 @@ def paged_decode_cpu(h_kv: int, h_q: int, d: int, page_size: int, dtype: str) ->
         for task in T.parallel(batch * h_q):
             acc = T.decl_buffer((d,), "float32")
             qv = T.decl_buffer((d,), "float32")
-            part = T.decl_buffer((lanes,), "float32")
+            part = T.decl_buffer((8,), "float32")
             score = T.decl_buffer((page_size,), "float32")
             stats = T.decl_buffer((4,), "float32")  # running max, denominator, page max, new max
             for j in T.vectorized(d):
@@ -202,39 +213,27 @@ def paged_decode_cpu(h_kv: int, h_q: int, d: int, page_size: int, dtype: str) ->
             stats[0] = T.float32(neg)
             stats[1] = T.float32(0)
             for pg in range(n_pages(indptr, task)):
-                for t in range(page_size):
-                    if t < in_page(indptr, length_info, task, pg):
-                        for lane in T.vectorized(lanes):
-                            part[lane] = T.float32(0)
-                        for j0 in range(d // lanes):
-                            for lane in T.vectorized(lanes):
-                                part[lane] = part[lane] + qv[j0 * lanes + lane] * T.Cast(
-                                    "float32",
-                                    pages[
-                                        page_of(indptr, values, task, pg), 0, task % h_q // group, t, j0 * lanes + lane
-                                    ],
-                                )
-                        score[t] = T.float32(0)
-                        for lane in range(lanes):
-                            score[t] = score[t] + part[lane]
-                    else:
-                        score[t] = T.float32(neg)
+                for t in T.vectorized(page_size):
+                    score[t] = T.float32(neg)
+                for t in range(in_page(indptr, length_info, task, pg)):
+                    part[T.ramp(0, 1, 8)] = dot8(qv, pages, indptr, values, task, pg, t)
+                    part[T.ramp(0, 1, 4)] = part[T.ramp(0, 1, 4)] + part[T.ramp(4, 1, 4)]
+                    score[t] = (part[0] + part[2]) + (part[1] + part[3])
                 stats[2] = T.float32(neg)
                 for t in range(page_size):
                     stats[2] = T.max(stats[2], score[t])
                 stats[3] = T.max(stats[0], stats[2])
                 for t in T.vectorized(page_size):
-                    score[t] = T.exp2(score[t] - stats[3])
-                stats[1] = stats[1] * T.exp2(stats[0] - stats[3])
+                    score[t] = fast_exp2(score[t] - stats[3])
+                stats[1] = stats[1] * fast_exp2(stats[0] - stats[3])
                 for j in T.vectorized(d):
-                    acc[j] = acc[j] * T.exp2(stats[0] - stats[3])
-                for t in range(page_size):
-                    if t < in_page(indptr, length_info, task, pg):
-                        stats[1] = stats[1] + score[t]
-                        for j in T.vectorized(d):
-                            acc[j] = acc[j] + score[t] * T.Cast(
-                                "float32", pages[page_of(indptr, values, task, pg), 1, task % h_q // group, t, j]
-                            )
+                    acc[j] = acc[j] * fast_exp2(stats[0] - stats[3])
+                for t in range(in_page(indptr, length_info, task, pg)):
+                    stats[1] = stats[1] + score[t]
+                    for j0 in T.unroll(chunks):
+                        acc[T.ramp(j0 * 8, 1, 8)] = acc[T.ramp(j0 * 8, 1, 8)] + T.broadcast(score[t], 8) * kv_at(
+                            pages, indptr, values, task, pg, 1, t, j0
+                        )
                 stats[0] = stats[3]
             for j in T.vectorized(d):
                 output[seq(task), task % h_q, j] = T.Cast(
@@ -269,7 +268,7 @@ def replace_cpu_attention(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         elif gv.name_hint == "batch_decode_paged_kv_cpu":
             q, pages = func.params[:2]
             h_q, d = int(q.shape[1]), int(q.shape[2])
-            if int(pages.shape[4]) != d or len(func.params[4].shape) != 1:
+            if int(pages.shape[4]) != d or d % 8 or len(func.params[4].shape) != 1:
                 continue
             ours = paged_decode_cpu(int(pages.shape[2]), h_q, d, int(pages.shape[3]), str(q.dtype))
         else:

@@ -1,6 +1,7 @@
 """The Relax pipeline, in named phases.
 
-graph     FuseTransposeMatmul (``x @ W^T`` as one NT matmul)
+graph     FuseTransposeMatmul (``x @ W^T`` as one NT matmul); CPU: FuseDecodeGEMV (RMSNorm,
+          SwiGLU and residual adds into the int8 decode GEMVs)
 lower     LegalizeOps (CPU: SiLU with a polynomial exp), AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
 tir       FuseDequantizeMatmul (our pass), DeadCodeElimination
 schedule  tuned records from ``tuning_logs/<target>/`` (MetaScheduleApplyDatabase),
@@ -28,6 +29,7 @@ from .passes import (
     attach_variable_bounds,
     check_device_kernels,
     cpu_legalize_map,
+    fuse_decode_gemv,
     fuse_dequantize_matmul,
     mark_noalias,
 )
@@ -85,11 +87,14 @@ def apply_tuning_records(work_dir: Path | None, tuned: list[str] | None = None):
 def front_phases(variable_bounds: dict[str, int], target) -> list[tuple[str, list]]:
     """The phases before scheduling (graph, lower, tir): their output is what gets tuned.
 
-    CPU (``llvm``) targets legalize with :func:`.passes.cpu_legalize_map`.
+    CPU (``llvm``) targets fuse the decode GEMVs' neighbours into them
+    (:func:`.passes.fuse_decode_gemv`) and legalize with :func:`.passes.cpu_legalize_map`.
     """
-    legalize = cpu_legalize_map() if target.kind.name == "llvm" else None
+    cpu = target.kind.name == "llvm"
+    legalize = cpu_legalize_map() if cpu else None
+    graph = [attach_variable_bounds(variable_bounds), relax.transform.FuseTransposeMatmul()]
     return [
-        ("graph", [attach_variable_bounds(variable_bounds), relax.transform.FuseTransposeMatmul()]),
+        ("graph", graph + ([fuse_decode_gemv] if cpu else [])),
         (
             "lower",
             [

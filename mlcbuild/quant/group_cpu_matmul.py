@@ -68,7 +68,9 @@ def _register_blocked(k: int):
                             acc[i, T.ramp(f * 8, 1, 8)] = fma(acc, i, f, x, rb * ROWS + i, kk, wt, sub)
                 for i in T.unroll(ROWS):
                     for f in T.unroll(FEATS // 8):
-                        y[0, rb * ROWS + i, T.ramp(tile * TILE + sub * FEATS + f * 8, 1, 8)] = acc[i, T.ramp(f * 8, 1, 8)]
+                        y[0, rb * ROWS + i, T.ramp(tile * TILE + sub * FEATS + f * 8, 1, 8)] = acc[
+                            i, T.ramp(f * 8, 1, 8)
+                        ]
             for r in range(m - m // ROWS * ROWS):
                 for f in T.unroll(FEATS // 8):
                     acc[0, T.ramp(f * 8, 1, 8)] = T.broadcast(T.float32(0), 8)

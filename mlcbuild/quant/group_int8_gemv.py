@@ -28,7 +28,10 @@ a dot product summing one group), each step's activation bytes in the matching o
   nibbles in the first half, high nibbles in the second.
 - int8: a step is 1 group of 8 words whose bytes are already ``k`` in order.
 
-The activation quantization is the kernel's first (serial) loop into a scratch buffer;
+The activation quantization is the kernel's first (serial) loop into a scratch buffer,
+and may compute the row it quantizes: the RMSNorm before the GEMV or the SwiGLU activation
+(``prologue``), and add a residual to the output; ``passes.fuse_decode_gemv`` fuses those
+neighbours in (a decode layer's ~10 kernel launches become 5);
 the GEMV is parallel over groups of 4 rows, one from each of 4 far-apart stretches of the
 weight (independent accumulators and memory streams, activation vector loaded once for all
 four), with a software prefetch 1 KiB ahead on each row; ``d_w * d_x`` computed a chunk of
@@ -53,6 +56,8 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from ..compiler.tir_math import fast_silu
+
 GROUP = 32
 # software prefetch distance along a weight row: 1 KiB ahead measured 2-9 % faster from DRAM
 # than none (4-row streams; 512 B and 4 KiB ahead gained less)
@@ -60,6 +65,9 @@ PREFETCH_WORDS = 256
 # weight bits each instruction set runs: vpmaddubsw saturates int8 x int8 pair sums, sdot is
 # signed x signed (unsigned int8 weights do not fit)
 BITS = {"avxvnni": (4, 8), "avx2": (4,), "dotprod": (4,)}
+# what may produce the activation row inside the kernel (see int8_gemv)
+PROLOGUES = (None, "rms_norm", "swiglu")
+GEMV_ATTR = "mlcbuild.int8_gemv"  # PrimFunc attribute: int8_gemv's arguments (n, k, bits, ...)
 
 
 def supports(scheme, isa: str | None, layout: str = "NK") -> bool:
@@ -78,8 +86,9 @@ def supports(scheme, isa: str | None, layout: str = "NK") -> bool:
 def activation_reference(x: np.ndarray) -> np.ndarray:
     """NumPy reference of the activation quantization: ``[..., K]`` float -> dequantized ``xq * d_x``.
 
-    Blocks of 32 along the last axis (zero-padded), ``d_x = max|x| / 127``, ``xq = round(x / d_x)``
-    (ties to even here, away from zero in the kernel: equal except at exact ties).
+    Blocks of 32 along the last axis (zero-padded), ``d_x = max|x| / 127``, ``xq = round(x * (127 /
+    max|x|))`` in float32, halves away from zero: the kernel's arithmetic step for step (``x / d_x``
+    rounds differently and moves a value near a rounding boundary to the other side).
     """
     x = np.asarray(x, dtype=np.float32)
     k = x.shape[-1]
@@ -87,9 +96,11 @@ def activation_reference(x: np.ndarray) -> np.ndarray:
     xp = np.zeros(x.shape[:-1] + (kp,), np.float32)
     xp[..., :k] = x
     blocks = xp.reshape(x.shape[:-1] + (kp // GROUP, GROUP))
-    d = np.abs(blocks).max(axis=-1, keepdims=True) / np.float32(127)
-    q = np.rint(blocks / np.where(d == 0, 1, d))
-    return (q * d).reshape(xp.shape)[..., :k].astype(np.float32)
+    m = np.abs(blocks).max(axis=-1, keepdims=True)
+    inv = np.where(m > 0, np.float32(127) / np.where(m > 0, m, 1), np.float32(0)).astype(np.float32)
+    v = (blocks * inv).astype(np.float32)
+    q = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+    return (q * (m / np.float32(127))).reshape(xp.shape)[..., :k].astype(np.float32)
 
 
 def _span(bits: int, k: int) -> int:
@@ -112,7 +123,19 @@ def _permuted_position(g, i, bits: int, span: int):
 
 
 @functools.lru_cache(maxsize=None)  # TVMScript parsing costs ~0.1 s; shapes repeat per layer
-def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype: str, isa: str) -> tirx.PrimFunc:
+def int8_gemv(
+    n: int,
+    k: int,
+    bits: int,
+    max_int: int,
+    x_dtype: str,
+    scale_dtype: str,
+    isa: str,
+    prologue: str | None = None,
+    eps: float = 0.0,
+    norm_dtype: str = "float32",
+    residual: bool = False,
+) -> tirx.PrimFunc:
     """The kernel ``y [1, 1, n] = x [1, 1, k] @ dequant(q_weight [n, kp * bits / 32], q_scale [n, kp / 32])^T``.
 
     Args:
@@ -121,12 +144,24 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
         x_dtype: dtype of ``x`` and ``y`` (the compute dtype); ``scale_dtype`` of ``q_scale``.
         isa: ``"avxvnni"`` (``vpdpbusd``, AVX-VNNI or AVX512-VNNI with VL), ``"avx2"``, or
             ``"dotprod"`` (aarch64 ``sdot``; compiled and inspected here, not run: no Arm machine).
+        prologue: what produces the GEMV's input inside the kernel (:data:`PROLOGUES`, used by
+            :func:`mlcbuild.compiler.passes.fuse_decode_gemv`): ``None`` (the parameters are
+            ``x, q_weight, q_scale``); ``"rms_norm"``: ``x, norm_weight [k] norm_dtype, q_weight,
+            q_scale`` and the input is ``RMSNorm(x)`` with ``eps`` (HF ``LlamaRMSNorm``:
+            ``x * rsqrt(mean(x^2) + eps) * w``; the ``rsqrt`` factor, one per row, is folded into the
+            activation scales: quantizing ``x * w`` with it and without gives the same int8 values);
+            ``"swiglu"``: ``gate_up [1, 1, 2 k], q_weight, q_scale`` and the input is
+            ``silu(gate_up[:k]) * gate_up[k:]`` (HF ``LlamaMLP``).
+        residual: a last input ``residual [1, 1, n]`` is added to the output.
 
     Raises:
-        ValueError: an unsupported ``bits``/``isa`` pair.
+        ValueError: an unsupported ``bits``/``isa`` pair, an unknown prologue, or a fused
+            prologue with ``k`` not a multiple of 32.
     """
     if bits not in BITS.get(isa, ()):
         raise ValueError(f"no int8 GEMV for {bits}-bit weights with {isa}")
+    if prologue not in PROLOGUES or (prologue is not None and k % GROUP):
+        raise ValueError(f"no int8 GEMV prologue {prologue!r} for k={k} (known: {PROLOGUES}; k a multiple of {GROUP})")
     epw = 32 // bits
     kp = math.ceil(k / GROUP) * GROUP
     groups, words = kp // GROUP, kp // epw
@@ -218,9 +253,19 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
     # No TVMScript assignments (`v = expr`) below: TVM 0.27 lowers each into a one-element
     # buffer from TVMBackendAllocWorkspace, inside the parallel loop once per iteration
     # (~1,100 allocations per call of a 3072-row GEMV). Python helpers inline the expressions.
-    def x_at(x, g, i):
-        """``x[32 g + i]``, zero past ``k``."""
-        return T.if_then_else(g * GROUP + i < k, T.Cast("float32", x[0, 0, g * GROUP + i]), T.float32(0))
+    def act_at(x, nw, j):
+        """Element ``j < k`` of the activation row before quantization, float32 (for
+        ``"rms_norm"`` without the ``rsqrt`` factor)."""
+        f32 = lambda v: T.Cast("float32", v)  # noqa: E731
+        if prologue == "swiglu":
+            return fast_silu(f32(x[0, 0, j])) * f32(x[0, 0, k + j])
+        if prologue == "rms_norm":
+            return f32(x[0, 0, j]) * f32(nw[j])
+        return f32(x[0, 0, j])
+
+    def out(acc, r, res, row):
+        """Row ``row`` of the output: the sum of ``acc[r]``'s lanes (+ the residual)."""
+        return hsum(acc, r) if res is None else hsum(acc, r) + res[0, 0, row]
 
     def row_at(task, blk, r):
         """Row ``r`` of row group ``task * per_task + blk``: one per stretch of ``stretch`` rows."""
@@ -251,34 +296,55 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
             x_dtype, acc[r, 0] + acc[r, 1] + acc[r, 2] + acc[r, 3] + acc[r, 4] + acc[r, 5] + acc[r, 6] + acc[r, 7]
         )
 
-    @T.prim_func(s_tir=False)
-    def gemv_int8(
-        x: T.Buffer((1, 1, k), x_dtype),
-        q_weight: T.Buffer((n, words), "uint32"),
-        q_scale: T.Buffer((n, groups), scale_dtype),
-        y: T.Buffer((1, 1, n), x_dtype),
-    ):
-        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
-        xq = T.decl_buffer((kp,), "int8")
-        xd = T.decl_buffer((groups,), "float32")
-        xz = T.decl_buffer((steps, 8), "int32")
-        # ---- activation row -> int8 blocks of 32 (serial: k elements, ~1 us)
+    @T.macro
+    def activation(x, nw, xq, xd, xz):
+        """The activation row into int8 blocks (``xq``), their scales (``xd``) and zero-point
+        terms (``xz``): serial, ``k`` elements (~1 us at k = 576)."""
+        xf = T.decl_buffer((kp,), "float32")  # the row before quantization
+        st = T.decl_buffer((4,), "float32")  # max |x|, 1 / d_x, sum xq; RMSNorm's rsqrt factor
+        if k == kp:
+            for j0 in range(kp // 8):
+                for j1 in T.vectorized(8):
+                    xf[j0 * 8 + j1] = act_at(x, nw, j0 * 8 + j1)
+        else:
+            for j in range(kp):
+                xf[j] = T.if_then_else(j < k, act_at(x, nw, j), T.float32(0))
+        st[3] = T.float32(1)
+        if prologue == "rms_norm":
+            part = T.decl_buffer((8,), "float32")  # lanes of sum x^2
+            for j1 in T.vectorized(8):
+                part[j1] = T.float32(0)
+            for j0 in range(k // 8):
+                for j1 in T.vectorized(8):
+                    part[j1] = part[j1] + T.Cast("float32", x[0, 0, j0 * 8 + j1]) * T.Cast(
+                        "float32", x[0, 0, j0 * 8 + j1]
+                    )
+            st[3] = T.float32(1) / T.sqrt(
+                (part[0] + part[1] + part[2] + part[3] + part[4] + part[5] + part[6] + part[7]) / T.float32(k)
+                + T.float32(eps)
+            )
         for g in range(groups):
-            st = T.decl_buffer((3,), "float32")  # max |x|, 1 / d_x, sum xq
             st[0] = T.float32(0)
             for i in range(GROUP):
-                st[0] = T.max(st[0], T.abs(x_at(x, g, i)))
-            xd[g] = st[0] / T.float32(127)
+                st[0] = T.max(st[0], T.abs(xf[g * GROUP + i]))
+            xd[g] = st[0] / T.float32(127) * st[3]
             st[1] = T.if_then_else(st[0] > T.float32(0), T.float32(127) / st[0], T.float32(0))
             st[2] = T.float32(0)
             for i in range(GROUP):
-                xq[xq_at(g, i)] = T.Cast("int8", T.round(x_at(x, g, i) * st[1]))
+                xq[xq_at(g, i)] = T.Cast("int8", T.round(xf[g * GROUP + i] * st[1]))
             for i in range(GROUP):
                 st[2] = st[2] + T.Cast("float32", xq[xq_at(g, i)])
             for lane in range(8 // span):  # the group's lanes of the step's dot product
                 xz[g // span, (g % span) * (8 // span) + lane] = T.if_then_else(
                     lane == 0, T.Cast("int32", st[2]) * (-max_int), 0
                 )
+
+    @T.macro
+    def gemv(x, nw, q_weight, q_scale, res, y):
+        xq = T.decl_buffer((kp,), "int8")
+        xd = T.decl_buffer((groups,), "float32")
+        xz = T.decl_buffer((steps, 8), "int32")
+        activation(x, nw, xq, xd, xz)
         # ---- GEMV, parallel over groups of `rows` rows, one from each of `rows` far-apart
         # stretches of the weight: independent memory streams (one stream of consecutive
         # rows reads DRAM at ~8 GB/s here, several at 25+)
@@ -298,7 +364,9 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
                                 )
                         for si in range(chunk // span):
                             for r in T.unroll(rows):
-                                T.evaluate(prefetch(q_weight, row_at(task, blk, r), (c * (chunk // span) + si) * span * wpg))
+                                T.evaluate(
+                                    prefetch(q_weight, row_at(task, blk, r), (c * (chunk // span) + si) * span * wpg)
+                                )
                                 acc[r, T.ramp(0, 1, 8)] = fma(
                                     acc,
                                     r,
@@ -306,7 +374,7 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
                                     step_scale(lambda gi, _: cs[r, gi], si * span),
                                 )
                     for r in T.unroll(rows):
-                        y[0, 0, row_at(task, blk, r)] = hsum(acc, r)
+                        y[0, 0, row_at(task, blk, r)] = out(acc, r, res, row_at(task, blk, r))
         # the last n % rows rows, one at a time
         for t in range(n - stretch * rows):
             acc1 = T.decl_buffer((1, 8), "float32")
@@ -318,6 +386,65 @@ def int8_gemv(n: int, k: int, bits: int, max_int: int, x_dtype: str, scale_dtype
                     step_dot(q_weight, stretch * rows + t, xq, xz, s),
                     step_scale(lambda g, f32: T.Cast(f32, q_scale[stretch * rows + t, g]) * xd[g], s * span),
                 )
-            y[0, 0, stretch * rows + t] = hsum(acc1, 0)
+            y[0, 0, stretch * rows + t] = out(acc1, 0, res, stretch * rows + t)
 
-    return gemv_int8.without_attr("global_symbol")  # Relax names each call site
+    x_shape = (1, 1, 2 * k) if prologue == "swiglu" else (1, 1, k)
+    attrs = {"tirx.is_scheduled": True, "tirx.noalias": True}
+    W, S, Y = (n, words), (n, groups), (1, 1, n)
+    if prologue == "rms_norm":
+        assert not residual  # (no pattern needs it)
+
+        @T.prim_func(s_tir=False)
+        def gemv_int8(
+            x: T.Buffer(x_shape, x_dtype),
+            norm_weight: T.Buffer((k,), norm_dtype),
+            q_weight: T.Buffer(W, "uint32"),
+            q_scale: T.Buffer(S, scale_dtype),
+            y: T.Buffer(Y, x_dtype),
+        ):
+            T.func_attr(attrs)
+            gemv(x, norm_weight, q_weight, q_scale, None, y)
+
+    elif residual:
+
+        @T.prim_func(s_tir=False)
+        def gemv_int8(
+            x: T.Buffer(x_shape, x_dtype),
+            q_weight: T.Buffer(W, "uint32"),
+            q_scale: T.Buffer(S, scale_dtype),
+            res: T.Buffer(Y, x_dtype),
+            y: T.Buffer(Y, x_dtype),
+        ):
+            T.func_attr(attrs)
+            gemv(x, None, q_weight, q_scale, res, y)
+
+    else:
+
+        @T.prim_func(s_tir=False)
+        def gemv_int8(
+            x: T.Buffer(x_shape, x_dtype),
+            q_weight: T.Buffer(W, "uint32"),
+            q_scale: T.Buffer(S, scale_dtype),
+            y: T.Buffer(Y, x_dtype),
+        ):
+            T.func_attr(attrs)
+            gemv(x, None, q_weight, q_scale, None, y)
+
+    config = {
+        "n": n, "k": k, "bits": bits, "max_int": max_int, "x_dtype": x_dtype, "scale_dtype": scale_dtype,
+        "isa": isa, "prologue": prologue or "", "eps": float(eps), "norm_dtype": norm_dtype, "residual": int(residual),
+    }  # fmt: skip
+    # Relax names each call site; the pass that fuses neighbours reads the arguments back (gemv_arguments)
+    return gemv_int8.without_attr("global_symbol").with_attr(GEMV_ATTR, config)
+
+
+def gemv_arguments(func) -> dict | None:
+    """The :func:`int8_gemv` arguments a PrimFunc was made with (its ``GEMV_ATTR``), or ``None``."""
+    attrs = getattr(func, "attrs", None)
+    if attrs is None or GEMV_ATTR not in attrs:
+        return None
+    a = attrs[GEMV_ATTR]
+    out = {key: int(a[key]) for key in ("n", "k", "bits", "max_int")}
+    out.update({key: str(a[key]) for key in ("x_dtype", "scale_dtype", "isa", "norm_dtype")})
+    out.update(prologue=str(a["prologue"]) or None, eps=float(a["eps"]), residual=bool(int(a["residual"])))
+    return out
