@@ -17,7 +17,6 @@ token at a 200-token context on host went to the attention step.
 
 from __future__ import annotations
 
-
 import tvm
 from tvm import tirx
 from tvm.script import tirx as T

@@ -371,7 +371,7 @@ def int8_gemv(
                                     acc,
                                     r,
                                     step_dot(q_weight, row_at(task, blk, r), xq, xz, c * (chunk // span) + si),
-                                    step_scale(lambda gi, _: cs[r, gi], si * span),
+                                    step_scale(lambda gi, _: cs[r, gi], si * span),  # noqa: B023 (called at once)
                                 )
                     for r in T.unroll(rows):
                         y[0, 0, row_at(task, blk, r)] = out(acc, r, res, row_at(task, blk, r))
@@ -384,7 +384,7 @@ def int8_gemv(
                     acc1,
                     0,
                     step_dot(q_weight, stretch * rows + t, xq, xz, s),
-                    step_scale(lambda g, f32: T.Cast(f32, q_scale[stretch * rows + t, g]) * xd[g], s * span),
+                    step_scale(lambda g, f32: T.Cast(f32, q_scale[stretch * rows + t, g]) * xd[g], s * span),  # noqa: B023
                 )
             y[0, 0, stretch * rows + t] = out(acc1, 0, res, stretch * rows + t)
 
