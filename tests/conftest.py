@@ -58,6 +58,7 @@ HF_CLASSES = {
     "qwen3": ("Qwen3ForCausalLM", "Qwen3Config"),
     "phi3": ("Phi3ForCausalLM", "Phi3Config"),
     "mistral": ("MistralForCausalLM", "MistralConfig"),
+    "gemma3_text": ("Gemma3ForCausalLM", "Gemma3TextConfig"),
 }
 
 
@@ -78,8 +79,8 @@ def hf_model(cfg: dict, seed: int = 0, perturb: bool = True):
         for name, p in model.named_parameters() if perturb else ():
             if name.endswith(".bias"):
                 p.normal_(0.0, 0.5)
-            elif name.endswith("norm.weight"):
-                p.normal_(1.0, 0.2)
+            elif name.endswith("norm.weight"):  # Gemma's norms scale by 1 + w: w starts at 0
+                p.normal_(0.0 if "gemma" in cfg.get("model_type", "") else 1.0, 0.2)
     return model
 
 

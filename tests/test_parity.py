@@ -26,6 +26,21 @@ LLAMA3_ROPE = {
     "rope_type": "llama3",
 }
 
+GEMMA3 = {k: v for k, v in tiny_config(model_type="gemma3_text").items() if k not in ("rope_theta", "hidden_act")} | {
+    "hidden_activation": "gelu_pytorch_tanh",
+    "num_hidden_layers": 3,
+    "head_dim": 32,
+    "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+    "sliding_window": 128,
+    "rope_parameters": {
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000000.0},
+    },
+    "query_pre_attn_scalar": 24,
+    "final_logit_softcapping": 2.0,
+    "tie_word_embeddings": True,
+}
+
 CASES = {
     # GQA ratio 2, untied LM head
     "gqa2-untied": tiny_config(),
@@ -57,6 +72,9 @@ CASES = {
     ),
     # Mistral: GQA 2, explicit head_dim, sliding_window null (v0.2+)
     "mistral": tiny_config(model_type="mistral", head_dim=32, sliding_window=None),
+    # Gemma 3: local/global layers with their own RoPE (linear scaling on the global one),
+    # q/k norm, score scale from query_pre_attn_scalar, GeGLU, final soft-capping, tied
+    "gemma3": GEMMA3,
 }
 PROMPT = [1, 5, 9, 22, 7, 60, 3, 44, 17, 2, 31]  # 11 tokens: longer than a KV page is not needed, odd length is
 
@@ -120,7 +138,7 @@ def check_against(hf, ours, n_decode: int = 8, int8_activations: bool = False) -
 
 
 @pytest.mark.parametrize(
-    "case", ["gqa2-untied", "mha3-tied", "gqa4-llama3", "qwen2-tied", "qwen3-hd32", "phi3-mha", "mistral"]
+    "case", ["gqa2-untied", "mha3-tied", "gqa4-llama3", "qwen2-tied", "qwen3-hd32", "phi3-mha", "mistral", "gemma3"]
 )
 def test_q0f32_matches_transformers(case, cache_dir):
     """Logits within the bound at the prefill and each of 16 greedy decode steps."""

@@ -69,7 +69,14 @@ def _mistral() -> Architecture:
     return _decoder("mistral", mistral_config)
 
 
+def _gemma3() -> Architecture:
+    from .gemma3 import gemma3_config, gemma3_param_map
+
+    return _decoder("gemma3_text", gemma3_config, gemma3_param_map)
+
+
 ARCHITECTURES: dict[str, Callable[[], Architecture]] = {
+    "gemma3_text": _gemma3,
     "llama": _llama,
     "mistral": _mistral,
     "phi3": _phi3,

@@ -35,9 +35,11 @@ class Embedding(nn.Embedding):
 
 
 class GatedMLP(nn.Module):
-    """SwiGLU feed-forward: ``down(act(gate(x)) * up(x))`` with gate and up fused.
+    """Gated feed-forward: ``down(act(gate(x)) * up(x))`` with gate and up fused; ``act``
+    ``"silu"`` (SwiGLU) or ``"gelu_pytorch_tanh"`` (GeGLU with the tanh approximation of GELU).
 
-    Source: ``LlamaMLP`` in Hugging Face ``modeling_llama.py`` (Shazeer 2020, GLU variants).
+    Source: ``LlamaMLP`` in Hugging Face ``modeling_llama.py``, ``Gemma3MLP`` in
+    ``modeling_gemma3.py`` (Shazeer 2020, GLU variants).
     """
 
     def __init__(self, hidden_size: int, intermediate_size: int, dtype: str, act: str = "silu"):
@@ -50,7 +52,8 @@ class GatedMLP(nn.Module):
         """``[b, s, d]`` -> ``[b, s, d]``."""
         gate_up = self.gate_up_proj(x)
         gate, up = op.split(gate_up, 2, axis=-1)
-        return self.down_proj(op.silu(gate) * up)
+        act = op.silu(gate) if self.act == "silu" else op.gelu(gate, approximate="tanh")
+        return self.down_proj(act * up)
 
 
 class PagedAttention(nn.Module):
@@ -60,7 +63,11 @@ class PagedAttention(nn.Module):
     (``vm.builtin.attention_kv_cache_attention_with_fused_qkv``), as MLC-LLM does.
     ``bias``: the q/k/v projections carry one (Qwen2's ``Qwen2Attention``). ``qk_norm_eps``:
     RMSNorm over each head's q and k before RoPE, Qwen3's ``q_norm``/``k_norm``
-    (``transformers/models/qwen3/modeling_qwen3.py``).
+    (``transformers/models/qwen3/modeling_qwen3.py``). ``sm_scale``: the attention score scale
+    (default ``head_dim ** -0.5``; Gemma's ``query_pre_attn_scalar ** -0.5``). ``rope``:
+    ``(theta, linear factor)`` of this layer's RoPE applied here (:func:`rotate`) instead of in
+    the KV cache, for models whose layers use different bases (Gemma 3); the cache is then
+    built with ``RopeMode.NONE``.
     """
 
     def __init__(
@@ -72,7 +79,11 @@ class PagedAttention(nn.Module):
         dtype: str,
         bias: bool = False,
         qk_norm_eps: float | None = None,
+        sm_scale: float | None = None,
+        rope: tuple[float, float] | None = None,
     ):
+        self.sm_scale = sm_scale if sm_scale is not None else head_dim**-0.5
+        self.rope = rope
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
@@ -88,11 +99,50 @@ class PagedAttention(nn.Module):
         b, s, _ = x.shape
         h, h_kv = self.num_heads, self.num_kv_heads
         qkv = op.reshape(self.qkv_proj(x), (b, s, h + 2 * h_kv, self.head_dim))
-        if self.q_norm is not None:
+        if self.q_norm is not None or self.rope is not None:
             q, k, v = op.split(qkv, [h, h + h_kv], axis=2)
-            qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
-        out = paged_kv_cache.attention_with_fused_qkv(layer_id, qkv, h, sm_scale=self.head_dim**-0.5)
+            if self.q_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
+            if self.rope is not None:
+                positions = paged_kv_cache.get_query_positions(b * s)
+                q, k = (rotate(t, positions, *self.rope) for t in (q, k))
+            qkv = op.concat([q, k, v], dim=2)
+        out = paged_kv_cache.attention_with_fused_qkv(layer_id, qkv, h, sm_scale=self.sm_scale)
         return self.o_proj(op.reshape(out, (b, s, h * self.head_dim)))
+
+
+def rotate(x: Tensor, positions: Tensor, theta: float, factor: float = 1.0) -> Tensor:
+    """RoPE (Su et al. 2021) in the rotate-half layout: ``x`` ``[b, s, heads, d]``, ``positions``
+    ``[b * s]`` int32 (the KV cache's query positions) -> ``x``'s shape and dtype.
+
+    ``angle = (pos / factor) * theta ** (-2 i / d)`` for ``i < d / 2`` (``factor``: linear
+    scaling), computed in float32; ``out[i] = x[i] cos - x[i + d/2] sin``, ``out[i + d/2] =
+    x[i + d/2] cos + x[i] sin`` (HF ``apply_rotary_pos_emb`` with ``rotate_half``,
+    ``_compute_default_rope_parameters`` / ``_compute_linear_scaling_rope_parameters``).
+    """
+    import math
+
+    from tvm import tirx
+
+    def compute(t: te.Tensor, pos: te.Tensor):
+        b, s, h, d = t.shape
+        half = d // 2
+
+        def value(i, j, hh, c):
+            p = tirx.Cast("float32", pos[i * s + j]) / tirx.const(factor, "float32")
+            k = tirx.if_then_else(c < half, c, c - half)
+            inv_freq = tirx.exp(tirx.Cast("float32", k) * tirx.const(-2.0 * math.log(theta) / int(d), "float32"))
+            angle = p * inv_freq
+            xf = tirx.Cast("float32", t[i, j, hh, c])
+            other = tirx.if_then_else(
+                c < half, -t[i, j, hh, tirx.min(c + half, d - 1)], t[i, j, hh, tirx.max(c - half, 0)]
+            )
+            out = xf * tirx.cos(angle) + tirx.Cast("float32", other) * tirx.sin(angle)
+            return tirx.Cast(t.dtype, out)
+
+        return te.compute(t.shape, value, name="rope")
+
+    return op.tensor_expr_op(compute, name_hint="rope", args=[x, positions])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +155,7 @@ class KVCacheSpec:
     head_dim: int
     rope_theta: float
     rope_scaling: dict[str, Any]
+    rope_in_model: bool = False  # RoPE applied by the model (PagedAttention.rope): RopeMode.NONE
 
 
 def create_tir_paged_kv_cache(
@@ -140,7 +191,7 @@ def create_tir_paged_kv_cache(
         v_head_dim=spec.head_dim,
         mla_original_qk_head_dim=0,
         mla_original_v_head_dim=0,
-        rope_mode=RopeMode.NORMAL,
+        rope_mode=RopeMode.NONE if spec.rope_in_model else RopeMode.NORMAL,
         rope_scale=1,
         rope_theta=spec.rope_theta,
         rope_scaling=rope_scaling,  # TVM's kernels take {} for plain RoPE, reject "default"

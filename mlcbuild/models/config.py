@@ -37,9 +37,20 @@ class DecoderConfig:
         max_position_embeddings: longest trained context, tokens.
         attention_bias: the q/k/v projections carry a bias (Qwen2).
         qk_norm: RMSNorm over each head's q and k before RoPE (Qwen3).
-        sliding_window: keys a query attends to, itself included (Mistral v0.1, Phi-3);
-            ``None`` for full attention. Sliding-window attention is not implemented: a
-            recipe's ``context_window_size`` must not exceed it (then no window ever applies).
+        sliding_window: keys a query attends to, itself included (Mistral v0.1, Phi-3; Gemma 3's
+            sliding layers); ``None`` for full attention. Sliding-window attention is not
+            implemented: a recipe's ``context_window_size`` must not exceed it (then no window
+            ever applies).
+        hidden_act: the gated MLP's activation, ``"silu"`` or ``"gelu_pytorch_tanh"`` (Gemma).
+        embed_scale: embeddings are multiplied by ``sqrt(hidden_size)`` (Gemma).
+        sandwich_norms: Gemma's four norms per layer: ``post_attention_layernorm`` on the
+            attention output, ``pre_feedforward_layernorm`` / ``post_feedforward_layernorm``
+            around the MLP (Llama's ``post_attention_layernorm`` is the pre-MLP norm).
+        attn_scale: attention score scale; ``None``: ``head_dim ** -0.5``.
+        final_logit_softcapping: ``logits = cap * tanh(logits / cap)`` (Gemma 2), or ``None``.
+        layer_rope: per layer ``(theta, linear factor)`` of a RoPE the model applies itself
+            (Gemma 3: local and global layers use different bases); ``None``: one RoPE
+            (``rope_theta``/``rope_scaling``) applied by the KV cache.
     """
 
     hidden_size: int
@@ -57,6 +68,12 @@ class DecoderConfig:
     attention_bias: bool = False
     qk_norm: bool = False
     sliding_window: int | None = None
+    hidden_act: str = "silu"
+    embed_scale: bool = False
+    sandwich_norms: bool = False
+    attn_scale: float | None = None
+    final_logit_softcapping: float | None = None
+    layer_rope: tuple[tuple[float, float], ...] | None = None
 
     def kv_cache_spec(self):
         """What the paged KV cache needs (a :class:`mlcbuild.models.common.KVCacheSpec`)."""
@@ -69,6 +86,7 @@ class DecoderConfig:
             head_dim=self.head_dim,
             rope_theta=self.rope_theta,
             rope_scaling=self.rope_scaling,
+            rope_in_model=self.layer_rope is not None,
         )
 
 

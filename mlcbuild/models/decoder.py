@@ -5,11 +5,14 @@ Mirrors Hugging Face ``transformers/models/llama/modeling_llama.py``
 RoPE -> residual -> RMSNorm -> SwiGLU MLP -> residual, a final RMSNorm, and an LM
 head that may be tied to the token embedding. The :class:`~.config.DecoderConfig`
 flags add what other architectures change: q/k/v bias (Qwen2,
-``modeling_qwen2.py``), per-head q/k RMSNorm (Qwen3, ``modeling_qwen3.py``).
+``modeling_qwen2.py``), per-head q/k RMSNorm (Qwen3, ``modeling_qwen3.py``), Gemma 3's
+scaled embeddings, four norms per layer, GeGLU, score scale and per-layer RoPE bases
+(``modeling_gemma3.py``; its ``1 + weight`` norms are stored as ``1 + weight`` by the loader).
 """
 
 from __future__ import annotations
 
+import numpy as np
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
@@ -19,10 +22,17 @@ from .config import DecoderConfig
 
 
 class DecoderLayer(nn.Module):
-    """``x + attn(norm(x))`` then ``+ mlp(norm(.))``: ``[b, s, d]`` -> ``[b, s, d]`` (HF ``LlamaDecoderLayer``)."""
+    """``x + attn(norm(x))`` then ``+ mlp(norm(.))``: ``[b, s, d]`` -> ``[b, s, d]`` (HF ``LlamaDecoderLayer``).
 
-    def __init__(self, cfg: DecoderConfig, dtype: str):
-        self.input_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
+    With ``sandwich_norms`` (HF ``Gemma3DecoderLayer``): ``x + post_attention_layernorm(attn(
+    input_layernorm(x)))`` then ``+ post_feedforward_layernorm(mlp(pre_feedforward_layernorm(.)))``.
+    """
+
+    def __init__(self, cfg: DecoderConfig, dtype: str, layer_id: int = 0):
+        def norm():
+            return nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
+
+        self.input_layernorm = norm()
         self.self_attn = PagedAttention(
             cfg.hidden_size,
             cfg.num_attention_heads,
@@ -31,11 +41,20 @@ class DecoderLayer(nn.Module):
             dtype,
             bias=cfg.attention_bias,
             qk_norm_eps=cfg.rms_norm_eps if cfg.qk_norm else None,
+            sm_scale=cfg.attn_scale,
+            rope=cfg.layer_rope[layer_id] if cfg.layer_rope else None,
         )
-        self.post_attention_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
-        self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, dtype)
+        self.post_attention_layernorm = norm()
+        self.sandwich = cfg.sandwich_norms
+        if self.sandwich:
+            self.pre_feedforward_layernorm = norm()
+            self.post_feedforward_layernorm = norm()
+        self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, dtype, act=cfg.hidden_act)
 
     def forward(self, x: Tensor, paged_kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+        if self.sandwich:
+            x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), paged_kv_cache, layer_id))
+            return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
         x = x + self.self_attn(self.input_layernorm(x), paged_kv_cache, layer_id)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -45,7 +64,7 @@ class DecoderModel(nn.Module):
 
     def __init__(self, cfg: DecoderConfig, dtype: str):
         self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
-        self.layers = nn.ModuleList([DecoderLayer(cfg, dtype) for _ in range(cfg.num_hidden_layers)])
+        self.layers = nn.ModuleList([DecoderLayer(cfg, dtype, i) for i in range(cfg.num_hidden_layers)])
         self.norm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
 
     def forward(self, x: Tensor, paged_kv_cache: PagedKVCache) -> Tensor:
@@ -76,11 +95,19 @@ class DecoderForCausalLM(nn.Module):
             logits = self.model.embed_tokens.lm_head_forward(x)
         else:
             logits = self.lm_head(x)
-        return logits.astype("float32") if logits.dtype != "float32" else logits
+        logits = logits.astype("float32") if logits.dtype != "float32" else logits
+        cap = self.cfg.final_logit_softcapping
+        if cap is not None:  # HF Gemma2ForCausalLM: logits / cap -> tanh -> * cap
+            logits = op.tanh(logits / cap) * cap
+        return logits
 
     def embed(self, input_ids: Tensor) -> Tensor:
-        """Token ids ``[s]`` int32 -> embeddings ``[s, d]`` of the model dtype."""
-        return self.model.embed_tokens(input_ids)
+        """Token ids ``[s]`` int32 -> embeddings ``[s, d]`` of the model dtype (Gemma: times
+        ``sqrt(hidden_size)`` rounded to that dtype, as HF ``Gemma3TextScaledWordEmbedding``)."""
+        x = self.model.embed_tokens(input_ids)
+        if self.cfg.embed_scale:
+            x = x * float(np.array(self.cfg.hidden_size**0.5, dtype=x.dtype))
+        return x
 
     def prefill(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
         """One sequence's prompt chunk ``[1, s, d]`` -> last-token logits ``[1, 1, vocab]`` float32."""

@@ -1,0 +1,109 @@
+"""Gemma 3 text ``config.json`` -> :class:`mlcbuild.models.config.DecoderConfig` (no TVM import).
+
+Keys and defaults follow ``transformers/models/gemma3/configuration_gemma3.py``
+(``Gemma3TextConfig``). RoPE comes in either spelling: transformers 4.x (``rope_theta`` for
+global layers with ``rope_scaling``, ``rope_local_base_freq`` for local ones) or 5.x
+(``rope_parameters`` keyed by layer type).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import RecipeError
+from ..config import ARCH_FIX, DecoderConfig, decoder_config, require, sliding_window
+
+LAYER_TYPES = ("sliding_attention", "full_attention")
+
+
+def _rope(params: dict[str, Any], where, kind: str) -> tuple[float, float]:
+    """``(theta, linear factor)`` of one layer type's RoPE parameters.
+
+    Raises:
+        RecipeError: a type other than default/linear.
+    """
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type not in ("default", "linear"):
+        raise RecipeError(
+            f"model.config RoPE type {rope_type!r} for {kind} layers is not supported by the gemma3_text "
+            "definition; supported: 'default', 'linear'",
+            path=where,
+            fix="use a checkpoint with default or linear RoPE scaling",
+        )
+    factor = float(params.get("factor", 1.0)) if rope_type == "linear" else 1.0
+    return float(params["rope_theta"]), factor
+
+
+def _layer_types(cfg: dict[str, Any], where, n_layers: int) -> list[str]:
+    types = cfg.get("layer_types")
+    if types is None:  # transformers 4.x: every sliding_window_pattern-th layer is global
+        pattern = int(cfg.get("sliding_window_pattern", 6))
+        return ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers)]
+    if len(types) != n_layers or set(types) - set(LAYER_TYPES):
+        raise RecipeError(
+            f"model.config.layer_types must list {n_layers} of {LAYER_TYPES}, got {types!r}",
+            path=where,
+            fix="copy layer_types from the checkpoint's config.json",
+        )
+    return list(types)
+
+
+def gemma3_config(cfg: dict[str, Any], path=None) -> DecoderConfig:
+    """Parse a Hugging Face ``Gemma3TextConfig`` dict.
+
+    Raises:
+        RecipeError: as :func:`mlcbuild.models.config.decoder_config`; an activation other than
+            ``gelu_pytorch_tanh``; attention logit soft-capping, bidirectional attention or a
+            q/k/v bias (not implemented); malformed ``layer_types``; an unsupported RoPE type.
+    """
+    where = path or "<recipe>"
+    require(cfg, where, "model_type", ("gemma3_text", None), None, "gemma3_text", fix=ARCH_FIX)
+    act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
+    require({"hidden_activation": act}, where, "hidden_activation", ("gelu_pytorch_tanh",), None, "gemma3_text")
+    require(cfg, where, "attn_logit_softcapping", (None,), None, "gemma3_text")
+    require(cfg, where, "use_bidirectional_attention", (False, None), False, "gemma3_text")
+    require(cfg, where, "attention_bias", (False, None), False, "gemma3_text")
+    cap = cfg.get("final_logit_softcapping")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or cap <= 0):
+        raise RecipeError(
+            f"model.config.final_logit_softcapping must be a positive number or null, got {cap!r}",
+            path=where,
+            fix="copy final_logit_softcapping from the checkpoint's config.json",
+        )
+    n_layers = cfg.get("num_hidden_layers")
+    types = _layer_types(cfg, where, n_layers) if isinstance(n_layers, int) and n_layers > 0 else []
+    params = cfg.get("rope_parameters")
+    if isinstance(params, dict) and set(params) & set(LAYER_TYPES):
+        ropes = {kind: _rope(params[kind], where, kind) for kind in LAYER_TYPES if kind in params}
+    else:
+        ropes = {
+            "full_attention": _rope(
+                {"rope_theta": cfg.get("rope_theta", 1e6), **(cfg.get("rope_scaling") or {})}, where, "full_attention"
+            ),
+            "sliding_attention": (float(cfg.get("rope_local_base_freq", 1e4)), 1.0),
+        }
+    missing = sorted(set(types) - set(ropes))
+    if missing:
+        raise RecipeError(
+            f"model.config.rope_parameters lacks {missing}", path=where, fix="copy rope_parameters from the checkpoint"
+        )
+    window = sliding_window({"sliding_window": cfg.get("sliding_window", 4096)}, where)
+    base = {k: v for k, v in cfg.items() if k not in ("rope_parameters", "rope_scaling", "rope_theta")}
+    return decoder_config(
+        base,
+        where,
+        defaults={
+            "head_dim": 256,
+            "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": True,
+            "max_position_embeddings": 131072,
+        },
+        qk_norm=True,
+        sliding_window=window if "sliding_attention" in types else None,
+        hidden_act="gelu_pytorch_tanh",
+        embed_scale=True,
+        sandwich_norms=True,
+        attn_scale=float(cfg.get("query_pre_attn_scalar", 256)) ** -0.5,
+        final_logit_softcapping=float(cap) if cap is not None else None,
+        layer_rope=tuple(ropes[t] for t in types),
+    )
