@@ -82,6 +82,22 @@ def test_fused_int8_gemv_matches_numpy(prologue, residual):
     assert np.abs(y.numpy().reshape(n) - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
+@pytest.mark.parametrize("n,k", [(97, 64), (256, 576)])  # 97: a tail of 1 row past 4 stretches
+def test_float_gemv_matches_numpy(n, k):
+    """The q0f32 decode GEMV (``float_gemv``) within 1e-5 x max |y| of NumPy (summation order only)."""
+    from mlcbuild.quant.float_gemv import float_gemv
+
+    _needs("avx2")
+    rng = np.random.default_rng(n)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    x = rng.standard_normal((1, 1, k)).astype(np.float32)
+    lib = tvm.tirx.build(tvm.IRModule({"main": float_gemv(n, k).with_attr("global_symbol", "main")}), target=HOST)
+    y = tvm.runtime.empty((1, 1, n), "float32", tvm.cpu())
+    lib["main"](tvm.runtime.tensor(x, tvm.cpu()), tvm.runtime.tensor(w, tvm.cpu()), y)
+    ref = w @ x.reshape(k)
+    assert np.abs(y.numpy().reshape(n) - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
 def test_fast_exp_relative_error():
     """``tir_math.fast_exp`` (Cephes expf) within 2e-7 of float64 ``exp`` on [-87, 88]; vectorized."""
     from tvm.script import tirx as T

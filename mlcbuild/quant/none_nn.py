@@ -1,17 +1,43 @@
-"""The ``nn.Module`` of the unquantized fp32 linear on x86 (imports TVM; :mod:`.none` does not)."""
+"""The ``nn.Module`` of the unquantized fp32 linear and tied LM head on x86 (imports TVM;
+:mod:`.none` does not)."""
 
 from __future__ import annotations
 
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
-from . import group_cpu_matmul
+from ..models.common import Embedding
+
+from . import float_gemv, group_cpu_matmul
+
+
+def decode_shaped(x: Tensor) -> bool:
+    """``x`` is one static ``[1, 1, K]`` row (decode, or prefill's last-token LM head)."""
+    shape = x.shape
+    return len(shape) == 3 and all(isinstance(d, int) for d in shape) and shape[0] == 1 and shape[1] == 1
+
+
+def float_linear(x: Tensor, weight, n: int, k: int) -> Tensor:
+    """``x @ weight^T`` for an fp32 ``weight [n, k]``: decode rows through
+    :func:`.float_gemv.float_gemv`, prefill rows (``n % 64 == 0``) through
+    :func:`.group_cpu_matmul.prefill_matmul_float`, anything else as ``nn.Linear`` does."""
+    if decode_shaped(x) and float_gemv.supports(n, k, x.dtype):
+        return op.tensor_ir_op(
+            float_gemv.float_gemv(n, k), "gemv_f32", args=[x, weight], out=Tensor.placeholder((1, 1, n), x.dtype)
+        )
+    if group_cpu_matmul.prefill_shaped(x) and group_cpu_matmul.supports_float(n, x.dtype):
+        return op.tensor_ir_op(
+            group_cpu_matmul.prefill_matmul_float(n, k),
+            "prefill_matmul",
+            args=[x, weight],
+            out=Tensor.placeholder((1, x.shape[1], n), x.dtype),
+        )
+    return op.matmul(x, op.permute_dims(weight))
 
 
 class CPUFloatLinear(nn.Module):
     """``nn.Linear`` with the same parameters (fp32 ``weight [N, K]``, optional ``bias [N]``):
-    ``[b, s, K]`` -> ``[b, s, N]``; prefill rows (``[1, tokens, K]``, ``N % 64 == 0``) run
-    :func:`.group_cpu_matmul.prefill_matmul_float`, everything else ``nn.Linear``'s matmul."""
+    ``[b, s, K]`` -> ``[b, s, N]`` through :func:`float_linear`."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False):
         self.in_features, self.out_features = in_features, out_features
@@ -19,14 +45,14 @@ class CPUFloatLinear(nn.Module):
         self.bias = nn.Parameter((out_features,), "float32") if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        n, k = self.out_features, self.in_features
-        if group_cpu_matmul.prefill_shaped(x) and group_cpu_matmul.supports_float(n, x.dtype):
-            y = op.tensor_ir_op(
-                group_cpu_matmul.prefill_matmul_float(n, k),
-                "prefill_matmul",
-                args=[x, self.weight],
-                out=Tensor.placeholder((1, x.shape[1], n), x.dtype),
-            )
-        else:
-            y = op.matmul(x, op.permute_dims(self.weight))
+        y = float_linear(x, self.weight, self.out_features, self.in_features)
         return y if self.bias is None else y + self.bias
+
+
+class CPUFloatEmbedding(Embedding):
+    """The token embedding with its tied LM head through :func:`float_linear` (SmolLM's 49152 x 576
+    head is a fifth of a q0f32 token's weight reads)."""
+
+    def lm_head_forward(self, x: Tensor) -> Tensor:
+        """``[b, s, d]`` -> ``[b, s, vocab]`` float32."""
+        return float_linear(x, self.weight, self.num, self.dim)
