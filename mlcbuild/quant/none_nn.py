@@ -7,7 +7,6 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
 from ..models.common import Embedding
-
 from . import float_gemv, group_cpu_matmul
 
 
