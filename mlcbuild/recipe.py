@@ -164,15 +164,21 @@ def parse_recipe(data: dict[str, Any], path: Path | str | None = None) -> Recipe
 
     if build["context_window_size"] is None:
         build["context_window_size"] = cfg.max_position_embeddings
-    window = getattr(cfg, "sliding_window", None)
-    if window is not None and build["context_window_size"] > window:
-        raise RecipeError(
-            f"build.context_window_size {build['context_window_size']} exceeds the model's sliding_window "
-            f"({window} tokens); sliding-window attention is not implemented, so a longer sequence would "
-            "attend to keys the model masks out",
-            path=where,
-            fix=f"set build.context_window_size to at most {window}",
-        )
+    # the longest context each implemented piece of the model's math is exact for
+    limits = [
+        (getattr(cfg, "sliding_window", None), "sliding_window", "sliding-window attention is not implemented, "
+         "so a longer sequence would attend to keys the model masks out"),
+        (getattr(cfg, "rope_max_context", None), "original_max_position_embeddings", "past it LongRoPE switches "
+         "to its long factors, which is not implemented"),
+    ]  # fmt: skip
+    for limit, key, why in limits:
+        if limit is not None and build["context_window_size"] > limit:
+            raise RecipeError(
+                f"build.context_window_size {build['context_window_size']} exceeds the model's {key} "
+                f"({limit} tokens); {why}",
+                path=where,
+                fix=f"set build.context_window_size to at most {limit}",
+            )
     if build["prefill_chunk_size"] > build["context_window_size"]:
         build["prefill_chunk_size"] = build["context_window_size"]
     prefix = build["system_lib_prefix"] or default_system_lib_prefix(model["name"], quant["scheme"])

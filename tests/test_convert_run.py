@@ -64,7 +64,7 @@ def hf_greedy(hf, ids, n=16):
 def test_run_gives_transformers_greedy_ids(case, tmp_path, cache_dir):
     cfg = CASES[case]
     hf = make_checkpoint(tmp_path / "ckpt", cfg, seed=1)
-    recipe = recipe_file(tmp_path, cfg, name=f"e2e-{case}")
+    recipe = recipe_file(tmp_path, cfg, name=f"tiny-{case}")  # test_parity's name: a shared config shares the build
     conv = cli("convert", recipe, "--weights", tmp_path / "ckpt", "--json", "--cache-dir", cache_dir)
     assert conv.exit_code == 0, conv.output
     weights = json.loads(conv.stdout.strip().splitlines()[-1])["weights"]
@@ -94,7 +94,7 @@ def test_multi_shard_checkpoint_with_index_and_text_prompt(tmp_path, cache_dir):
     hf = make_checkpoint(tmp_path / "ckpt", cfg, seed=2, max_shard_size="40KB")
     assert (tmp_path / "ckpt" / "model.safetensors.index.json").is_file()
     assert len(list((tmp_path / "ckpt").glob("*.safetensors"))) > 1
-    recipe = recipe_file(tmp_path, cfg, name="e2e-gqa1")
+    recipe = recipe_file(tmp_path, cfg, name="tiny-gqa1")  # the build of test_run_gives_transformers_greedy_ids[gqa1]
     conv = cli("convert", recipe, "--weights", tmp_path / "ckpt", "--json", "--cache-dir", cache_dir)
     weights = json.loads(conv.stdout.strip().splitlines()[-1])["weights"]
     again = json.loads(
@@ -213,8 +213,9 @@ def test_missing_shard_and_truncated_file(tmp_path):
 def test_run_refuses_mismatched_weights_and_targets(tmp_path, cache_dir):
     cfg = tiny_config()
     make_checkpoint(tmp_path / "ckpt", cfg)
-    r32 = recipe_file(tmp_path, cfg, "q0f32", name="mm")
-    r4 = recipe_file(tmp_path, cfg, "q4f32_1", name="mm")
+    # test_parity's recipes for this config: the host builds are shared through the session cache
+    r32 = recipe_file(tmp_path, cfg, "q0f32", name="tiny-gqa2-untied")
+    r4 = recipe_file(tmp_path, cfg, "q4f32_1", name="tiny-gqa2-untied")
     w4 = json.loads(cli("convert", r4, "--weights", tmp_path / "ckpt", "--json", "--cache-dir", cache_dir).stdout)[
         "weights"
     ]

@@ -1,5 +1,5 @@
 """Compiled models against ``transformers``' own model of each architecture (Llama, Qwen2,
-Qwen3, Phi-3, Mistral) with the same random weights.
+Qwen3, Phi-3, Mistral, Gemma 3) with the same random weights.
 
 Bound: max |ours - reference| <= 1e-4 x max |reference logits|, for the prefill's
 last-token logits and each greedy decode step (16 at q0f32, 8 for the group schemes; with
@@ -66,9 +66,21 @@ CASES = {
     "qwen2-tied": tiny_config(model_type="qwen2", tie_word_embeddings=True),
     # Qwen3: per-head q/k RMSNorm, head_dim 32 != hidden / heads (16), GQA 2, untied
     "qwen3-hd32": tiny_config(model_type="qwen3", head_dim=32, rope_theta=1000000.0),
-    # Phi-3: fused qkv_proj / gate_up_proj in the checkpoint, MHA, a window the context fits in
-    "phi3-mha": tiny_config(
-        model_type="phi3", num_key_value_heads=4, pad_token_id=0, eos_token_id=2, sliding_window=128
+    # Phi-3 128k-style: fused qkv_proj / gate_up_proj in the checkpoint, MHA, a window the
+    # context fits in, LongRoPE (short factors, attention factor sqrt(1 + ln 4 / ln 256))
+    "phi3-longrope": tiny_config(
+        model_type="phi3",
+        num_key_value_heads=4,
+        pad_token_id=0,
+        eos_token_id=2,
+        sliding_window=128,
+        max_position_embeddings=1024,
+        original_max_position_embeddings=256,
+        rope_scaling={
+            "type": "longrope",
+            "short_factor": [1.0 + 0.3 * i for i in range(8)],
+            "long_factor": [4.0 + 0.5 * i for i in range(8)],
+        },
     ),
     # Mistral: GQA 2, explicit head_dim, sliding_window null (v0.2+)
     "mistral": tiny_config(model_type="mistral", head_dim=32, sliding_window=None),
@@ -138,7 +150,8 @@ def check_against(hf, ours, n_decode: int = 8, int8_activations: bool = False) -
 
 
 @pytest.mark.parametrize(
-    "case", ["gqa2-untied", "mha3-tied", "gqa4-llama3", "qwen2-tied", "qwen3-hd32", "phi3-mha", "mistral", "gemma3"]
+    "case",
+    ["gqa2-untied", "mha3-tied", "gqa4-llama3", "qwen2-tied", "qwen3-hd32", "phi3-longrope", "mistral", "gemma3"],
 )
 def test_q0f32_matches_transformers(case, cache_dir):
     """Logits within the bound at the prefill and each of 16 greedy decode steps."""

@@ -122,8 +122,17 @@ def test_math_changing_keys_are_checked():
     # per architecture: what its definition does not implement
     assert "use_sliding_window" in _err(recipe_data(tiny_config(model_type="qwen2", use_sliding_window=True))).message
     assert "use_mrope" in _err(recipe_data(tiny_config(model_type="qwen2", use_mrope=True))).message
+    # LongRoPE: exact up to original_max_position_embeddings (short factors); past it, an error
     longrope = {"rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}
-    assert "longrope" in _err(recipe_data(tiny_config(model_type="phi3", rope_scaling=longrope))).message
+    phi3 = tiny_config(model_type="phi3", rope_scaling=longrope, original_max_position_embeddings=64)
+    e = _err(recipe_data(phi3))  # context 128
+    assert "original_max_position_embeddings" in e.message and "at most 64" in e.fix
+    assert parse_recipe(recipe_data(phi3, context_window_size=64)).model_config.rope_max_context == 64
+    short = {**longrope, "short_factor": [1.0] * 7}
+    assert "short_factor" in _err(recipe_data({**phi3, "rope_scaling": short})).message
+    # Gemma 3: attention logit soft-capping (Gemma 2's) is not implemented
+    gemma = tiny_config(model_type="gemma3_text", hidden_act=None, sliding_window=512, attn_logit_softcapping=50.0)
+    assert "attn_logit_softcapping" in _err(recipe_data(gemma)).message
     assert (
         "partial_rotary_factor" in _err(recipe_data(tiny_config(model_type="phi3", partial_rotary_factor=0.75))).message
     )

@@ -231,14 +231,18 @@ def fuse_decode_gemv(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         def single_use(e) -> bool:
             return isinstance(e, relax.Var) and uses[e] == 1
 
-        # prologues
-        norm = is_op("relax.nn.rms_norm")(wildcard(), wildcard())
+        # prologues. A norm weight stored in another dtype (fp16 schemes computed in fp32,
+        # models.common.StoredRMSNorm) is cast by an astype: the kernel reads the stored weight
+        cast = is_op("relax.astype")(wildcard())
+        norm = is_op("relax.nn.rms_norm")(wildcard(), cast | wildcard())
 
         def rms(orig, m):
             cfg = gemv_config(orig)
             x_var = orig.args[1].fields[0]
             n_call = m[norm]
             x, w = n_call.args
+            if cast in m and single_use(w):
+                w = m[cast].args[0]
             k = cfg and int(cfg["k"])
             if (
                 not cfg

@@ -65,7 +65,7 @@ class PagedAttention(nn.Module):
     RMSNorm over each head's q and k before RoPE, Qwen3's ``q_norm``/``k_norm``
     (``transformers/models/qwen3/modeling_qwen3.py``). ``sm_scale``: the attention score scale
     (default ``head_dim ** -0.5``; Gemma's ``query_pre_attn_scalar ** -0.5``). ``rope``:
-    ``(theta, linear factor)`` of this layer's RoPE applied here (:func:`rotate`) instead of in
+    a :class:`~.rope.RopeSpec`: this layer's RoPE applied here (:func:`rotate`) instead of in
     the KV cache, for models whose layers use different bases (Gemma 3); the cache is then
     built with ``RopeMode.NONE``.
     """
@@ -80,7 +80,7 @@ class PagedAttention(nn.Module):
         bias: bool = False,
         qk_norm_eps: float | None = None,
         sm_scale: float | None = None,
-        rope: tuple[float, float] | None = None,
+        rope=None,
     ):
         self.sm_scale = sm_scale if sm_scale is not None else head_dim**-0.5
         self.rope = rope
@@ -105,44 +105,43 @@ class PagedAttention(nn.Module):
                 q, k = self.q_norm(q), self.k_norm(k)
             if self.rope is not None:
                 positions = paged_kv_cache.get_query_positions(b * s)
-                q, k = (rotate(t, positions, *self.rope) for t in (q, k))
+                q, k = (rotate(t, positions, self.rope) for t in (q, k))
             qkv = op.concat([q, k, v], dim=2)
         out = paged_kv_cache.attention_with_fused_qkv(layer_id, qkv, h, sm_scale=self.sm_scale)
         return self.o_proj(op.reshape(out, (b, s, h * self.head_dim)))
 
 
-def rotate(x: Tensor, positions: Tensor, theta: float, factor: float = 1.0) -> Tensor:
+def rotate(x: Tensor, positions: Tensor, spec) -> Tensor:
     """RoPE (Su et al. 2021) in the rotate-half layout: ``x`` ``[b, s, heads, d]``, ``positions``
     ``[b * s]`` int32 (the KV cache's query positions) -> ``x``'s shape and dtype.
 
-    ``angle = (pos / factor) * theta ** (-2 i / d)`` for ``i < d / 2`` (``factor``: linear
-    scaling), computed in float32; ``out[i] = x[i] cos - x[i + d/2] sin``, ``out[i + d/2] =
-    x[i + d/2] cos + x[i] sin`` (HF ``apply_rotary_pos_emb`` with ``rotate_half``,
-    ``_compute_default_rope_parameters`` / ``_compute_linear_scaling_rope_parameters``).
+    ``angle = pos * inv_freq[i]`` (``spec``: a :class:`~.rope.RopeSpec`, whose inverse
+    frequencies are a constant computed as HF does), ``cos``/``sin`` times
+    ``spec.attention_factor``, all in float32; ``out[i] = x[i] cos - x[i + d/2] sin``,
+    ``out[i + d/2] = x[i + d/2] cos + x[i] sin`` (HF ``apply_rotary_pos_emb`` with ``rotate_half``).
     """
-    import math
-
     from tvm import tirx
 
-    def compute(t: te.Tensor, pos: te.Tensor):
-        b, s, h, d = t.shape
+    d = int(x.shape[-1])
+    inv_freq = Tensor.from_const(spec.inv_freq(d))
+    att = tirx.const(spec.attention_factor, "float32")
+
+    def compute(t: te.Tensor, pos: te.Tensor, inv: te.Tensor):
+        _, s, _, _ = t.shape
         half = d // 2
 
         def value(i, j, hh, c):
-            p = tirx.Cast("float32", pos[i * s + j]) / tirx.const(factor, "float32")
-            k = tirx.if_then_else(c < half, c, c - half)
-            inv_freq = tirx.exp(tirx.Cast("float32", k) * tirx.const(-2.0 * math.log(theta) / int(d), "float32"))
-            angle = p * inv_freq
+            angle = tirx.Cast("float32", pos[i * s + j]) * inv[tirx.if_then_else(c < half, c, c - half)]
             xf = tirx.Cast("float32", t[i, j, hh, c])
             other = tirx.if_then_else(
                 c < half, -t[i, j, hh, tirx.min(c + half, d - 1)], t[i, j, hh, tirx.max(c - half, 0)]
             )
-            out = xf * tirx.cos(angle) + tirx.Cast("float32", other) * tirx.sin(angle)
+            out = xf * (tirx.cos(angle) * att) + tirx.Cast("float32", other) * (tirx.sin(angle) * att)
             return tirx.Cast(t.dtype, out)
 
         return te.compute(t.shape, value, name="rope")
 
-    return op.tensor_expr_op(compute, name_hint="rope", args=[x, positions])
+    return op.tensor_expr_op(compute, name_hint="rope", args=[x, positions, inv_freq])
 
 
 @dataclasses.dataclass(frozen=True)

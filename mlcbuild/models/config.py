@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any
 
 from ..errors import RecipeError
-from .rope import parse_rope_scaling
+from .rope import RopeSpec, parse_rope_scaling
 
 ARCH_FIX = "set model.architecture to the checkpoint's model_type (architectures are named after them)"
 _REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
@@ -48,9 +48,12 @@ class DecoderConfig:
             around the MLP (Llama's ``post_attention_layernorm`` is the pre-MLP norm).
         attn_scale: attention score scale; ``None``: ``head_dim ** -0.5``.
         final_logit_softcapping: ``logits = cap * tanh(logits / cap)`` (Gemma 2), or ``None``.
-        layer_rope: per layer ``(theta, linear factor)`` of a RoPE the model applies itself
-            (Gemma 3: local and global layers use different bases); ``None``: one RoPE
+        layer_rope: per layer a :class:`~.rope.RopeSpec` the model applies itself (Gemma 3:
+            local and global layers use different bases; Phi-3 LongRoPE); ``None``: one RoPE
             (``rope_theta``/``rope_scaling``) applied by the KV cache.
+        rope_max_context: the longest context the RoPE is exact for, tokens (LongRoPE switches to
+            its long factors beyond ``original_max_position_embeddings``: not implemented), or
+            ``None``; a recipe's ``context_window_size`` must not exceed it.
     """
 
     hidden_size: int
@@ -73,7 +76,8 @@ class DecoderConfig:
     sandwich_norms: bool = False
     attn_scale: float | None = None
     final_logit_softcapping: float | None = None
-    layer_rope: tuple[tuple[float, float], ...] | None = None
+    layer_rope: tuple[RopeSpec, ...] | None = None
+    rope_max_context: int | None = None
 
     def kv_cache_spec(self):
         """What the paged KV cache needs (a :class:`mlcbuild.models.common.KVCacheSpec`)."""

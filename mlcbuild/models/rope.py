@@ -2,9 +2,42 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import numpy as np
+
 from ..errors import RecipeError
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeSpec:
+    """A RoPE the model applies itself (:func:`mlcbuild.models.common.rotate`), per layer.
+
+    Attributes:
+        theta: the base.
+        factor: linear scaling (``inv_freq / factor``: HF ``linear``).
+        ext_factors: LongRoPE's per-frequency divisors (``d / 2`` of them: the checkpoint's
+            ``short_factor``), or ``None``.
+        attention_factor: cos and sin are multiplied by it (LongRoPE's
+            ``sqrt(1 + ln(s) / ln(L_orig))``).
+    """
+
+    theta: float
+    factor: float = 1.0
+    ext_factors: tuple[float, ...] | None = None
+    attention_factor: float = 1.0
+
+    def inv_freq(self, dim: int) -> np.ndarray:
+        """``[dim / 2]`` float32 inverse frequencies, in float32 arithmetic as HF
+        ``_compute_default_rope_parameters`` (``1 / theta ** (2 i / dim)``),
+        ``_compute_linear_scaling_rope_parameters`` (``/ factor``) and
+        ``_compute_longrope_parameters`` (``1 / (ext * theta ** (2 i / dim))``) compute them."""
+        exps = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
+        base = np.float32(self.theta) ** exps
+        if self.ext_factors is not None:
+            base = np.asarray(self.ext_factors, dtype=np.float32) * base
+        return ((np.float32(1) / base) / np.float32(self.factor)).astype(np.float32)
 
 
 def parse_rope_scaling(cfg: dict[str, Any], path) -> tuple[float, dict[str, Any]]:

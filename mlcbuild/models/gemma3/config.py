@@ -12,12 +12,13 @@ from typing import Any
 
 from ...errors import RecipeError
 from ..config import ARCH_FIX, DecoderConfig, decoder_config, require, sliding_window
+from ..rope import RopeSpec
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
 
 
-def _rope(params: dict[str, Any], where, kind: str) -> tuple[float, float]:
-    """``(theta, linear factor)`` of one layer type's RoPE parameters.
+def _rope(params: dict[str, Any], where, kind: str) -> RopeSpec:
+    """One layer type's RoPE parameters (theta, linear factor).
 
     Raises:
         RecipeError: a type other than default/linear.
@@ -31,7 +32,7 @@ def _rope(params: dict[str, Any], where, kind: str) -> tuple[float, float]:
             fix="use a checkpoint with default or linear RoPE scaling",
         )
     factor = float(params.get("factor", 1.0)) if rope_type == "linear" else 1.0
-    return float(params["rope_theta"]), factor
+    return RopeSpec(float(params["rope_theta"]), factor)
 
 
 def _layer_types(cfg: dict[str, Any], where, n_layers: int) -> list[str]:
@@ -80,7 +81,7 @@ def gemma3_config(cfg: dict[str, Any], path=None) -> DecoderConfig:
             "full_attention": _rope(
                 {"rope_theta": cfg.get("rope_theta", 1e6), **(cfg.get("rope_scaling") or {})}, where, "full_attention"
             ),
-            "sliding_attention": (float(cfg.get("rope_local_base_freq", 1e4)), 1.0),
+            "sliding_attention": RopeSpec(float(cfg.get("rope_local_base_freq", 1e4))),
         }
     missing = sorted(set(types) - set(ropes))
     if missing:
