@@ -34,6 +34,12 @@ def prefill_shaped(x) -> bool:
     return len(shape) == 3 and shape[0] == 1 and not isinstance(shape[1], int)
 
 
+def decode_shaped(x) -> bool:
+    """``x`` (a Relax ``nn.Tensor``) is one static ``[1, 1, K]`` row (decode, or prefill's last-token LM head)."""
+    shape = x.shape
+    return len(shape) == 3 and all(isinstance(d, int) for d in shape) and shape[0] == 1 and shape[1] == 1
+
+
 def supports(scheme, n: int, isa: str | None, dtype: str) -> bool:
     """Whether :func:`prefill_matmul` runs an ``n``-output linear of ``scheme``."""
     from .group import GroupQuant

@@ -72,12 +72,6 @@ def quantize_model(
     return replace_modules(model, swap)
 
 
-def _decode_shaped(x: Tensor) -> bool:
-    """``x`` is one static ``[1, 1, K]`` row (decode, or prefill's last-token LM head)."""
-    shape = x.shape
-    return len(shape) == 3 and all(isinstance(d, int) for d in shape) and shape[0] == 1 and shape[1] == 1
-
-
 def cpu_linear(
     x: Tensor, q_weight, q_scale, scheme: GroupQuant, n: int, k: int, layout: str, isa: str | None
 ) -> Tensor | None:
@@ -87,7 +81,7 @@ def cpu_linear(
     through :func:`.group_int8_gemv.int8_gemv`, an fp32 ``[1, tokens, K]`` on x86 through
     :func:`.group_cpu_matmul.prefill_matmul`; ``[1, *, N]`` out, ``x``'s dtype.
     """
-    if supports(scheme, isa, layout) and _decode_shaped(x):
+    if supports(scheme, isa, layout) and group_cpu_matmul.decode_shaped(x):
         func = int8_gemv(n, k, scheme.bits, scheme.max_int, x.dtype, scheme.model_dtype, isa)
         return op.tensor_ir_op(
             func, "gemv_int8", args=[x, q_weight, q_scale], out=Tensor.placeholder((1, 1, n), x.dtype)

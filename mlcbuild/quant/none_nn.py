@@ -10,17 +10,11 @@ from ..models.common import Embedding
 from . import float_gemv, group_cpu_matmul
 
 
-def decode_shaped(x: Tensor) -> bool:
-    """``x`` is one static ``[1, 1, K]`` row (decode, or prefill's last-token LM head)."""
-    shape = x.shape
-    return len(shape) == 3 and all(isinstance(d, int) for d in shape) and shape[0] == 1 and shape[1] == 1
-
-
 def float_linear(x: Tensor, weight, n: int, k: int) -> Tensor:
     """``x @ weight^T`` for an fp32 ``weight [n, k]``: decode rows through
     :func:`.float_gemv.float_gemv`, prefill rows (``n % 64 == 0``) through
     :func:`.group_cpu_matmul.prefill_matmul_float`, anything else as ``nn.Linear`` does."""
-    if decode_shaped(x) and float_gemv.supports(n, k, x.dtype):
+    if group_cpu_matmul.decode_shaped(x) and float_gemv.supports(n, k, x.dtype):
         return op.tensor_ir_op(
             float_gemv.float_gemv(n, k), "gemv_f32", args=[x, weight], out=Tensor.placeholder((1, 1, n), x.dtype)
         )
