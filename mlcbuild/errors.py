@@ -35,3 +35,7 @@ class TargetError(MlcbuildError):
 
 class CacheError(MlcbuildError):
     """The build cache is corrupt or cannot be written."""
+
+
+class CompileError(MlcbuildError):
+    """A valid recipe cannot be compiled for the chosen target as asked."""

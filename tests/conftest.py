@@ -58,6 +58,7 @@ HF_CLASSES = {
     "qwen3": ("Qwen3ForCausalLM", "Qwen3Config"),
     "phi3": ("Phi3ForCausalLM", "Phi3Config"),
     "mistral": ("MistralForCausalLM", "MistralConfig"),
+    "gemma2": ("Gemma2ForCausalLM", "Gemma2Config"),
     "gemma3_text": ("Gemma3ForCausalLM", "Gemma3TextConfig"),
 }
 
@@ -74,7 +75,10 @@ def hf_model(cfg: dict, seed: int = 0, perturb: bool = True):
 
     model_cls, config_cls = HF_CLASSES[cfg.get("model_type", "llama")]
     torch.manual_seed(seed)
-    model = getattr(transformers, model_cls)(getattr(transformers, config_cls)(**cfg)).eval()
+    config = getattr(transformers, config_cls)(**cfg)
+    if cfg.get("model_type") == "gemma2":  # soft-capped attention logits: only the eager path caps them
+        config._attn_implementation = "eager"
+    model = getattr(transformers, model_cls)(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters() if perturb else ():
             if name.endswith(".bias"):

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from conftest import make_checkpoint, tiny_config
 from test_cache import _toml
-from test_parity import GEMMA3, LLAMA3_ROPE
+from test_parity import GEMMA2, GEMMA3, LLAMA3_ROPE, MISTRAL
 
 from mlcbuild.cli import main
 from mlcbuild.tensor_cache import SHARD_CAP, read_tensor_cache
@@ -36,8 +36,9 @@ CASES = {
     "qwen2": tiny_config(model_type="qwen2"),
     "qwen3": tiny_config(model_type="qwen3", head_dim=32, tie_word_embeddings=True),
     "phi3": tiny_config(model_type="phi3", num_key_value_heads=4, pad_token_id=0, eos_token_id=2),
-    "mistral": tiny_config(model_type="mistral", sliding_window=128),
+    "mistral": MISTRAL,  # window 6 < prompt + new tokens
     "gemma3": GEMMA3,
+    "gemma2": GEMMA2,
 }
 
 

@@ -8,9 +8,9 @@ import tvm
 from conftest import recipe_data, tiny_config
 from tvm import tirx
 from tvm.relax.frontend.nn.llm._decode_kernels import _attention_decode_cpu
-from tvm.relax.frontend.nn.llm._prefill_kernels import _attention_prefill_ragged_cpu
+from tvm.relax.frontend.nn.llm._prefill_kernels import _attention_prefill_cpu, _attention_prefill_ragged_cpu
 
-from mlcbuild.compiler.cpu_attention import paged_decode_cpu, ragged_prefill_cpu
+from mlcbuild.compiler.cpu_attention import paged_decode_cpu, paged_prefill_cpu, ragged_prefill_cpu
 from mlcbuild.compiler.cpu_rope import split_rotary_cpu
 from mlcbuild.compiler.lower import lower_module
 from mlcbuild.recipe import parse_recipe
@@ -73,6 +73,93 @@ def test_decode_matches_tvm_kernel():
     np.testing.assert_allclose(ours[0], ref[0], atol=1e-5)
     np.testing.assert_allclose(ours[1][:2], ref[1][:2], atol=1e-4)
     assert (ours[1][2] == -5e4).all() and (ours[0][2] == 0).all()  # empty: zeros, lse -5e4
+
+
+def _paged(h_kv, d, page, lens, rng):
+    """Pages for sequences of ``lens`` keys, shuffled: (pages, indptr, values, last_len, keys
+    ``[sum lens, h_kv, d]`` and values in sequence order)."""
+    n_pages = [-(-n // page) for n in lens]
+    order = rng.permutation(sum(n_pages)).astype("int32")
+    pages = rng.standard_normal((sum(n_pages) + 1, 2, h_kv, page, d)).astype("float32")
+    indptr = np.array([0, *np.cumsum(n_pages)], "int32")
+    last = np.array([n - (p - 1) * page if p else 0 for n, p in zip(lens, n_pages, strict=True)], "int32")
+    kv = [[], []]
+    for s, n in enumerate(lens):
+        for t in range(n):
+            page_id = order[indptr[s] + t // page]
+            for i in (0, 1):
+                kv[i].append(pages[page_id, i, :, t % page])
+    return pages, indptr, order, last, np.array(kv[0]), np.array(kv[1])
+
+
+@pytest.mark.parametrize("causal", [0, 1])
+def test_paged_prefill_matches_tvm_kernel(causal):
+    """Two sequences (3 queries over 21 cached keys, 5 over 16), pages out of order."""
+    h_kv, h_q, d, page = 2, 4, 32, 16
+    rng = np.random.default_rng(2)
+    pages, indptr, values, last, _, _ = _paged(h_kv, d, page, [21, 16], rng)
+    q_indptr = np.array([0, 3, 8], "int32")
+    q = rng.standard_normal((8, h_q, d)).astype("float32")
+    zeros = np.zeros(8, "int32")
+    arrays = [q_indptr, pages, indptr, values, last, zeros[:2], zeros]
+    scalars = [causal, 0, 1.0, 1e4, 0.2]
+    ref = _call(_attention_prefill_cpu(h_kv, h_q, d, "float32", False, {}, page), q, arrays, scalars)
+    ours = _call(paged_prefill_cpu(h_kv, h_q, d, page, "float32"), q, arrays, scalars)
+    np.testing.assert_allclose(ours[0], ref[0], atol=1e-5)
+    np.testing.assert_allclose(ours[1], ref[1], atol=1e-4)
+
+
+def _windowed_reference(q, q_pos, k, v, k_pos, window, scale, softcap):
+    """NumPy attention of queries at ``q_pos`` over keys at ``k_pos``: key visible iff
+    ``q_pos - window < k_pos <= q_pos`` (HF's sliding-window causal mask), scores soft-capped
+    (``cap * tanh(s / cap)``, HF Gemma 2) if ``softcap``; (out, lse base 2)."""
+    group = q.shape[1] // k.shape[1]
+    kk, vv = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+    s = np.einsum("qhd,khd->qhk", q.astype("float64"), kk) * scale
+    if softcap:
+        s = softcap * np.tanh(s / softcap)
+    seen = (k_pos[None, :] <= q_pos[:, None]) & (k_pos[None, :] > q_pos[:, None] - window)
+    s = np.where(seen[:, None, :], s, -np.inf)
+    m = s.max(-1, keepdims=True)
+    p = np.exp(s - m)
+    out = np.einsum("qhk,khd->qhd", p / p.sum(-1, keepdims=True), vv)
+    return out, (m[..., 0] + np.log(p.sum(-1))) / np.log(2)
+
+
+@pytest.mark.parametrize("softcap", [0.0, 0.5])
+@pytest.mark.parametrize("kernel", ["ragged", "paged_prefill", "decode"])
+def test_sliding_window_and_softcap(kernel, softcap):
+    """With ``window``: a negative ``sm_scale`` (a windowed layer) restricts each query to the
+    ``window`` positions up to its own, as NumPy does; a positive one attends to every key.
+    With ``softcap``: scores capped as Gemma 2's."""
+    h_kv, h_q, d, page, window, scale = 2, 4, 32, 16, 7, 0.2
+    rng = np.random.default_rng(3)
+    if kernel == "ragged":  # a 20-token chunk starting at position 30, itself causal
+        q = rng.standard_normal((20, h_q, d)).astype("float32")
+        k, v = (rng.standard_normal((20, h_kv, d)).astype("float32") for _ in range(2))
+        q_pos = k_pos = np.arange(30, 50, dtype="int32")
+        indptr = np.array([0, 20], "int32")
+        func = ragged_prefill_cpu(h_kv, h_q, d, "float32", window, softcap)
+        arrays, tail = [indptr, k, v, indptr, q_pos, np.array([30], "int32")], [1, 0, 1.0, 1e4]
+    else:  # 37 cached keys at positions 0..36; prefill queries at 37..41, or one decode query
+        pages, indptr, values, last, k, v = _paged(h_kv, d, page, [37], rng)
+        k_pos = np.arange(37, dtype="int32")
+        if kernel == "paged_prefill":
+            q_pos = np.arange(37, 42, dtype="int32")
+            q = rng.standard_normal((5, h_q, d)).astype("float32")
+            func = paged_prefill_cpu(h_kv, h_q, d, page, "float32", window, softcap)
+            arrays = [np.array([0, 5], "int32"), pages, indptr, values, last, np.zeros(1, "int32"), q_pos]
+            tail = [0, 0, 1.0, 1e4]
+        else:  # the decode query is the last key, appended before attention
+            q_pos = np.array([36], "int32")
+            q = rng.standard_normal((1, h_q, d)).astype("float32")
+            func = paged_decode_cpu(h_kv, h_q, d, page, "float32", window, softcap)
+            arrays, tail = [pages, indptr, values, last, np.zeros(1, "int32"), q_pos], [0, 1.0, 1e4]
+    for sign, w in ((-1, window), (1, 10**6)):
+        out, lse = _call(func, q, arrays, tail + [sign * scale])
+        ref_out, ref_lse = _windowed_reference(q, q_pos, k, v, k_pos, w, scale, softcap)
+        np.testing.assert_allclose(out, ref_out, atol=1e-5)
+        np.testing.assert_allclose(lse, ref_lse, atol=1e-4)
 
 
 def test_cpu_builds_use_it():

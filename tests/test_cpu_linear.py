@@ -98,27 +98,44 @@ def test_float_gemv_matches_numpy(n, k):
     assert np.abs(y.numpy().reshape(n) - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-def test_fast_exp_relative_error():
-    """``tir_math.fast_exp`` (Cephes expf) within 2e-7 of float64 ``exp`` on [-87, 88]; vectorized."""
+def _vectorized(fn, xs: np.ndarray) -> np.ndarray:
+    """``fn`` (a TIR expression builder from ``tir_math``) over float32 ``xs`` in an 8-lane
+    vectorized loop on host; asserts no libm call per lane."""
     from tvm.script import tirx as T
 
-    from mlcbuild.compiler.tir_math import fast_exp
-
-    n = 1 << 16
+    n = len(xs)
 
     @T.prim_func(s_tir=False)
     def main(x: T.Buffer((n,), "float32"), y: T.Buffer((n,), "float32")):
         for i0 in range(n // 8):
             for i1 in T.vectorized(8):
-                y[i0 * 8 + i1] = fast_exp(x[i0 * 8 + i1])
+                y[i0 * 8 + i1] = fn(x[i0 * 8 + i1])
 
     lib = tvm.tirx.build(tvm.IRModule({"main": main}), target=HOST)
-    assert "expf" not in lib.inspect_source("s")  # no libm call per lane
-    xs = np.linspace(-87, 88, n).astype(np.float32)
+    assert "expf" not in lib.inspect_source("s")
     y = tvm.runtime.empty((n,), "float32", tvm.cpu())
     lib["main"](tvm.runtime.tensor(xs, tvm.cpu()), y)
+    return y.numpy()
+
+
+def test_fast_exp_relative_error():
+    """``tir_math.fast_exp`` (Cephes expf) within 2e-7 of float64 ``exp`` on [-87, 88]; vectorized."""
+    from mlcbuild.compiler.tir_math import fast_exp
+
+    xs = np.linspace(-87, 88, 1 << 16).astype(np.float32)
     ref = np.exp(xs.astype(np.float64))
-    assert (np.abs(y.numpy() - ref) / ref).max() < 2e-7
+    assert (np.abs(_vectorized(fast_exp, xs) - ref) / ref).max() < 2e-7
+
+
+def test_fast_tanh_absolute_error():
+    """``tir_math.fast_tanh`` within 3e-7 of float64 ``tanh`` on [-60, 60] (the attention
+    soft-cap's: scores / cap); exactly +-1 far out."""
+    from mlcbuild.compiler.tir_math import fast_tanh
+
+    xs = np.concatenate([np.linspace(-60, 60, 1 << 16), np.linspace(-1e-3, 1e-3, 1 << 10)]).astype(np.float32)
+    ys = _vectorized(fast_tanh, xs)
+    assert np.abs(ys - np.tanh(xs.astype(np.float64))).max() < 3e-7
+    assert ys[0] == -1 and ys[(1 << 16) - 1] == 1
 
 
 def test_activation_reference_is_exact_on_int8_grid():

@@ -1,5 +1,6 @@
 """Compiled models against ``transformers``' own model of each architecture (Llama, Qwen2,
-Qwen3, Phi-3, Mistral, Gemma 3) with the same random weights.
+Qwen3, Phi-3, Mistral, Gemma 2, Gemma 3) with the same random weights; prompts longer than the
+sliding windows of Mistral and Gemma 3's local layers.
 
 Bound: max |ours - reference| <= 1e-4 x max |reference logits|, for the prefill's
 last-token logits and each greedy decode step (16 at q0f32, 8 for the group schemes; with
@@ -31,7 +32,7 @@ GEMMA3 = {k: v for k, v in tiny_config(model_type="gemma3_text").items() if k no
     "num_hidden_layers": 3,
     "head_dim": 32,
     "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
-    "sliding_window": 128,
+    "sliding_window": 8,  # shorter than the prompts: the local layers' window applies
     "rope_parameters": {
         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
         "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000000.0},
@@ -40,6 +41,18 @@ GEMMA3 = {k: v for k, v in tiny_config(model_type="gemma3_text").items() if k no
     "final_logit_softcapping": 2.0,
     "tie_word_embeddings": True,
 }
+
+# Gemma 2: Gemma 3's blocks without q/k norms, one RoPE (in the KV cache), attention logits
+# soft-capped (a cap small enough to bend these scores), every second layer windowed
+GEMMA2 = {k: v for k, v in GEMMA3.items() if k not in ("rope_parameters", "model_type")} | {
+    "model_type": "gemma2",
+    "rope_theta": 10000.0,
+    "attn_logit_softcapping": 0.5,
+}
+
+# Mistral v0.1-style: every layer attends within a window shorter than the prompts; GQA 2,
+# explicit head_dim
+MISTRAL = tiny_config(model_type="mistral", head_dim=32, sliding_window=6)
 
 CASES = {
     # GQA ratio 2, untied LM head
@@ -82,11 +95,11 @@ CASES = {
             "long_factor": [4.0 + 0.5 * i for i in range(8)],
         },
     ),
-    # Mistral: GQA 2, explicit head_dim, sliding_window null (v0.2+)
-    "mistral": tiny_config(model_type="mistral", head_dim=32, sliding_window=None),
-    # Gemma 3: local/global layers with their own RoPE (linear scaling on the global one),
-    # q/k norm, score scale from query_pre_attn_scalar, GeGLU, final soft-capping, tied
+    "mistral": MISTRAL,
+    # Gemma 3: local (windowed) and global layers with their own RoPE (linear scaling on the
+    # global one), q/k norm, score scale from query_pre_attn_scalar, GeGLU, final soft-capping
     "gemma3": GEMMA3,
+    "gemma2": GEMMA2,
 }
 PROMPT = [1, 5, 9, 22, 7, 60, 3, 44, 17, 2, 31]  # 11 tokens: longer than a KV page is not needed, odd length is
 
@@ -151,7 +164,17 @@ def check_against(hf, ours, n_decode: int = 8, int8_activations: bool = False) -
 
 @pytest.mark.parametrize(
     "case",
-    ["gqa2-untied", "mha3-tied", "gqa4-llama3", "qwen2-tied", "qwen3-hd32", "phi3-longrope", "mistral", "gemma3"],
+    [
+        "gqa2-untied",
+        "mha3-tied",
+        "gqa4-llama3",
+        "qwen2-tied",
+        "qwen3-hd32",
+        "phi3-longrope",
+        "mistral",
+        "gemma3",
+        "gemma2",
+    ],
 )
 def test_q0f32_matches_transformers(case, cache_dir):
     """Logits within the bound at the prefill and each of 16 greedy decode steps."""
@@ -161,11 +184,13 @@ def test_q0f32_matches_transformers(case, cache_dir):
     check_against(hf, ours, n_decode=16)
 
 
-def test_q0f32_prefill_in_chunks(cache_dir):
-    """A prompt longer than prefill_chunk_size is fed in chunks and gives the same logits."""
-    cfg = CASES["gqa2-untied"]
+@pytest.mark.parametrize("case", ["gqa2-untied", "mistral"])
+def test_q0f32_prefill_in_chunks(case, cache_dir):
+    """A prompt longer than prefill_chunk_size is fed in chunks and gives the same logits
+    (Mistral: chunks of 4 under a window of 6, so a chunk's queries see part of the cache)."""
+    cfg = CASES[case]
     hf = hf_model(cfg)
-    ours = compile_and_load(recipe_data(cfg, "q0f32", name="tiny-gqa2-untied"), state_dict_numpy(hf), cache_dir)
+    ours = compile_and_load(recipe_data(cfg, "q0f32", name=f"tiny-{case}"), state_dict_numpy(hf), cache_dir)
     ours.prefill_chunk_size = 4  # the library allows up to 32; the driver may use less
     ours.reset()
     got = ours.prefill(PROMPT)

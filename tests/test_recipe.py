@@ -26,6 +26,8 @@ def test_shipped_recipes_load():
         "qwen25-1.5b.toml",
         "phi3-mini-4k.toml",
         "mistral-7b.toml",
+        "gemma2-2b.toml",
+        "gemma3-1b.toml",
     } <= names
     for p in SHIPPED:
         r = load_recipe(p)
@@ -130,9 +132,12 @@ def test_math_changing_keys_are_checked():
     assert parse_recipe(recipe_data(phi3, context_window_size=64)).model_config.rope_max_context == 64
     short = {**longrope, "short_factor": [1.0] * 7}
     assert "short_factor" in _err(recipe_data({**phi3, "rope_scaling": short})).message
-    # Gemma 3: attention logit soft-capping (Gemma 2's) is not implemented
-    gemma = tiny_config(model_type="gemma3_text", hidden_act=None, sliding_window=512, attn_logit_softcapping=50.0)
+    # Gemma: a soft-cap must be a positive number; Gemma 2's default to 50 (attention) and 30
+    gemma = tiny_config(model_type="gemma3_text", hidden_act=None, sliding_window=512, attn_logit_softcapping=-1)
     assert "attn_logit_softcapping" in _err(recipe_data(gemma)).message
+    gemma2 = parse_recipe(recipe_data(tiny_config(model_type="gemma2", hidden_act=None))).model_config
+    assert (gemma2.attn_logit_softcapping, gemma2.final_logit_softcapping) == (50.0, 30.0)
+    assert gemma2.sliding_layers == (True, False)  # every second layer global
     assert (
         "partial_rotary_factor" in _err(recipe_data(tiny_config(model_type="phi3", partial_rotary_factor=0.75))).message
     )
@@ -145,12 +150,37 @@ def test_model_type_of_another_architecture_is_an_error():
     assert "model_type" in e.message and "qwen2" in e.message and "model.architecture" in e.fix
 
 
-def test_context_longer_than_the_sliding_window_is_an_error():
-    """Sliding-window attention is not implemented: a window the context exceeds would be dropped."""
-    e = _err(recipe_data(tiny_config(model_type="mistral", sliding_window=64)))  # context 128
-    assert "sliding_window" in e.message and "context_window_size" in e.fix
+def test_sliding_window_the_context_outgrows_needs_a_cpu_target():
+    """The CPU attention kernels apply the window; GPU kernels (TVM's) have none, so a GPU
+    build whose context exceeds the window is refused, naming the fix."""
+    from mlcbuild.compiler.lower import attention_window
+    from mlcbuild.errors import CompileError
+    from mlcbuild.target import load_target, tvm_target
+
+    recipe = parse_recipe(recipe_data(tiny_config(model_type="mistral", sliding_window=64)))  # context 128
+    cfg = recipe.model_config
+    assert attention_window(recipe, cfg, tvm_target(load_target("host"))) == 64
+    assert attention_window(recipe, cfg, None) == 0  # the target-independent form
+    with pytest.raises(CompileError) as e:
+        attention_window(recipe, cfg, tvm_target(load_target("s24")))
+    assert "sliding_window" in e.value.message and "at most 64" in e.value.fix
+    short = parse_recipe(recipe_data(tiny_config(model_type="mistral", sliding_window=64), context_window_size=64))
+    assert attention_window(short, short.model_config, tvm_target(load_target("s24"))) == 0
     # absent is null (recipes leave JSON nulls out), as Mistral v0.3's config says
     assert parse_recipe(recipe_data(tiny_config(model_type="mistral"))).model_config.sliding_window is None
+
+
+def test_attention_softcapping_needs_a_cpu_target():
+    """Gemma 2's soft-capped attention logits: the CPU kernels cap them, GPU builds are refused."""
+    from mlcbuild.compiler.lower import attention_softcap
+    from mlcbuild.errors import CompileError
+    from mlcbuild.target import load_target, tvm_target
+
+    recipe = parse_recipe(recipe_data(tiny_config(model_type="gemma2", hidden_act=None)))
+    assert attention_softcap(recipe, recipe.model_config, tvm_target(load_target("android-cpu"))) == 50.0
+    with pytest.raises(CompileError) as e:
+        attention_softcap(recipe, recipe.model_config, tvm_target(load_target("iphone15pro")))
+    assert "attn_logit_softcapping" in e.value.message and "CPU target" in e.value.fix
 
 
 def test_bad_toml_names_file(tmp_path):

@@ -58,7 +58,8 @@ def test_tiny_model_compiles_for_every_target(target, scheme, cache_dir):
 ARCH_CONFIGS = {
     "qwen3": tiny_config(model_type="qwen3", head_dim=32),  # q/k norm, head_dim != hidden / heads
     # Gemma 3: RoPE in the model (per-layer bases), GeGLU, four norms, soft-capped logits
-    "gemma3_text": GEMMA3,
+    # (window = context: GPU attention kernels have no window, compiler.lower.attention_window)
+    "gemma3_text": GEMMA3 | {"sliding_window": 128},
 }
 
 

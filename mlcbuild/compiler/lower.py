@@ -14,10 +14,12 @@ from typing import Callable
 import tvm
 from tvm import relax
 
+from ..errors import CompileError
 from ..models import get_architecture
 from ..quant import get_scheme
 from ..recipe import Recipe
 from ..target import TargetDescriptor, cpu_family, int8_dot_isa, link_kind, tvm_target
+from .cpu_attention import SOFTCAP_ATTR, WINDOW_ATTR
 from .pipeline import build_pipeline, front_phases
 
 LIB_NAMES = {"so": "lib.so", "tar": "lib.tar"}
@@ -69,10 +71,53 @@ def build_model(recipe: Recipe, target) -> object:
     scheme = get_scheme(recipe.scheme)
     cfg = arch.config_from_hf(recipe.config, path=recipe.path)
     dtype = compute_dtype(scheme, target)
-    model = arch.model_class(cfg, dtype, target)
+    model = arch.model_class(cfg, dtype, target, attention_window=attention_window(recipe, cfg, target))
     if dtype != scheme.model_dtype:
         model = store_norms_as(model, scheme.model_dtype)
     return scheme.quantize_model(model, dtype, int8_dot_isa(target) if target is not None else None)
+
+
+def attention_window(recipe: Recipe, cfg, target) -> int:
+    """The sliding window (tokens) the attention kernels must apply: the model's
+    ``sliding_window`` where the recipe's context can outgrow it, else 0 (also for ``target``
+    ``None``, the target-independent form).
+
+    Raises:
+        CompileError: the window is needed on a GPU target, whose attention kernels (TVM's)
+            have no window.
+    """
+    window = cfg.sliding_window
+    if target is None or window is None or recipe.build.context_window_size <= window:
+        return 0
+    if target.kind.name != "llvm":
+        raise CompileError(
+            f"{recipe.name}: build.context_window_size {recipe.build.context_window_size} exceeds the model's "
+            f"sliding_window ({window} tokens), and sliding-window attention is implemented in mlcbuild's CPU "
+            f"kernels only, not for {target.kind.name} targets",
+            path=recipe.path,
+            fix=f"set build.context_window_size to at most {window} for this target, or build for a CPU target",
+        )
+    return window
+
+
+def attention_softcap(recipe: Recipe, cfg, target) -> float:
+    """The attention logit soft-cap the attention kernels must apply (Gemma 2's
+    ``attn_logit_softcapping``), or 0.
+
+    Raises:
+        CompileError: soft-capping on a GPU target, whose attention kernels (TVM's) cannot.
+    """
+    cap = cfg.attn_logit_softcapping
+    if target is None or cap is None:
+        return 0.0
+    if target.kind.name != "llvm":
+        raise CompileError(
+            f"{recipe.name}: the model soft-caps its attention logits (attn_logit_softcapping {cap}), which "
+            f"mlcbuild implements in its CPU attention kernels only, not for {target.kind.name} targets",
+            path=recipe.path,
+            fix="build this model for a CPU target (host, android-cpu)",
+        )
+    return float(cap)
 
 
 def export_model(recipe: Recipe, desc: TargetDescriptor) -> ExportedModel:
@@ -81,6 +126,12 @@ def export_model(recipe: Recipe, desc: TargetDescriptor) -> ExportedModel:
     model = build_model(recipe, target)
     with target:
         mod, named_params = model.export_tvm(spec=model.get_default_spec(), allow_extern=False)
+    # read by the CPU attention kernels (cpu_attention.replace_cpu_attention)
+    if model.attention_window:
+        mod = mod.with_attr(WINDOW_ATTR, model.attention_window)
+    softcap = attention_softcap(recipe, model.cfg, target)
+    if softcap:
+        mod = mod.with_attr(SOFTCAP_ATTR, softcap)
     params = [(name, tuple(int(x) for x in p.shape), str(p.dtype)) for name, p in named_params]
     return ExportedModel(
         mod=mod, params=params, model=model, compute_dtype=compute_dtype(get_scheme(recipe.scheme), target)

@@ -44,3 +44,10 @@ def fast_exp2(x):
 def fast_silu(x):
     """``x * sigmoid(x) = x / (1 + e^-x)`` of a float32 TIR expression (HF ``ACT2FN["silu"]``)."""
     return x / (T.float32(1) + fast_exp(-x))
+
+
+def fast_tanh(x):
+    """``tanh x = 1 - 2 / (e^(2x) + 1)`` of a float32 TIR expression, from :func:`fast_exp`:
+    absolute error under 3e-7 (measured against float64 in ``tests/test_cpu_attention.py``);
+    +-1 beyond |x| = 44 (the clamp of ``fast_exp``)."""
+    return T.float32(1) - T.float32(2) / (fast_exp(x * T.float32(2)) + T.float32(1))

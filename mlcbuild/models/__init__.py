@@ -69,6 +69,12 @@ def _mistral() -> Architecture:
     return _decoder("mistral", mistral_config)
 
 
+def _gemma2() -> Architecture:
+    from .gemma2 import gemma2_config, gemma2_param_map
+
+    return _decoder("gemma2", gemma2_config, gemma2_param_map)
+
+
 def _gemma3() -> Architecture:
     from .gemma3 import gemma3_config, gemma3_param_map
 
@@ -76,6 +82,7 @@ def _gemma3() -> Architecture:
 
 
 ARCHITECTURES: dict[str, Callable[[], Architecture]] = {
+    "gemma2": _gemma2,
     "gemma3_text": _gemma3,
     "llama": _llama,
     "mistral": _mistral,

@@ -67,7 +67,9 @@ class PagedAttention(nn.Module):
     (default ``head_dim ** -0.5``; Gemma's ``query_pre_attn_scalar ** -0.5``). ``rope``:
     a :class:`~.rope.RopeSpec`: this layer's RoPE applied here (:func:`rotate`) instead of in
     the KV cache, for models whose layers use different bases (Gemma 3); the cache is then
-    built with ``RopeMode.NONE``.
+    built with ``RopeMode.NONE``. ``windowed``: the layer attends within the model's sliding
+    window; the KV cache's attention is called with ``-sm_scale``, the mark our CPU kernels
+    read (:func:`mlcbuild.compiler.cpu_attention.window_start`: TVM's cache passes no layer id).
     """
 
     def __init__(
@@ -81,8 +83,10 @@ class PagedAttention(nn.Module):
         qk_norm_eps: float | None = None,
         sm_scale: float | None = None,
         rope=None,
+        windowed: bool = False,
     ):
         self.sm_scale = sm_scale if sm_scale is not None else head_dim**-0.5
+        self.windowed = windowed
         self.rope = rope
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
@@ -107,7 +111,8 @@ class PagedAttention(nn.Module):
                 positions = paged_kv_cache.get_query_positions(b * s)
                 q, k = (rotate(t, positions, self.rope) for t in (q, k))
             qkv = op.concat([q, k, v], dim=2)
-        out = paged_kv_cache.attention_with_fused_qkv(layer_id, qkv, h, sm_scale=self.sm_scale)
+        scale = -self.sm_scale if self.windowed else self.sm_scale
+        out = paged_kv_cache.attention_with_fused_qkv(layer_id, qkv, h, sm_scale=scale)
         return self.o_proj(op.reshape(out, (b, s, h * self.head_dim)))
 
 

@@ -38,9 +38,10 @@ class DecoderConfig:
         attention_bias: the q/k/v projections carry a bias (Qwen2).
         qk_norm: RMSNorm over each head's q and k before RoPE (Qwen3).
         sliding_window: keys a query attends to, itself included (Mistral v0.1, Phi-3; Gemma 3's
-            sliding layers); ``None`` for full attention. Sliding-window attention is not
-            implemented: a recipe's ``context_window_size`` must not exceed it (then no window
-            ever applies).
+            sliding layers); ``None`` for full attention. Applied by the CPU attention kernels;
+            GPU builds need a ``context_window_size`` within it (then no window ever applies).
+        sliding_layers: per layer whether it uses ``sliding_window`` (Gemma 3's
+            ``layer_types``); ``None``: every layer does.
         hidden_act: the gated MLP's activation, ``"silu"`` or ``"gelu_pytorch_tanh"`` (Gemma).
         embed_scale: embeddings are multiplied by ``sqrt(hidden_size)`` (Gemma).
         sandwich_norms: Gemma's four norms per layer: ``post_attention_layernorm`` on the
@@ -48,6 +49,8 @@ class DecoderConfig:
             around the MLP (Llama's ``post_attention_layernorm`` is the pre-MLP norm).
         attn_scale: attention score scale; ``None``: ``head_dim ** -0.5``.
         final_logit_softcapping: ``logits = cap * tanh(logits / cap)`` (Gemma 2), or ``None``.
+        attn_logit_softcapping: attention scores ``cap * tanh(scores / cap)`` after scaling
+            (Gemma 2), or ``None``; the CPU attention kernels apply it.
         layer_rope: per layer a :class:`~.rope.RopeSpec` the model applies itself (Gemma 3:
             local and global layers use different bases; Phi-3 LongRoPE); ``None``: one RoPE
             (``rope_theta``/``rope_scaling``) applied by the KV cache.
@@ -71,11 +74,13 @@ class DecoderConfig:
     attention_bias: bool = False
     qk_norm: bool = False
     sliding_window: int | None = None
+    sliding_layers: tuple[bool, ...] | None = None
     hidden_act: str = "silu"
     embed_scale: bool = False
     sandwich_norms: bool = False
     attn_scale: float | None = None
     final_logit_softcapping: float | None = None
+    attn_logit_softcapping: float | None = None
     layer_rope: tuple[RopeSpec, ...] | None = None
     rope_max_context: int | None = None
 

@@ -28,7 +28,7 @@ class DecoderLayer(nn.Module):
     input_layernorm(x)))`` then ``+ post_feedforward_layernorm(mlp(pre_feedforward_layernorm(.)))``.
     """
 
-    def __init__(self, cfg: DecoderConfig, dtype: str, layer_id: int = 0):
+    def __init__(self, cfg: DecoderConfig, dtype: str, layer_id: int = 0, windowed: bool = False):
         def norm():
             return nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
 
@@ -43,6 +43,7 @@ class DecoderLayer(nn.Module):
             qk_norm_eps=cfg.rms_norm_eps if cfg.qk_norm else None,
             sm_scale=cfg.attn_scale,
             rope=cfg.layer_rope[layer_id] if cfg.layer_rope else None,
+            windowed=windowed,
         )
         self.post_attention_layernorm = norm()
         self.sandwich = cfg.sandwich_norms
@@ -60,11 +61,18 @@ class DecoderLayer(nn.Module):
 
 
 class DecoderModel(nn.Module):
-    """Embedding table, decoder layers and the final RMSNorm (HF ``LlamaModel``)."""
+    """Embedding table, decoder layers and the final RMSNorm (HF ``LlamaModel``).
 
-    def __init__(self, cfg: DecoderConfig, dtype: str):
+    ``windowed``: the layers with sliding-window attention (``cfg.sliding_layers``, or all) mark
+    their attention calls as windowed (:class:`~.common.PagedAttention`).
+    """
+
+    def __init__(self, cfg: DecoderConfig, dtype: str, windowed: bool = False):
+        sliding = cfg.sliding_layers or (True,) * cfg.num_hidden_layers
         self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
-        self.layers = nn.ModuleList([DecoderLayer(cfg, dtype, i) for i in range(cfg.num_hidden_layers)])
+        self.layers = nn.ModuleList(
+            [DecoderLayer(cfg, dtype, i, windowed and sliding[i]) for i in range(cfg.num_hidden_layers)]
+        )
         self.norm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=dtype)
 
     def forward(self, x: Tensor, paged_kv_cache: PagedKVCache) -> Tensor:
@@ -80,13 +88,16 @@ class DecoderForCausalLM(nn.Module):
         cfg: the parsed config.
         dtype: activation and unquantized-weight dtype, ``"float32"`` or ``"float16"``.
         target: the ``tvm.target.Target`` the KV-cache kernels are generated for.
+        attention_window: ``cfg.sliding_window`` where a sequence can outgrow it (the CPU
+            attention kernels then apply it, :mod:`mlcbuild.compiler.cpu_attention`), else 0.
     """
 
-    def __init__(self, cfg: DecoderConfig, dtype: str, target):
+    def __init__(self, cfg: DecoderConfig, dtype: str, target, attention_window: int = 0):
         self.cfg = cfg
         self.dtype = dtype
         self.target = target
-        self.model = DecoderModel(cfg, dtype)
+        self.attention_window = attention_window
+        self.model = DecoderModel(cfg, dtype, windowed=attention_window > 0)
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype)
 

@@ -35,10 +35,17 @@ def _rope(params: dict[str, Any], where, kind: str) -> RopeSpec:
     return RopeSpec(float(params["rope_theta"]), factor)
 
 
-def _layer_types(cfg: dict[str, Any], where, n_layers: int) -> list[str]:
+def layer_types(cfg: dict[str, Any], where, n_layers: int, pattern: int = 6) -> list[str]:
+    """Per layer ``"sliding_attention"`` or ``"full_attention"``: ``layer_types`` (transformers
+    5), else every ``sliding_window_pattern``-th layer global (4.x; default ``pattern``: Gemma 3's
+    6, Gemma 2's 2).
+
+    Raises:
+        RecipeError: ``layer_types`` of the wrong length or with another kind.
+    """
     types = cfg.get("layer_types")
     if types is None:  # transformers 4.x: every sliding_window_pattern-th layer is global
-        pattern = int(cfg.get("sliding_window_pattern", 6))
+        pattern = int(cfg.get("sliding_window_pattern", pattern))
         return ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers)]
     if len(types) != n_layers or set(types) - set(LAYER_TYPES):
         raise RecipeError(
@@ -49,30 +56,39 @@ def _layer_types(cfg: dict[str, Any], where, n_layers: int) -> list[str]:
     return list(types)
 
 
+def softcap(cfg: dict[str, Any], where, key: str, default: float | None) -> float | None:
+    """A soft-capping value (``cap * tanh(x / cap)``): ``cfg[key]`` or ``default``, positive or ``None``.
+
+    Raises:
+        RecipeError: not a positive number.
+    """
+    cap = cfg.get(key, default)
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or cap <= 0):
+        raise RecipeError(
+            f"model.config.{key} must be a positive number or null, got {cap!r}",
+            path=where,
+            fix=f"copy {key} from the checkpoint's config.json",
+        )
+    return float(cap) if cap is not None else None
+
+
 def gemma3_config(cfg: dict[str, Any], path=None) -> DecoderConfig:
     """Parse a Hugging Face ``Gemma3TextConfig`` dict.
 
     Raises:
         RecipeError: as :func:`mlcbuild.models.config.decoder_config`; an activation other than
-            ``gelu_pytorch_tanh``; attention logit soft-capping, bidirectional attention or a
-            q/k/v bias (not implemented); malformed ``layer_types``; an unsupported RoPE type.
+            ``gelu_pytorch_tanh``; bidirectional attention or a q/k/v bias (not implemented);
+            malformed ``layer_types`` or soft-caps; an unsupported RoPE type.
     """
     where = path or "<recipe>"
     require(cfg, where, "model_type", ("gemma3_text", None), None, "gemma3_text", fix=ARCH_FIX)
     act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
     require({"hidden_activation": act}, where, "hidden_activation", ("gelu_pytorch_tanh",), None, "gemma3_text")
-    require(cfg, where, "attn_logit_softcapping", (None,), None, "gemma3_text")
     require(cfg, where, "use_bidirectional_attention", (False, None), False, "gemma3_text")
     require(cfg, where, "attention_bias", (False, None), False, "gemma3_text")
-    cap = cfg.get("final_logit_softcapping")
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or cap <= 0):
-        raise RecipeError(
-            f"model.config.final_logit_softcapping must be a positive number or null, got {cap!r}",
-            path=where,
-            fix="copy final_logit_softcapping from the checkpoint's config.json",
-        )
+    cap = softcap(cfg, where, "final_logit_softcapping", None)
     n_layers = cfg.get("num_hidden_layers")
-    types = _layer_types(cfg, where, n_layers) if isinstance(n_layers, int) and n_layers > 0 else []
+    types = layer_types(cfg, where, n_layers) if isinstance(n_layers, int) and n_layers > 0 else []
     params = cfg.get("rope_parameters")
     if isinstance(params, dict) and set(params) & set(LAYER_TYPES):
         ropes = {kind: _rope(params[kind], where, kind) for kind in LAYER_TYPES if kind in params}
@@ -101,10 +117,12 @@ def gemma3_config(cfg: dict[str, Any], path=None) -> DecoderConfig:
         },
         qk_norm=True,
         sliding_window=window if "sliding_attention" in types else None,
+        sliding_layers=tuple(t == "sliding_attention" for t in types),
         hidden_act="gelu_pytorch_tanh",
         embed_scale=True,
         sandwich_norms=True,
         attn_scale=float(cfg.get("query_pre_attn_scalar", 256)) ** -0.5,
-        final_logit_softcapping=float(cap) if cap is not None else None,
+        final_logit_softcapping=cap,
+        attn_logit_softcapping=softcap(cfg, where, "attn_logit_softcapping", None),
         layer_rope=tuple(ropes[t] for t in types),
     )

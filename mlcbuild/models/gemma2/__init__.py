@@ -1,0 +1,15 @@
+"""Gemma 2 (``Gemma2ForCausalLM``, ``model_type`` ``gemma2``): the decoder with Gemma's blocks.
+
+Hugging Face ``transformers/models/gemma2/modeling_gemma2.py``: as Gemma 3 (scaled
+embeddings, ``1 + w`` RMSNorm stored as ``1 + w``, four norms per layer, GeGLU, score scale
+``query_pre_attn_scalar ** -0.5``; :mod:`..gemma3`) without q/k norms and with one RoPE (the
+KV cache applies it), plus attention logit soft-capping (``cap * tanh(scores / cap)``, 50;
+applied by the CPU attention kernels, so Gemma 2 builds for CPU targets only) and final
+logit soft-capping (30). Every second layer attends within ``sliding_window`` (4096), the
+others globally. Checkpoint names: Gemma 3's loader (same layout without q/k norms).
+"""
+
+from ..gemma3 import gemma3_param_map as gemma2_param_map
+from .config import gemma2_config
+
+__all__ = ["gemma2_config", "gemma2_param_map"]
