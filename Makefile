@@ -19,8 +19,9 @@ setup: $(STAMP)
 main: $(STAMP)
 	$(BIN)/mlcbuild compile recipes/llama32-3b.toml --target host
 
+# Two pytest-xdist workers: the 2 cores compile two tiny models at once.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python benches/compile_times.py

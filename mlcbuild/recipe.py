@@ -164,20 +164,6 @@ def parse_recipe(data: dict[str, Any], path: Path | str | None = None) -> Recipe
 
     if build["context_window_size"] is None:
         build["context_window_size"] = cfg.max_position_embeddings
-    # the longest context each implemented piece of the model's math is exact for
-    # (sliding_window is target-dependent: compiler.lower.attention_window)
-    limits = [
-        (getattr(cfg, "rope_max_context", None), "original_max_position_embeddings", "past it LongRoPE switches "
-         "to its long factors, which is not implemented"),
-    ]  # fmt: skip
-    for limit, key, why in limits:
-        if limit is not None and build["context_window_size"] > limit:
-            raise RecipeError(
-                f"build.context_window_size {build['context_window_size']} exceeds the model's {key} "
-                f"({limit} tokens); {why}",
-                path=where,
-                fix=f"set build.context_window_size to at most {limit}",
-            )
     if build["prefill_chunk_size"] > build["context_window_size"]:
         build["prefill_chunk_size"] = build["context_window_size"]
     prefix = build["system_lib_prefix"] or default_system_lib_prefix(model["name"], quant["scheme"])

@@ -13,8 +13,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """One build cache for the whole session, so tests share compiled tiny models."""
-    d = tmp_path_factory.mktemp("mlcbuild-cache")
+    """One build cache for the whole session, so tests share compiled tiny models; under
+    pytest-xdist one for all workers (the cache's per-key lock makes a second builder of a
+    key wait for the first and hit)."""
+    base = tmp_path_factory.getbasetemp()
+    d = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "mlcbuild-cache"
+    d.mkdir(exist_ok=True)
     os.environ["MLCBUILD_CACHE"] = str(d)
     return d
 

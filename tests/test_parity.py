@@ -80,7 +80,8 @@ CASES = {
     # Qwen3: per-head q/k RMSNorm, head_dim 32 != hidden / heads (16), GQA 2, untied
     "qwen3-hd32": tiny_config(model_type="qwen3", head_dim=32, rope_theta=1000000.0),
     # Phi-3 128k-style: fused qkv_proj / gate_up_proj in the checkpoint, MHA, a window the
-    # context fits in, LongRoPE (short factors, attention factor sqrt(1 + ln 4 / ln 256))
+    # context fits in, LongRoPE with its long factors (context 128 > 8; the prompt too, so HF
+    # uses them on every call) and attention factor sqrt(1 + ln 128 / ln 8)
     "phi3-longrope": tiny_config(
         model_type="phi3",
         num_key_value_heads=4,
@@ -88,7 +89,7 @@ CASES = {
         eos_token_id=2,
         sliding_window=128,
         max_position_embeddings=1024,
-        original_max_position_embeddings=256,
+        original_max_position_embeddings=8,
         rope_scaling={
             "type": "longrope",
             "short_factor": [1.0 + 0.3 * i for i in range(8)],
@@ -182,6 +183,24 @@ def test_q0f32_matches_transformers(case, cache_dir):
     hf = hf_model(cfg)
     ours = compile_and_load(recipe_data(cfg, "q0f32", name=f"tiny-{case}"), state_dict_numpy(hf), cache_dir)
     check_against(hf, ours, n_decode=16)
+
+
+def test_the_reference_sees_windows_caps_and_long_factors():
+    """The cases above would catch a model that ignores a window, a soft-cap or LongRoPE's long
+    factors: each changes transformers' logits for PROMPT by over half their range."""
+    changed = {
+        "mistral": {"sliding_window": 1000},
+        "gemma3": {"sliding_window": 1000},
+        "gemma2": {"attn_logit_softcapping": None},
+        "phi3-longrope": {
+            "rope_scaling": CASES["phi3-longrope"]["rope_scaling"]
+            | {"long_factor": CASES["phi3-longrope"]["rope_scaling"]["short_factor"]}
+        },
+    }
+    for case, override in changed.items():
+        ref = reference_logits(hf_model(CASES[case]), PROMPT)
+        other = reference_logits(hf_model(CASES[case] | override), PROMPT)
+        assert np.abs(ref - other).max() > 0.5 * np.abs(ref).max(), case
 
 
 @pytest.mark.parametrize("case", ["gqa2-untied", "mistral"])

@@ -28,6 +28,7 @@ def test_shipped_recipes_load():
         "mistral-7b.toml",
         "gemma2-2b.toml",
         "gemma3-1b.toml",
+        "phi35-mini.toml",
     } <= names
     for p in SHIPPED:
         r = load_recipe(p)
@@ -124,14 +125,16 @@ def test_math_changing_keys_are_checked():
     # per architecture: what its definition does not implement
     assert "use_sliding_window" in _err(recipe_data(tiny_config(model_type="qwen2", use_sliding_window=True))).message
     assert "use_mrope" in _err(recipe_data(tiny_config(model_type="qwen2", use_mrope=True))).message
-    # LongRoPE: exact up to original_max_position_embeddings (short factors); past it, an error
+    # LongRoPE: short factors up to original_max_position_embeddings, the long ones for a longer context
     longrope = {"rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}
     phi3 = tiny_config(model_type="phi3", rope_scaling=longrope, original_max_position_embeddings=64)
-    e = _err(recipe_data(phi3))  # context 128
-    assert "original_max_position_embeddings" in e.message and "at most 64" in e.fix
-    assert parse_recipe(recipe_data(phi3, context_window_size=64)).model_config.rope_max_context == 64
-    short = {**longrope, "short_factor": [1.0] * 7}
-    assert "short_factor" in _err(recipe_data({**phi3, "rope_scaling": short})).message
+    cfg = parse_recipe(recipe_data(phi3)).model_config  # context 128
+    assert cfg.rope_max_context == 64
+    assert cfg.for_context(64).layer_rope[0].ext_factors == (1.0,) * 8
+    assert cfg.for_context(128).layer_rope[0].ext_factors == (2.0,) * 8
+    for key in ("short_factor", "long_factor"):
+        bad = {**longrope, key: [1.0] * 7}
+        assert key in _err(recipe_data({**phi3, "rope_scaling": bad})).message
     # Gemma: a soft-cap must be a positive number; Gemma 2's default to 50 (attention) and 30
     gemma = tiny_config(model_type="gemma3_text", hidden_act=None, sliding_window=512, attn_logit_softcapping=-1)
     assert "attn_logit_softcapping" in _err(recipe_data(gemma)).message

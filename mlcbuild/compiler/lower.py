@@ -69,7 +69,7 @@ def build_model(recipe: Recipe, target) -> object:
 
     arch = get_architecture(recipe.architecture)
     scheme = get_scheme(recipe.scheme)
-    cfg = arch.config_from_hf(recipe.config, path=recipe.path)
+    cfg = arch.config_from_hf(recipe.config, path=recipe.path).for_context(recipe.build.context_window_size)
     dtype = compute_dtype(scheme, target)
     model = arch.model_class(cfg, dtype, target, attention_window=attention_window(recipe, cfg, target))
     if dtype != scheme.model_dtype:

@@ -54,9 +54,10 @@ class DecoderConfig:
         layer_rope: per layer a :class:`~.rope.RopeSpec` the model applies itself (Gemma 3:
             local and global layers use different bases; Phi-3 LongRoPE); ``None``: one RoPE
             (``rope_theta``/``rope_scaling``) applied by the KV cache.
-        rope_max_context: the longest context the RoPE is exact for, tokens (LongRoPE switches to
-            its long factors beyond ``original_max_position_embeddings``: not implemented), or
-            ``None``; a recipe's ``context_window_size`` must not exceed it.
+        rope_max_context: LongRoPE's ``original_max_position_embeddings``, tokens: ``layer_rope``
+            holds its short factors, ``long_rope`` its long ones, which a build whose context
+            exceeds it uses (:meth:`for_context`); ``None`` without LongRoPE.
+        long_rope: per layer the long-factor :class:`~.rope.RopeSpec` (LongRoPE), or ``None``.
     """
 
     hidden_size: int
@@ -83,6 +84,17 @@ class DecoderConfig:
     attn_logit_softcapping: float | None = None
     layer_rope: tuple[RopeSpec, ...] | None = None
     rope_max_context: int | None = None
+    long_rope: tuple[RopeSpec, ...] | None = None
+
+    def for_context(self, context_window_size: int) -> DecoderConfig:
+        """This config as built for a context of ``context_window_size`` tokens: LongRoPE's long
+        factors when it exceeds ``rope_max_context``, for every position (as MLC-LLM does;
+        HF's ``Phi3RotaryEmbedding`` switches per call on the sequence's length, so a build for
+        a long context gives HF's results once a sequence outgrows ``rope_max_context`` and the
+        long-factor RoPE before that)."""
+        if self.long_rope is None or context_window_size <= self.rope_max_context:
+            return self
+        return dataclasses.replace(self, layer_rope=self.long_rope)
 
     def kv_cache_spec(self):
         """What the paged KV cache needs (a :class:`mlcbuild.models.common.KVCacheSpec`)."""
