@@ -188,19 +188,20 @@ def ragged_prefill_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int = 0,
     return batch_prefill_ragged_kv
 
 
-def _paged_attend(h_kv: int, h_q: int, d: int, page_size: int, neg: float, softcap: float):
-    """The loop over one sequence's cached keys shared by :func:`paged_decode_cpu` and
-    :func:`paged_prefill_cpu`, as a TVMScript macro.
+def _paged_attend(h_kv: int, h_q: int, d: int, page_size: int, dtype: str, window: int, softcap: float):
+    """One (query, head) task over a sequence's cached keys, shared by :func:`paged_decode_cpu`
+    and :func:`paged_prefill_cpu`, as a TVMScript macro.
 
-    ``attend(qv, acc, stats, score, part, pages, values, first, head, lo, hi)``: the query
-    ``qv`` (``d`` float32, already times ``sm_scale * log2 e``) of query head ``head`` against
-    keys ``[lo, hi)`` of the sequence whose pages are ``values[first:]`` (key ``t`` in page
-    ``t // page_size``, slot ``t % page_size``). One page of keys at a time: its scores (per
-    key one 8-lane dot product and a 3-step horizontal sum), their ``2^x`` as one vectorized
-    polynomial (:func:`.tir_math.fast_exp2`), then one rescale of the running output per page
-    (online softmax, Milakov & Gimelshein 2018). Leaves the unnormalized output in ``acc``,
-    the running max (base 2) in ``stats[0]`` and the denominator in ``stats[1]`` (0: no key).
+    ``attend(q, row, head, sm_scale, pages, values, first, lo, hi, output, lse)``: query
+    ``q[row, head]`` against keys ``[lo, hi)`` of the sequence whose pages are
+    ``values[first:]`` (key ``t`` in page ``t // page_size``, slot ``t % page_size``); writes
+    ``output[row, head]`` and ``lse[row, head]`` (base 2; zeros and -5e4 where no key is seen).
+    One page of keys at a time: its scores (per key one 8-lane dot product and a 3-step
+    horizontal sum, :func:`logit`), their ``2^x`` as one vectorized polynomial
+    (:func:`.tir_math.fast_exp2`), then one rescale of the running output per page (online
+    softmax, Milakov & Gimelshein 2018).
     """
+    neg = -5e4
     group = h_q // h_kv
     chunks = d // 8
 
@@ -234,8 +235,14 @@ def _paged_attend(h_kv: int, h_q: int, d: int, page_size: int, neg: float, softc
         return begin(page(lo, p), lo) + u
 
     @T.macro
-    def attend(qv, acc, stats, score, part, pages, values, first, head, lo, hi):
+    def attend(q, row, head, sm_scale, pages, values, first, lo, hi, output, lse):
+        acc = T.decl_buffer((d,), "float32")
+        qv = T.decl_buffer((d,), "float32")
+        part = T.decl_buffer((8,), "float32")
+        score = T.decl_buffer((page_size,), "float32")
+        stats = T.decl_buffer((4,), "float32")  # running max, denominator, page max, new max
         for j in T.vectorized(d):
+            qv[j] = T.Cast("float32", q[row, head, j]) * q_factor(sm_scale, window, softcap)
             acc[j] = T.float32(0)
         stats[0] = T.float32(neg)
         stats[1] = T.float32(0)
@@ -262,6 +269,11 @@ def _paged_attend(h_kv: int, h_q: int, d: int, page_size: int, neg: float, softc
                         score[slot(lo, p, u)], 8
                     ) * kv_at(pages, values, first, head, page(lo, p), 1, slot(lo, p, u), j0)
             stats[0] = stats[3]
+        for j in T.vectorized(d):
+            output[row, head, j] = T.Cast(
+                dtype, T.if_then_else(stats[1] > T.float32(0), acc[j] / stats[1], T.float32(0))
+            )
+        lse[row, head] = T.if_then_else(stats[1] > T.float32(0), stats[0] + T.log2(stats[1]), T.float32(neg))
 
     return attend
 
@@ -279,8 +291,7 @@ def paged_decode_cpu(
     ``window``, ``softcap``: as in :func:`ragged_prefill_cpu`. ``d`` a multiple of 8 (else
     TVM's kernel stays).
     """
-    neg = -5e4
-    attend = _paged_attend(h_kv, h_q, d, page_size, neg, softcap)
+    attend = _paged_attend(h_kv, h_q, d, page_size, dtype, window, softcap)
 
     def n_keys(indptr, length_info, s):
         return (indptr[s + 1] - indptr[s] - 1) * page_size + length_info[s]
@@ -322,32 +333,18 @@ def paged_decode_cpu(
 
         assert rotary_mode == 0, "mlcbuild's CPU decode attention expects RoPE applied before it"
         for task in T.parallel(batch * h_q):
-            acc = T.decl_buffer((d,), "float32")
-            qv = T.decl_buffer((d,), "float32")
-            part = T.decl_buffer((8,), "float32")
-            score = T.decl_buffer((page_size,), "float32")
-            stats = T.decl_buffer((4,), "float32")  # running max, denominator, page max, new max
-            for j in T.vectorized(d):
-                qv[j] = T.Cast("float32", q[task // h_q, task % h_q, j]) * (q_factor(sm_scale, window, softcap))
             attend(
-                qv,
-                acc,
-                stats,
-                score,
-                part,
+                q,
+                task // h_q,
+                task % h_q,
+                sm_scale,
                 pages,
                 values,
                 indptr[task // h_q],
-                task % h_q,
                 window_start(sm_scale, window, q_rope_position[task // h_q], k_rope_pos_offset[task // h_q]),
                 n_keys(indptr, length_info, task // h_q),
-            )
-            for j in T.vectorized(d):
-                output[task // h_q, task % h_q, j] = T.Cast(
-                    dtype, T.if_then_else(stats[1] > T.float32(0), acc[j] / stats[1], T.float32(0))
-                )
-            lse[task // h_q, task % h_q] = T.if_then_else(
-                stats[1] > T.float32(0), stats[0] + T.log2(stats[1]), T.float32(neg)
+                output,
+                lse,
             )
 
     return batch_decode_paged_kv
@@ -366,8 +363,7 @@ def paged_prefill_cpu(
     ``[total, h_q]`` (base 2, -5e4 where a query sees no key). Parallel over (query, head).
     ``window``, ``softcap``: as in :func:`ragged_prefill_cpu`.
     """
-    neg = -5e4
-    attend = _paged_attend(h_kv, h_q, d, page_size, neg, softcap)
+    attend = _paged_attend(h_kv, h_q, d, page_size, dtype, window, softcap)
 
     def n_q(q_indptr, b):
         return q_indptr[b + 1] - q_indptr[b]
@@ -422,34 +418,18 @@ def paged_prefill_cpu(
         assert rotary_mode == 0, "mlcbuild's CPU prefill attention expects RoPE applied before it"
         for b in range(batch_size):
             for task in T.parallel(n_q(q_indptr, b) * h_q):
-                acc = T.decl_buffer((d,), "float32")
-                qv = T.decl_buffer((d,), "float32")
-                part = T.decl_buffer((8,), "float32")
-                score = T.decl_buffer((page_size,), "float32")
-                stats = T.decl_buffer((4,), "float32")
-                for j in T.vectorized(d):
-                    qv[j] = T.Cast("float32", q[row(q_indptr, b, task), task % h_q, j]) * (
-                        q_factor(sm_scale, window, softcap)
-                    )
                 attend(
-                    qv,
-                    acc,
-                    stats,
-                    score,
-                    part,
+                    q,
+                    row(q_indptr, b, task),
+                    task % h_q,
+                    sm_scale,
                     pages,
                     values,
                     page_indptr[b],
-                    task % h_q,
                     window_start(sm_scale, window, q_rope_position[row(q_indptr, b, task)], k_rope_pos_offset[b]),
                     n_keys(page_indptr, length_info, q_indptr, b, task, causal),
-                )
-                for j in T.vectorized(d):
-                    output[row(q_indptr, b, task), task % h_q, j] = T.Cast(
-                        dtype, T.if_then_else(stats[1] > T.float32(0), acc[j] / stats[1], T.float32(0))
-                    )
-                lse[row(q_indptr, b, task), task % h_q] = T.if_then_else(
-                    stats[1] > T.float32(0), stats[0] + T.log2(stats[1]), T.float32(neg)
+                    output,
+                    lse,
                 )
 
     return batch_prefill_paged_kv

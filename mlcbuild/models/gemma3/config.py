@@ -72,6 +72,35 @@ def softcap(cfg: dict[str, Any], where, key: str, default: float | None) -> floa
     return float(cap) if cap is not None else None
 
 
+GEMMA_DEFAULTS = {"head_dim": 256, "rms_norm_eps": 1e-6, "tie_word_embeddings": True}
+
+
+def gemma_flags(cfg: dict[str, Any], where, arch: str, types: list[str], caps: tuple) -> dict[str, Any]:
+    """The :class:`~mlcbuild.models.config.DecoderConfig` flags Gemma 2 and 3 share: GeGLU,
+    scaled embeddings, four norms, score scale ``query_pre_attn_scalar ** -0.5``, the window
+    of the ``sliding_attention`` layers in ``types``, and the soft-caps (``caps``: the
+    attention and final defaults for absent keys).
+
+    Raises:
+        RecipeError: an activation other than ``gelu_pytorch_tanh``, a q/k/v bias, a
+            malformed window or soft-cap.
+    """
+    act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
+    require({"hidden_activation": act}, where, "hidden_activation", ("gelu_pytorch_tanh",), None, arch)
+    require(cfg, where, "attention_bias", (False, None), False, arch)
+    window = sliding_window({"sliding_window": cfg.get("sliding_window", 4096)}, where)
+    return {
+        "sliding_window": window if "sliding_attention" in types else None,
+        "sliding_layers": tuple(t == "sliding_attention" for t in types),
+        "hidden_act": "gelu_pytorch_tanh",
+        "embed_scale": True,
+        "sandwich_norms": True,
+        "attn_scale": float(cfg.get("query_pre_attn_scalar", 256)) ** -0.5,
+        "attn_logit_softcapping": softcap(cfg, where, "attn_logit_softcapping", caps[0]),
+        "final_logit_softcapping": softcap(cfg, where, "final_logit_softcapping", caps[1]),
+    }
+
+
 def gemma3_config(cfg: dict[str, Any], path=None) -> DecoderConfig:
     """Parse a Hugging Face ``Gemma3TextConfig`` dict.
 
@@ -82,11 +111,7 @@ def gemma3_config(cfg: dict[str, Any], path=None) -> DecoderConfig:
     """
     where = path or "<recipe>"
     require(cfg, where, "model_type", ("gemma3_text", None), None, "gemma3_text", fix=ARCH_FIX)
-    act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
-    require({"hidden_activation": act}, where, "hidden_activation", ("gelu_pytorch_tanh",), None, "gemma3_text")
     require(cfg, where, "use_bidirectional_attention", (False, None), False, "gemma3_text")
-    require(cfg, where, "attention_bias", (False, None), False, "gemma3_text")
-    cap = softcap(cfg, where, "final_logit_softcapping", None)
     n_layers = cfg.get("num_hidden_layers")
     types = layer_types(cfg, where, n_layers) if isinstance(n_layers, int) and n_layers > 0 else []
     params = cfg.get("rope_parameters")
@@ -104,25 +129,12 @@ def gemma3_config(cfg: dict[str, Any], path=None) -> DecoderConfig:
         raise RecipeError(
             f"model.config.rope_parameters lacks {missing}", path=where, fix="copy rope_parameters from the checkpoint"
         )
-    window = sliding_window({"sliding_window": cfg.get("sliding_window", 4096)}, where)
     base = {k: v for k, v in cfg.items() if k not in ("rope_parameters", "rope_scaling", "rope_theta")}
     return decoder_config(
         base,
         where,
-        defaults={
-            "head_dim": 256,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": True,
-            "max_position_embeddings": 131072,
-        },
+        defaults={**GEMMA_DEFAULTS, "max_position_embeddings": 131072},
         qk_norm=True,
-        sliding_window=window if "sliding_attention" in types else None,
-        sliding_layers=tuple(t == "sliding_attention" for t in types),
-        hidden_act="gelu_pytorch_tanh",
-        embed_scale=True,
-        sandwich_norms=True,
-        attn_scale=float(cfg.get("query_pre_attn_scalar", 256)) ** -0.5,
-        final_logit_softcapping=cap,
-        attn_logit_softcapping=softcap(cfg, where, "attn_logit_softcapping", None),
+        **gemma_flags(cfg, where, "gemma3_text", types, caps=(None, None)),
         layer_rope=tuple(ropes[t] for t in types),
     )
