@@ -5,6 +5,7 @@ Nothing below this module imports it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .errors import MlcbuildError
@@ -241,6 +242,48 @@ def run_cmd(artifact, weights_dir, prompt, prompt_ids, max_new_tokens, ignore_eo
         err.print(
             f"prefill {result['prefill_tokens_per_s']} tok/s, decode {result['decode_tokens_per_s']} tok/s, "
             f"peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MiB",
+            highlight=False,
+        )
+
+
+@main.command("eval")
+@click.argument("artifact", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--weights",
+    "weights_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="converted weights (or, with a recipe, a checkpoint to convert)",
+)
+@click.option("--text", "text_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--context", type=int, default=256, show_default=True, help="tokens per evaluation window")
+@click.option("--max-tokens", type=int, help="score only the text's first N tokens")
+@click.option("--json", "as_json", is_flag=True, help="print {perplexity, nll, tokens, windows, ...} as JSON")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MLCBUILD_CACHE")
+def eval_cmd(artifact, weights_dir, text_file, context, max_tokens, as_json, cache_dir) -> None:
+    """Perplexity of a compiled ARTIFACT (or a recipe, compiled first) on the host over a text file."""
+    from .evaluate import perplexity, text_ids
+    from .runtime import load_host_model
+
+    if artifact.suffix == ".toml":
+        r, res = _compile_with_progress(artifact, "host", cache_dir)
+        artifact = res.artifact
+        if not (weights_dir / "tensor-cache.json").is_file() and (weights_dir / "config.json").is_file():
+            weights_dir = _convert_with_progress(r, weights_dir, cache_dir, None, True).weights
+    model, _ = load_host_model(artifact, weights_dir)
+    ids = text_ids(weights_dir, text_file, max_tokens)
+    with Progress(
+        TextColumn("perplexity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
+    ) as bar:
+        task = bar.add_task("windows", total=None)
+        result = perplexity(model, ids, context, lambda done, total: bar.update(task, completed=done, total=total))
+    out = dataclasses.asdict(result) | {"text": str(text_file), "artifact": str(artifact)}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        stdout.print(
+            f"perplexity {result.perplexity:.4f} over {result.tokens} tokens "
+            f"({result.windows} windows of {result.context}, {result.seconds:.1f} s)",
             highlight=False,
         )
 

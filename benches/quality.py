@@ -1,0 +1,107 @@
+"""Quality table: perplexity of the trained tiny model (quality/tiny-kjv) per quantization
+scheme on held-out text, with file size and bits per weight.
+
+    .venv/bin/python benches/quality.py [--schemes q0f32 q8f16_1 q4f16_1 q3f16_1] [--context 256]
+
+Each scheme: a recipe of the checkpoint's config.json, ``mlcbuild convert`` + ``mlcbuild eval``
+(host) over ``quality/kjv_heldout.txt``; the reference is ``transformers``' perplexity of the
+unquantized float16 checkpoint over the same windows. Writes benches/results/quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benches"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from results_io import write_results  # noqa: E402
+
+MODEL = REPO / "quality" / "tiny-kjv"
+HELDOUT = REPO / "quality" / "kjv_heldout.txt"
+
+
+def mlcbuild(*args) -> dict:
+    """Run the CLI with ``--json``; its last stdout line as a dict."""
+    cmd = [sys.executable, "-c", "from mlcbuild.cli import main; main()", *map(str, args), "--json"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def recipe(tmp: Path, scheme: str) -> Path:
+    import tomli_w
+
+    cfg = {k: v for k, v in json.loads((MODEL / "config.json").read_text()).items() if v is not None}
+    data = {
+        "model": {"name": "tiny-kjv", "architecture": "llama", "source": str(MODEL), "config": cfg},
+        "quantization": {"scheme": scheme},
+        "build": {"context_window_size": 256, "prefill_chunk_size": 64, "max_batch_size": 1},
+    }
+    p = tmp / f"tiny-kjv-{scheme}.toml"
+    p.write_bytes(tomli_w.dumps(data).encode())
+    return p
+
+
+def weight_bytes(weights: Path) -> int:
+    """Bytes of the parameter shards (``tensor-cache.json``'s records)."""
+    index = json.loads((Path(weights) / "tensor-cache.json").read_text())
+    return sum((Path(weights) / r["dataPath"]).stat().st_size for r in index["records"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--schemes", nargs="+", default=["q0f32", "q0f16", "q8f16_1", "q4f16_1", "q3f16_1"])
+    ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--out", default=str(REPO / "benches" / "results" / "quality.json"))
+    args = ap.parse_args()
+
+    from test_quality import hf_perplexity
+    from tokenizers import Tokenizer
+
+    ids = Tokenizer.from_file(str(MODEL / "tokenizer.json")).encode(HELDOUT.read_text()).ids
+    reference = hf_perplexity(MODEL, ids, args.context)
+    params = json.loads((MODEL / "training.json").read_text())["parameters"]
+    print(f"transformers (float16 weights): perplexity {reference:.4f} over {len(ids)} tokens")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for scheme in args.schemes:
+            r = recipe(Path(tmp), scheme)
+            weights = mlcbuild("convert", r, "--weights", MODEL)["weights"]
+            ev = mlcbuild("eval", r, "--weights", weights, "--text", HELDOUT, "--context", args.context)
+            size = weight_bytes(weights)
+            row = {
+                "scheme": scheme,
+                "perplexity": round(ev["perplexity"], 4),
+                "delta_vs_unquantized": round(ev["perplexity"] - reference, 4),
+                "weight_bytes": size,
+                "bits_per_weight": round(size * 8 / params, 3),
+                "tokens": ev["tokens"],
+                "eval_seconds": round(ev["seconds"], 1),
+            }
+            rows.append(row)
+            print(
+                f"{scheme:9s} ppl {row['perplexity']:8.4f}  ({row['delta_vs_unquantized']:+.4f})  "
+                f"{size / 2**20:6.2f} MiB  {row['bits_per_weight']:6.3f} bits/weight"
+            )
+    write_results(
+        args.out,
+        {
+            "benchmark": "quality",
+            "model": "quality/tiny-kjv (trained, 1.97M parameters)",
+            "text": "quality/kjv_heldout.txt",
+            "context": args.context,
+            "tokens": len(ids),
+            "reference_perplexity": round(reference, 4),
+            "results": rows,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

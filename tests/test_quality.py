@@ -1,0 +1,82 @@
+"""Perplexity (``mlcbuild eval``) of the trained tiny model (``quality/tiny-kjv``) against
+``transformers``' perplexity of the same weights over the same windows of held-out text."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import REPO
+from test_convert_run import cli
+
+from mlcbuild.evaluate import windows
+
+MODEL = REPO / "quality" / "tiny-kjv"
+HELDOUT = REPO / "quality" / "kjv_heldout.txt"
+CONTEXT, MAX_TOKENS = 128, 700
+
+
+def hf_perplexity(model_dir, ids: list[int], context: int) -> float:
+    """``transformers``' perplexity of the checkpoint (float16 weights computed in float32) over
+    :func:`mlcbuild.evaluate.windows` of ``ids``: mean of each window's shifted cross-entropy."""
+    import transformers
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for w in windows(ids, context):
+            x = torch.tensor([w])
+            loss = hf(input_ids=x, labels=x).loss.double().item()
+            nll += loss * (len(w) - 1)
+            n += len(w) - 1
+    return math.exp(nll / n)
+
+
+def _recipe(tmp_path, scheme: str):
+    from test_cache import _toml
+
+    cfg = {k: v for k, v in json.loads((MODEL / "config.json").read_text()).items() if v is not None}  # TOML: no null
+    data = {
+        "model": {"name": "tiny-kjv", "architecture": "llama", "source": str(MODEL), "config": cfg},
+        "quantization": {"scheme": scheme},
+        "build": {"context_window_size": 256, "prefill_chunk_size": 64, "max_batch_size": 1},
+    }
+    p = tmp_path / f"tiny-kjv-{scheme}.toml"
+    p.write_text(_toml(data))
+    return p
+
+
+@pytest.mark.skipif(not MODEL.is_dir(), reason="quality/tiny-kjv not trained (python quality/train_tiny.py)")
+def test_q0f32_perplexity_equals_transformers(tmp_path, cache_dir):
+    """q0f32 perplexity within 1e-5 (relative) of transformers' on the same windows."""
+    from tokenizers import Tokenizer
+
+    recipe = _recipe(tmp_path, "q0f32")
+    conv = cli("convert", recipe, "--weights", MODEL, "--json", "--cache-dir", cache_dir)
+    assert conv.exit_code == 0, conv.output
+    weights = json.loads(conv.stdout.strip().splitlines()[-1])["weights"]
+    args = ["--weights", weights, "--text", HELDOUT, "--context", CONTEXT, "--max-tokens", MAX_TOKENS, "--json"]
+    r = cli("eval", recipe, *args, "--cache-dir", cache_dir)
+    assert r.exit_code == 0, r.output
+    ours = json.loads(r.stdout.strip().splitlines()[-1])
+    ids = Tokenizer.from_file(str(MODEL / "tokenizer.json")).encode(HELDOUT.read_text()).ids[:MAX_TOKENS]
+    ref = hf_perplexity(MODEL, ids, CONTEXT)
+    assert ours["tokens"] == MAX_TOKENS - math.ceil(MAX_TOKENS / CONTEXT)
+    assert abs(ours["perplexity"] - ref) <= 1e-5 * ref, (ours["perplexity"], ref)
+    assert ours["perplexity"] < 100  # trained: far below the vocabulary's 2048
+
+
+def test_eval_refuses_a_context_longer_than_the_build(tmp_path):
+    from mlcbuild.errors import MlcbuildError
+    from mlcbuild.evaluate import perplexity
+
+    class Model:
+        context_window_size = 64
+
+    with pytest.raises(MlcbuildError) as e:
+        perplexity(Model(), list(range(10)), 128)
+    assert "--context 128" in e.value.message and "64" in e.value.fix
+    with pytest.raises(MlcbuildError):
+        windows([5], 16)  # one token: nothing to score
