@@ -23,7 +23,7 @@ def hf_perplexity(model_dir, ids: list[int], context: int) -> float:
     :func:`mlcbuild.evaluate.windows` of ``ids``: mean of each window's shifted cross-entropy."""
     import transformers
 
-    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     nll, n = 0.0, 0
     with torch.no_grad():
         for w in windows(ids, context):
