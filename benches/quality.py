@@ -61,11 +61,11 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benches" / "results" / "quality.json"))
     args = ap.parse_args()
 
-    from test_quality import hf_perplexity
+    from test_quality import hf_model, hf_perplexity
     from tokenizers import Tokenizer
 
     ids = Tokenizer.from_file(str(MODEL / "tokenizer.json")).encode(HELDOUT.read_text()).ids
-    reference = hf_perplexity(MODEL, ids, args.context)
+    reference = hf_perplexity(hf_model(), ids, args.context)
     params = json.loads((MODEL / "training.json").read_text())["parameters"]
     print(f"transformers (float16 weights): perplexity {reference:.4f} over {len(ids)} tokens")
     rows = []

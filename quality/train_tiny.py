@@ -10,6 +10,8 @@ trained on the same split, fixed seeds, on the CPU:
 
 Held out: every chapter whose running index (Genesis 1 = 0) is 12 mod 25 (48 chapters,
 ~4 % of the text), written to ``quality/kjv_heldout.txt`` for evaluation; the rest trains.
+Calibration text for GPTQ/AWQ (``quality/kjv_calibration.txt``): the training chapters whose
+index is 3 mod 25 (``--texts-only`` writes both files without training).
 The checkpoint is saved in float16 (the weights the perplexity reference uses); training
 keeps float32 masters.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 HELDOUT_EVERY, HELDOUT_AT = 25, 12
+CALIBRATION_AT = 3  # chapters index % 25 == 3 (training text): quality/kjv_calibration.txt
 
 
 def chapters() -> list[str]:
@@ -73,6 +76,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--texts-only", action="store_true", help="write the held-out and calibration texts only")
     args = ap.parse_args()
 
     import numpy as np
@@ -83,6 +87,10 @@ def main() -> None:
     torch.set_num_threads(2)
     train, held = split()
     (HERE / "kjv_heldout.txt").write_text("\n".join(held) + "\n", encoding="utf-8")
+    calibration = [c for i, c in enumerate(chapters()) if i % HELDOUT_EVERY == CALIBRATION_AT]
+    (HERE / "kjv_calibration.txt").write_text("\n".join(calibration) + "\n", encoding="utf-8")
+    if args.texts_only:
+        return
     tok = train_tokenizer(train, vocab_size=2048)
     ids = np.array([t for c in train for t in tok.encode(c).ids + [2]], dtype=np.int64)  # </s> between chapters
     cfg = transformers.LlamaConfig(

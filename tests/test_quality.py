@@ -15,15 +15,20 @@ from mlcbuild.evaluate import windows
 
 MODEL = REPO / "quality" / "tiny-kjv"
 HELDOUT = REPO / "quality" / "kjv_heldout.txt"
+CALIBRATION = REPO / "quality" / "kjv_calibration.txt"
 CONTEXT, MAX_TOKENS = 128, 700
 
 
-def hf_perplexity(model_dir, ids: list[int], context: int) -> float:
-    """``transformers``' perplexity of the checkpoint (float16 weights computed in float32) over
-    :func:`mlcbuild.evaluate.windows` of ``ids``: mean of each window's shifted cross-entropy."""
+def hf_model():
+    """The trained checkpoint in ``transformers`` (float16 weights computed in float32)."""
     import transformers
 
-    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return transformers.AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).eval()
+
+
+def hf_perplexity(hf, ids: list[int], context: int) -> float:
+    """``transformers``' perplexity of model ``hf`` over :func:`mlcbuild.evaluate.windows` of
+    ``ids``: mean of each window's shifted cross-entropy."""
     nll, n = 0.0, 0
     with torch.no_grad():
         for w in windows(ids, context):
@@ -62,7 +67,7 @@ def test_q0f32_perplexity_equals_transformers(tmp_path, cache_dir):
     assert r.exit_code == 0, r.output
     ours = json.loads(r.stdout.strip().splitlines()[-1])
     ids = Tokenizer.from_file(str(MODEL / "tokenizer.json")).encode(HELDOUT.read_text()).ids[:MAX_TOKENS]
-    ref = hf_perplexity(MODEL, ids, CONTEXT)
+    ref = hf_perplexity(hf_model(), ids, CONTEXT)
     assert ours["tokens"] == MAX_TOKENS - math.ceil(MAX_TOKENS / CONTEXT)
     assert abs(ours["perplexity"] - ref) <= 1e-5 * ref, (ours["perplexity"], ref)
     assert ours["perplexity"] < 100  # trained: far below the vocabulary's 2048
@@ -80,3 +85,49 @@ def test_eval_refuses_a_context_longer_than_the_build(tmp_path):
     assert "--context 128" in e.value.message and "64" in e.value.fix
     with pytest.raises(MlcbuildError):
         windows([5], 16)  # one token: nothing to score
+
+
+def _rtn_decoder_linears(hf, scheme) -> None:
+    """Round-to-nearest every decoder linear of ``hf`` in place (the LM head and embeddings
+    stay float, as :func:`mlcbuild.quant.calibrate.gptq_model` leaves them)."""
+    for module in hf.model.layers.modules():
+        if isinstance(module, torch.nn.Linear):
+            w = module.weight.detach().numpy()
+            with torch.no_grad():
+                module.weight.copy_(torch.from_numpy(scheme.dequantize(*scheme.quantize(w, "NK"), w.shape[1], "NK")))
+
+
+@pytest.mark.skipif(not MODEL.is_dir(), reason="quality/tiny-kjv not trained (python quality/train_tiny.py)")
+@pytest.mark.parametrize("name", ["q4f16_1", "q3f16_1"])
+def test_gptq_beats_round_to_nearest_perplexity(name):
+    """On the trained model, GPTQ (32 x 128 calibration tokens) loses less held-out perplexity
+    than round-to-nearest at the same bits and layout (Frantar et al. 2022, Table 3's claim)."""
+    from tokenizers import Tokenizer
+
+    from mlcbuild.quant import get_scheme
+    from mlcbuild.quant.calibrate import calibration_ids, gptq_model
+
+    scheme = get_scheme(name)
+    ids = Tokenizer.from_file(str(MODEL / "tokenizer.json")).encode(HELDOUT.read_text()).ids[:8192]
+    base = hf_perplexity(hf_model(), ids, CONTEXT)
+    rtn = hf_model()
+    _rtn_decoder_linears(rtn, scheme)
+    ppl_rtn = hf_perplexity(rtn, ids, CONTEXT)
+    calib = calibration_ids(MODEL / "tokenizer.json", CALIBRATION, 32, 128, seed=0)
+    gq = hf_model()
+    codes = gptq_model(gq, calib, scheme)
+    assert len(codes) == 7 * 4  # q, k, v, o, gate, up, down in each of 4 layers
+    ppl_gptq = hf_perplexity(gq, ids, CONTEXT)
+    print(f"{name}: unquantized {base:.3f}, RTN {ppl_rtn:.3f}, GPTQ {ppl_gptq:.3f}")
+    assert base < ppl_gptq < ppl_rtn
+
+
+def test_calibration_text_too_short_is_an_error(tmp_path):
+    from mlcbuild.errors import MlcbuildError
+    from mlcbuild.quant.calibrate import calibration_ids
+
+    short = tmp_path / "short.txt"
+    short.write_text("In the beginning God created the heaven and the earth.")
+    with pytest.raises(MlcbuildError) as e:
+        calibration_ids(MODEL / "tokenizer.json", short, 4, 64, seed=0)
+    assert "4 x 64" in e.value.message and "fewer samples" in e.value.fix

@@ -97,12 +97,31 @@ class GroupQuant(Scheme):
         kp = self.padded_k(k)
         if kp != k:
             w = np.pad(w, ((0, 0), (0, kp - k)))
+        scale = self.scales(w)
+        return self.pack(self.codes(w, scale), scale, layout)
+
+    def scales(self, w: np.ndarray) -> np.ndarray:
+        """Per-group scales ``max|w| / max_int`` of a ``[N, K_pad]`` float32 weight:
+        ``[N, K_pad / group_size]`` in ``model_dtype``."""
+        n, kp = w.shape
         groups = w.reshape(n, kp // self.group_size, self.group_size)
-        scale = (np.abs(groups).max(axis=-1) / self.max_int).astype(self.model_dtype)
-        s32 = scale.astype(np.float32)[..., None]
+        return (np.abs(groups).max(axis=-1) / self.max_int).astype(self.model_dtype)
+
+    def codes(self, w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """Unsigned codes ``clip(round(w / scale) + max_int, 0, 2 max_int)`` of ``[N, K_pad]``
+        float32 weights under ``scale`` (:meth:`scales`' shape; a zero scale codes 0 as
+        ``max_int``): ``[N, K_pad]`` uint32."""
+        n, kp = w.shape
+        s32 = np.repeat(scale.astype(np.float32), self.group_size, axis=1)
         safe = np.where(s32 == 0, 1.0, s32)
-        q = np.clip(np.rint(groups / safe) + self.max_int, 0, 2 * self.max_int).astype(np.uint32)
-        q = q.reshape(n, kp // self.elems_per_word, self.elems_per_word)
+        return np.clip(np.rint(w / safe) + self.max_int, 0, 2 * self.max_int).astype(np.uint32)
+
+    def pack(self, codes: np.ndarray, scale: np.ndarray, layout: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Pack ``[N, K_pad]`` codes (``bits`` wide) ``32 // bits`` per uint32, low bits first:
+        ``(q_weight, q_scale)`` in ``layout`` (default: the scheme's). Quantizers that choose
+        their own codes (GPTQ, :mod:`.gptq`) store them through this."""
+        n, kp = codes.shape
+        q = codes.astype(np.uint32).reshape(n, kp // self.elems_per_word, self.elems_per_word)
         shifts = (np.arange(self.elems_per_word, dtype=np.uint32) * self.bits)[None, None, :]
         packed = np.bitwise_or.reduce(q << shifts, axis=-1).astype(np.uint32)
         if (layout or self.layout) == "KN":
