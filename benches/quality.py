@@ -3,8 +3,9 @@ scheme on held-out text, with file size and bits per weight.
 
     .venv/bin/python benches/quality.py [--schemes q0f32 q8f16_1 q4f16_1 q3f16_1] [--context 256]
 
-Each scheme: a recipe of the checkpoint's config.json, ``mlcbuild convert`` + ``mlcbuild eval``
-(host) over ``quality/kjv_heldout.txt``; the reference is ``transformers``' perplexity of the
+Each scheme: a recipe of the checkpoint's config.json (GPTQ schemes calibrated on 128 x 128
+tokens of ``quality/kjv_calibration.txt``), ``mlcbuild convert`` + ``mlcbuild eval`` (host) over
+``quality/kjv_heldout.txt``; the reference is ``transformers``' perplexity of the
 unquantized float16 checkpoint over the same windows. Writes benches/results/quality.json.
 """
 
@@ -34,13 +35,19 @@ def mlcbuild(*args) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+CALIBRATION = {"text": str(REPO / "quality" / "kjv_calibration.txt"), "samples": 128, "seq_len": 128}
+
+
 def recipe(tmp: Path, scheme: str) -> Path:
+    """A recipe of the trained checkpoint for ``scheme`` (calibrated ones: :data:`CALIBRATION`)."""
     import tomli_w
+
+    from mlcbuild.quant import get_scheme
 
     cfg = {k: v for k, v in json.loads((MODEL / "config.json").read_text()).items() if v is not None}
     data = {
         "model": {"name": "tiny-kjv", "architecture": "llama", "source": str(MODEL), "config": cfg},
-        "quantization": {"scheme": scheme},
+        "quantization": {"scheme": scheme} | ({"calibration": CALIBRATION} if get_scheme(scheme).calibration else {}),
         "build": {"context_window_size": 256, "prefill_chunk_size": 64, "max_batch_size": 1},
     }
     p = tmp / f"tiny-kjv-{scheme}.toml"
@@ -56,7 +63,11 @@ def weight_bytes(weights: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--schemes", nargs="+", default=["q0f32", "q0f16", "q8f16_1", "q4f16_1", "q3f16_1"])
+    ap.add_argument(
+        "--schemes",
+        nargs="+",
+        default=["q0f32", "q0f16", "q8f16_1", "q4f16_1", "q4f16_gptq", "q3f16_1", "q3f16_gptq"],
+    )
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--out", default=str(REPO / "benches" / "results" / "quality.json"))
     args = ap.parse_args()

@@ -82,7 +82,47 @@ def weights_key(recipe: Recipe, ckpt: Checkpoint) -> tuple[str, dict[str, Any]]:
         "mlcbuild": __version__,
         "format": "tensor-cache",
     }
+    if recipe.calibration:  # the codes depend on the calibration text and settings
+        text = Path(recipe.calibration["text"])
+        if not text.is_file():
+            raise MlcbuildError(
+                "calibration text file not found",
+                path=text,
+                fix="set [quantization.calibration] text to an existing file (relative to the recipe)",
+            )
+        inputs["calibration"] = {**recipe.calibration, "text": file_sha256(text)}
     return content_key(inputs), inputs
+
+
+def calibrated_codes(recipe: Recipe, ckpt: Checkpoint) -> dict | None:
+    """GPTQ codes of the checkpoint's decoder linears for a calibrated scheme, else ``None``.
+
+    Loads the checkpoint in ``transformers`` (float32, on the CPU: memory ~4 bytes per
+    parameter) and runs :func:`mlcbuild.quant.calibrate.gptq_model` on the recipe's
+    calibration text, tokenized with the checkpoint's ``tokenizer.json``.
+
+    Raises:
+        MlcbuildError: no tokenizer.json, or the text is too short for the samples asked.
+    """
+    from .quant import get_scheme
+
+    scheme = get_scheme(recipe.scheme)
+    if scheme.calibration is None:
+        return None
+    import torch
+    import transformers
+
+    from .quant.calibrate import calibration_ids, gptq_model
+
+    tok = ckpt.dir / "tokenizer.json"
+    if not tok.is_file():
+        raise MlcbuildError(
+            "calibration needs the checkpoint's tokenizer.json", path=ckpt.dir, fix="add tokenizer.json"
+        )
+    c = recipe.calibration
+    ids = calibration_ids(tok, Path(c["text"]), c["samples"], c["seq_len"], c["seed"])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(ckpt.dir, dtype=torch.float32).eval()
+    return gptq_model(hf, ids, scheme, act_order=c["act_order"], damp=c["damp"])
 
 
 def convert_weights(
@@ -121,9 +161,10 @@ def convert_weights(
                 arch = get_architecture(recipe.architecture)
                 pmap = arch.hf_param_map(recipe.model_config)
                 total = len(specs)
+                codes = calibrated_codes(recipe, ckpt)
 
                 def progress():
-                    for i, (name, arr) in enumerate(convert_params(model, specs, pmap, ckpt.read)):
+                    for i, (name, arr) in enumerate(convert_params(model, specs, pmap, ckpt.read, codes)):
                         if on_tensor:
                             on_tensor(i + 1, total, name)
                         yield name, arr

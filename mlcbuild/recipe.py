@@ -41,6 +41,7 @@ _SCHEMA: dict[str, Schema] = {
     },
     "quantization": {
         "scheme": ((str,), True, None),
+        "calibration": ((dict,), False, None),  # calibrated schemes (GPTQ): _CALIBRATION
     },
     "build": {
         "context_window_size": ((int,), False, None),  # default: config's max_position_embeddings
@@ -49,6 +50,17 @@ _SCHEMA: dict[str, Schema] = {
         "page_size": ((int,), False, 16),
         "system_lib_prefix": ((str,), False, None),  # default: derived from model name + scheme
     },
+}
+
+
+# [quantization.calibration] of a calibrated scheme (Frantar et al. 2022 use 128 x 2048 tokens)
+_CALIBRATION: Schema = {
+    "text": ((str,), True, None),  # a UTF-8 text file, relative to the recipe's directory
+    "samples": ((int,), False, 128),
+    "seq_len": ((int,), False, 512),
+    "seed": ((int,), False, 1),
+    "act_order": ((bool,), False, False),
+    "damp": ((float,), False, 0.01),
 }
 
 
@@ -82,6 +94,8 @@ class Recipe:
         source: hub id or local directory of the checkpoint.
         config: the checkpoint's ``config.json`` keys, verbatim.
         scheme: key of :data:`mlcbuild.quant.SCHEMES`, e.g. ``"q4f16_1"``.
+        calibration: ``[quantization.calibration]`` of a calibrated scheme (``text`` made
+            absolute), or ``None``.
         build: the build options.
     """
 
@@ -92,6 +106,7 @@ class Recipe:
     config: dict[str, Any]
     scheme: str
     build: BuildOptions
+    calibration: dict[str, Any] | None = None
 
     def canonical(self) -> dict[str, Any]:
         """The recipe as plain data, independent of the file's formatting or key order.
@@ -106,7 +121,7 @@ class Recipe:
                 "source": self.source,
                 "config": self.config,
             },
-            "quantization": {"scheme": self.scheme},
+            "quantization": {"scheme": self.scheme} | ({"calibration": self.calibration} if self.calibration else {}),
             "build": dataclasses.asdict(self.build),
         }
 
@@ -129,6 +144,36 @@ def default_system_lib_prefix(name: str, scheme: str) -> str:
     if not slug or slug[0].isdigit():
         slug = "m_" + slug
     return f"{slug}_{scheme}_"
+
+
+def _calibration(quant: dict[str, Any], scheme, path, where) -> dict[str, Any] | None:
+    """The checked ``[quantization.calibration]`` table (``text`` absolute), or ``None``.
+
+    Raises:
+        RecipeError: a calibrated scheme without the table, the table with another scheme,
+            or a malformed table.
+    """
+    table = quant.get("calibration")
+    if scheme.calibration is None:
+        if table is not None:
+            raise RecipeError(
+                f"[quantization.calibration] given, but {scheme.name} is round-to-nearest (nothing to calibrate)",
+                path=where,
+                fix="remove [quantization.calibration], or use a calibrated scheme such as q4f16_gptq",
+            )
+        return None
+    if table is None:
+        raise RecipeError(
+            f"scheme {scheme.name} is calibrated ({scheme.calibration}) and needs [quantization.calibration]",
+            path=where,
+            fix='add [quantization.calibration] with text = "a text file" (samples, seq_len, seed optional)',
+        )
+    out = check_table(table, "quantization.calibration", _CALIBRATION, where, RecipeError)
+    text = Path(out["text"])
+    if not text.is_absolute() and path is not None:
+        text = Path(path).resolve().parent / text
+    out["text"] = str(text)
+    return out
 
 
 def parse_recipe(data: dict[str, Any], path: Path | str | None = None) -> Recipe:
@@ -159,6 +204,7 @@ def parse_recipe(data: dict[str, Any], path: Path | str | None = None) -> Recipe
             path=where,
             fix="choose one of the allowed schemes",
         )
+    calibration = _calibration(quant, SCHEMES[quant["scheme"]], path, where)
     cfg = get_architecture(model["architecture"]).config_from_hf(model["config"], path=where)
     SCHEMES[quant["scheme"]].check_model(cfg, path=where)
 
@@ -182,6 +228,7 @@ def parse_recipe(data: dict[str, Any], path: Path | str | None = None) -> Recipe
         config=dict(model["config"]),
         scheme=quant["scheme"],
         build=BuildOptions(**build),
+        calibration=calibration,
     )
 
 

@@ -37,6 +37,7 @@ def convert_params(
     params: list[tuple[str, tuple[int, ...], str]],
     param_map: dict[str, tuple[list[str], Callable[..., np.ndarray]]],
     read: Callable[[str], np.ndarray],
+    codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(name, array)`` for every parameter of the compiled model, in order.
 
@@ -45,6 +46,10 @@ def convert_params(
         params: ``[(name, shape, dtype)]`` of the compiled entry functions.
         param_map: ``our_name -> ([checkpoint names], combine)`` from the architecture.
         read: checkpoint name -> float array (float32 recommended).
+        codes: checkpoint weight name -> ``(codes, scale)`` chosen by a calibrated method
+            (GPTQ, :func:`mlcbuild.quant.calibrate.gptq_model`); a quantized parameter whose
+            checkpoint tensors all have them is packed from them (through the same
+            ``combine``: a row concatenation or the identity) instead of rounded.
     Raises:
         MlcbuildError: a checkpoint tensor is missing or a converted shape is wrong.
     """
@@ -57,14 +62,20 @@ def convert_params(
                     f"no checkpoint mapping for parameter {name}", fix="add it to the architecture's hf_param_map"
                 )
             hf_names, combine = param_map[src]
-            arr = combine(*(np.asarray(read(n), dtype=np.float32) for n in hf_names))
             owner = _module_at(model, src.rsplit(".", 1)[0])
-            if src != name and hasattr(owner, "quantize_weight"):  # q_weight/q_scale from .weight
-                prefix = src.rsplit(".", 1)[0]
-                for k, v in owner.quantize_weight(arr).items():
-                    pending[f"{prefix}.{k}"] = v
+            prefix = src.rsplit(".", 1)[0]
+            if src != name and codes and all(n in codes for n in hf_names) and hasattr(owner, "pack_weight"):
+                packed = owner.pack_weight(
+                    combine(*(codes[n][0] for n in hf_names)), combine(*(codes[n][1] for n in hf_names))
+                )
+                pending.update({f"{prefix}.{k}": v for k, v in packed.items()})
             else:
-                pending[src] = arr
+                arr = combine(*(np.asarray(read(n), dtype=np.float32) for n in hf_names))
+                if src != name and hasattr(owner, "quantize_weight"):  # q_weight/q_scale from .weight
+                    for k, v in owner.quantize_weight(arr).items():
+                        pending[f"{prefix}.{k}"] = v
+                else:
+                    pending[src] = arr
         arr = pending.pop(name)
         if tuple(arr.shape) != tuple(shape):
             raise MlcbuildError(

@@ -91,20 +91,18 @@ def test_miss_then_hit_without_tvm(tmp_path):
     assert out.stdout.strip().endswith("NO_TVM")
 
 
-def _value(v) -> str:
+def _drop_none(v):
+    """TOML has no null: recipes leave JSON nulls out."""
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + "}"
-    return json.dumps(v)
+        return {k: _drop_none(x) for k, x in v.items() if x is not None}
+    return v
 
 
 def _toml(data) -> str:
-    cfg = "\n".join(f"{k} = {_value(v)}" for k, v in data["model"]["config"].items())
-    build = "\n".join(f"{k} = {json.dumps(v)}" for k, v in data["build"].items())
-    m = data["model"]
-    return (
-        f'[model]\nname = "{m["name"]}"\narchitecture = "{m["architecture"]}"\nsource = "{m["source"]}"\n'
-        f'[model.config]\n{cfg}\n[quantization]\nscheme = "{data["quantization"]["scheme"]}"\n[build]\n{build}\n'
-    )
+    """Recipe data as TOML text (``tomli_w``)."""
+    import tomli_w
+
+    return tomli_w.dumps(_drop_none(data))
 
 
 def test_failed_build_leaves_no_entry(tmp_path, monkeypatch):

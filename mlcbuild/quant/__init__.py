@@ -22,6 +22,10 @@ SCHEMES: dict[str, Scheme] = {
         # 8-bit, 4 per uint32, one scale per 32: the counterpart of llama.cpp's Q8_0.
         GroupQuant("q8f16_1", bits=8, group_size=32, model_dtype="float16", layout="NK"),
         GroupQuant("q8f32_1", bits=8, group_size=32, model_dtype="float32", layout="NK"),
+        # GPTQ-calibrated codes in the _1 layouts: the same libraries' kernels run them.
+        GroupQuant("q4f16_gptq", bits=4, group_size=32, model_dtype="float16", layout="NK", calibration="gptq"),
+        GroupQuant("q4f32_gptq", bits=4, group_size=32, model_dtype="float32", layout="NK", calibration="gptq"),
+        GroupQuant("q3f16_gptq", bits=3, group_size=40, model_dtype="float16", layout="NK", calibration="gptq"),
     )
 }
 

@@ -11,10 +11,13 @@ class Scheme:
     Attributes:
         name: registry name, e.g. ``"q4f16_1"``.
         model_dtype: activation dtype of the compiled model, ``"float16"`` or ``"float32"``.
+        calibration: the calibrated method choosing the codes (``"gptq"``), or ``None``
+            (round-to-nearest; a recipe then has no ``[quantization.calibration]``).
     """
 
     name: str
     model_dtype: str
+    calibration: str | None = None
 
     def check_model(self, cfg: Any, path=None) -> None:
         """Raise ``RecipeError`` if the scheme cannot quantize a model of this config."""

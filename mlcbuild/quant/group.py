@@ -38,11 +38,16 @@ class GroupQuant(Scheme):
         group_size: weights per scale; a multiple of ``32 // bits``.
         model_dtype: activation and scale dtype.
         layout: ``"NK"`` or ``"KN"`` for linear weights.
+        calibration: ``"gptq"``: the decoder linears' codes come from GPTQ (:mod:`.gptq`),
+            same layout and kernels; ``None``: round-to-nearest.
     """
 
-    def __init__(self, name: str, bits: int, group_size: int, model_dtype: str, layout: str):
+    def __init__(
+        self, name: str, bits: int, group_size: int, model_dtype: str, layout: str, calibration: str | None = None
+    ):
         assert layout in ("NK", "KN")
         self.name = name
+        self.calibration = calibration
         self.bits = bits
         self.group_size = group_size
         self.model_dtype = model_dtype
@@ -62,6 +67,7 @@ class GroupQuant(Scheme):
             "elems_per_word": self.elems_per_word,
             "layout": self.layout,
             "symmetric": True,
+            "calibration": self.calibration or "round-to-nearest",
         }
 
     # ---- shapes --------------------------------------------------------------------------

@@ -125,6 +125,11 @@ class GroupQuantLinear(nn.Module):
         q, s = self.scheme.quantize(w)
         return {"q_weight": q, "q_scale": s}
 
+    def pack_weight(self, codes: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
+        """Codes ``[N, K_pad]`` and scales chosen elsewhere (GPTQ) -> ``{"q_weight", "q_scale"}``."""
+        q, s = self.scheme.pack(codes, scale)
+        return {"q_weight": q, "q_scale": s}
+
     def forward(self, x: Tensor) -> Tensor:
         s, n, k = self.scheme, self.out_features, self.in_features
         y = cpu_linear(x, self.q_weight, self.q_scale, s, n, k, s.layout, self.int8_isa)
