@@ -165,15 +165,34 @@ def convert_cmd(
         stdout.print(f"[green]{res.cache}[/] {res.weights}  key {res.key[:16]}  {res.seconds:.2f} s", highlight=False)
 
 
+def _artifact_and_weights(f):
+    """The ARTIFACT argument (or a recipe) and ``--weights`` of the commands that run a model."""
+    f = click.option(
+        "--weights",
+        "weights_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        required=True,
+        help="converted weights (or, with a recipe, a checkpoint to convert)",
+    )(f)
+    return click.argument("artifact", type=click.Path(exists=True, path_type=Path))(f)
+
+
+def _host_model(artifact: Path, weights_dir: Path, cache_dir: Path | None):
+    """A host model from an artifact, or from a recipe (compiled for host first; a checkpoint
+    given as ``weights_dir`` converted first): ``(model, chat config, artifact, weights)``."""
+    from .runtime import load_host_model
+
+    if artifact.suffix == ".toml":
+        r, res = _compile_with_progress(artifact, "host", cache_dir)
+        artifact = res.artifact
+        if not (weights_dir / "tensor-cache.json").is_file() and (weights_dir / "config.json").is_file():
+            weights_dir = _convert_with_progress(r, weights_dir, cache_dir, None, True).weights
+    model, chat = load_host_model(artifact, weights_dir)
+    return model, chat, artifact, weights_dir
+
+
 @main.command("run")
-@click.argument("artifact", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--weights",
-    "weights_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="converted weights (or, with a recipe, a checkpoint to convert)",
-)
+@_artifact_and_weights
 @click.option("--prompt", help="text, tokenized with the checkpoint's tokenizer")
 @click.option("--prompt-ids", help="comma-separated token ids, e.g. 1,2,3")
 @click.option("--max-new-tokens", type=int, default=32, show_default=True)
@@ -184,16 +203,9 @@ def run_cmd(artifact, weights_dir, prompt, prompt_ids, max_new_tokens, ignore_eo
     """Generate text greedily on the host CPU with a compiled ARTIFACT (or a recipe, compiled first)."""
     import resource
 
-    from .runtime import load_host_model
-
     if (prompt is None) == (prompt_ids is None):
         raise MlcbuildError("give exactly one of --prompt and --prompt-ids", fix="e.g. --prompt-ids 1,2,3")
-    if artifact.suffix == ".toml":
-        r, res = _compile_with_progress(artifact, "host", cache_dir)
-        artifact = res.artifact
-        if not (weights_dir / "tensor-cache.json").is_file() and (weights_dir / "config.json").is_file():
-            weights_dir = _convert_with_progress(r, weights_dir, cache_dir, None, True).weights
-    model, chat = load_host_model(artifact, weights_dir)
+    model, chat, artifact, weights_dir = _host_model(artifact, weights_dir, cache_dir)
     tokenizer = None
     tok_path = weights_dir / "tokenizer.json"
     if prompt is not None or tok_path.is_file():
@@ -247,14 +259,7 @@ def run_cmd(artifact, weights_dir, prompt, prompt_ids, max_new_tokens, ignore_eo
 
 
 @main.command("eval")
-@click.argument("artifact", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--weights",
-    "weights_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="converted weights (or, with a recipe, a checkpoint to convert)",
-)
+@_artifact_and_weights
 @click.option("--text", "text_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--context", type=int, default=256, show_default=True, help="tokens per evaluation window")
 @click.option("--max-tokens", type=int, help="score only the text's first N tokens")
@@ -263,14 +268,8 @@ def run_cmd(artifact, weights_dir, prompt, prompt_ids, max_new_tokens, ignore_eo
 def eval_cmd(artifact, weights_dir, text_file, context, max_tokens, as_json, cache_dir) -> None:
     """Perplexity of a compiled ARTIFACT (or a recipe, compiled first) on the host over a text file."""
     from .evaluate import perplexity, text_ids
-    from .runtime import load_host_model
 
-    if artifact.suffix == ".toml":
-        r, res = _compile_with_progress(artifact, "host", cache_dir)
-        artifact = res.artifact
-        if not (weights_dir / "tensor-cache.json").is_file() and (weights_dir / "config.json").is_file():
-            weights_dir = _convert_with_progress(r, weights_dir, cache_dir, None, True).weights
-    model, _ = load_host_model(artifact, weights_dir)
+    model, _, artifact, weights_dir = _host_model(artifact, weights_dir, cache_dir)
     ids = text_ids(weights_dir, text_file, max_tokens)
     with Progress(
         TextColumn("perplexity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True

@@ -53,19 +53,25 @@ def _recipe(tmp_path, scheme: str, calibration: dict | None = None):
     return p
 
 
+def _compiled_eval(tmp_path, cache_dir, scheme, calibration=None, tokens=4096) -> dict:
+    """``mlcbuild convert`` + ``mlcbuild eval --json`` of the trained model for ``scheme`` over
+    the first ``tokens`` held-out tokens."""
+    recipe = _recipe(tmp_path, scheme, calibration)
+    conv = cli("convert", recipe, "--weights", MODEL, "--json", "--cache-dir", cache_dir)
+    assert conv.exit_code == 0, conv.output
+    weights = json.loads(conv.stdout.strip().splitlines()[-1])["weights"]
+    args = ["--weights", weights, "--text", HELDOUT, "--context", CONTEXT, "--max-tokens", tokens, "--json"]
+    r = cli("eval", recipe, *args, "--cache-dir", cache_dir)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.skipif(not MODEL.is_dir(), reason="quality/tiny-kjv not trained (python quality/train_tiny.py)")
 def test_q0f32_perplexity_equals_transformers(tmp_path, cache_dir):
     """q0f32 perplexity within 1e-5 (relative) of transformers' on the same windows."""
     from tokenizers import Tokenizer
 
-    recipe = _recipe(tmp_path, "q0f32")
-    conv = cli("convert", recipe, "--weights", MODEL, "--json", "--cache-dir", cache_dir)
-    assert conv.exit_code == 0, conv.output
-    weights = json.loads(conv.stdout.strip().splitlines()[-1])["weights"]
-    args = ["--weights", weights, "--text", HELDOUT, "--context", CONTEXT, "--max-tokens", MAX_TOKENS, "--json"]
-    r = cli("eval", recipe, *args, "--cache-dir", cache_dir)
-    assert r.exit_code == 0, r.output
-    ours = json.loads(r.stdout.strip().splitlines()[-1])
+    ours = _compiled_eval(tmp_path, cache_dir, "q0f32", tokens=MAX_TOKENS)
     ids = Tokenizer.from_file(str(MODEL / "tokenizer.json")).encode(HELDOUT.read_text()).ids[:MAX_TOKENS]
     ref = hf_perplexity(hf_model(), ids, CONTEXT)
     assert ours["tokens"] == MAX_TOKENS - math.ceil(MAX_TOKENS / CONTEXT)
@@ -134,23 +140,12 @@ def test_calibration_text_too_short_is_an_error(tmp_path):
     assert "4 x 64" in e.value.message and "fewer samples" in e.value.fix
 
 
-def _compiled_perplexity(tmp_path, cache_dir, scheme, calibration=None, tokens=4096):
-    recipe = _recipe(tmp_path, scheme, calibration)
-    conv = cli("convert", recipe, "--weights", MODEL, "--json", "--cache-dir", cache_dir)
-    assert conv.exit_code == 0, conv.output
-    weights = json.loads(conv.stdout.strip().splitlines()[-1])["weights"]
-    args = ["--weights", weights, "--text", HELDOUT, "--context", CONTEXT, "--max-tokens", tokens, "--json"]
-    r = cli("eval", recipe, *args, "--cache-dir", cache_dir)
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout.strip().splitlines()[-1])["perplexity"]
-
-
 @pytest.mark.skipif(not MODEL.is_dir(), reason="quality/tiny-kjv not trained (python quality/train_tiny.py)")
 def test_q3f16_gptq_recipe_beats_q3f16_1_compiled(tmp_path, cache_dir):
     """A GPTQ recipe (calibration text, samples, length) through convert + compile + eval:
     the compiled model's held-out perplexity beats round-to-nearest's at the same layout."""
     calibration = {"text": str(CALIBRATION), "samples": 32, "seq_len": 128}
-    gptq = _compiled_perplexity(tmp_path, cache_dir, "q3f16_gptq", calibration)
-    rtn = _compiled_perplexity(tmp_path, cache_dir, "q3f16_1")
+    gptq = _compiled_eval(tmp_path, cache_dir, "q3f16_gptq", calibration)["perplexity"]
+    rtn = _compiled_eval(tmp_path, cache_dir, "q3f16_1")["perplexity"]
     print(f"compiled q3f16_1 {rtn:.3f}, q3f16_gptq {gptq:.3f}")
     assert gptq < rtn

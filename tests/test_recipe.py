@@ -222,3 +222,20 @@ def test_recipe_data_is_not_mutated():
     before = copy.deepcopy(d)
     parse_recipe(d)
     assert d == before
+
+
+def test_calibration_table_goes_with_calibrated_schemes(tmp_path):
+    """A GPTQ scheme needs [quantization.calibration] (its text relative to the recipe file);
+    a round-to-nearest scheme refuses one; the table enters the key only where present."""
+    need = _err(recipe_data(tiny_config(), "q4f16_gptq"))
+    assert "q4f16_gptq" in need.message and "[quantization.calibration]" in need.fix
+    data = recipe_data(tiny_config(), "q4f16_1")
+    data["quantization"]["calibration"] = {"text": "calib.txt"}
+    assert "round-to-nearest" in _err(data).message
+    data["quantization"]["scheme"] = "q4f16_gptq"
+    r = parse_recipe(data, path=tmp_path / "r.toml")
+    assert r.calibration["text"] == str(tmp_path / "calib.txt") and r.calibration["samples"] == 128
+    assert r.canonical()["quantization"]["calibration"]["seq_len"] == 512
+    assert "calibration" not in parse_recipe(recipe_data(tiny_config(), "q4f16_1")).canonical()["quantization"]
+    data["quantization"]["calibration"] = {"text": "calib.txt", "sample": 4}
+    assert "quantization.calibration.sample" in _err(data).message
