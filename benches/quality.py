@@ -2,11 +2,15 @@
 scheme on held-out text, with file size and bits per weight.
 
     .venv/bin/python benches/quality.py [--schemes q0f32 q8f16_1 q4f16_1 q3f16_1] [--context 256]
+    .venv/bin/python benches/quality.py --plot-only      # redraw the PNG from the JSON
+
+Needs ``matplotlib`` for the plot (``make quality-deps``; without it the PNG is skipped).
 
 Each scheme: a recipe of the checkpoint's config.json (GPTQ schemes calibrated on 128 x 128
 tokens of ``quality/kjv_calibration.txt``), ``mlcbuild convert`` + ``mlcbuild eval`` (host) over
 ``quality/kjv_heldout.txt``; the reference is ``transformers``' perplexity of the
-unquantized float16 checkpoint over the same windows. Writes benches/results/quality.json.
+unquantized float16 checkpoint over the same windows. Writes benches/results/quality.json
+and benches/results/quality.png (perplexity against bits per weight).
 """
 
 from __future__ import annotations
@@ -61,6 +65,34 @@ def weight_bytes(weights: Path) -> int:
     return sum((Path(weights) / r["dataPath"]).stat().st_size for r in index["records"])
 
 
+def plot(result: dict, path: Path) -> None:
+    """Perplexity against bits per weight, round-to-nearest and GPTQ schemes apart, to ``path``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (make quality-deps): no plot")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    rows = [r for r in result["results"] if r["bits_per_weight"] < 20]  # q0f32 off the scale
+    for method, marker in (("round-to-nearest", "o"), ("gptq", "s")):
+        pts = [r for r in rows if ("gptq" in r["scheme"]) == (method == "gptq")]
+        ax.plot([r["bits_per_weight"] for r in pts], [r["perplexity"] for r in pts], marker, label=method)
+        for r in pts:
+            ax.annotate(r["scheme"], (r["bits_per_weight"], r["perplexity"]), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")  # fmt: skip
+    ax.axhline(result["reference_perplexity"], color="gray", linestyle="--", linewidth=0.8, label="unquantized")
+    ax.set_xlabel("bits per weight (weights file x 8 / parameters)")
+    ax.set_ylabel(f"perplexity ({result['tokens']} held-out tokens)")
+    ax.set_title(result["model"])
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -70,7 +102,12 @@ def main() -> None:
     )
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--out", default=str(REPO / "benches" / "results" / "quality.json"))
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from --out's JSON")
     args = ap.parse_args()
+    png = Path(args.out).with_suffix(".png")
+    if args.plot_only:
+        plot(json.loads(Path(args.out).read_text()), png)
+        return
 
     from test_quality import hf_model, hf_perplexity
     from tokenizers import Tokenizer
@@ -100,18 +137,17 @@ def main() -> None:
                 f"{scheme:9s} ppl {row['perplexity']:8.4f}  ({row['delta_vs_unquantized']:+.4f})  "
                 f"{size / 2**20:6.2f} MiB  {row['bits_per_weight']:6.3f} bits/weight"
             )
-    write_results(
-        args.out,
-        {
-            "benchmark": "quality",
-            "model": "quality/tiny-kjv (trained, 1.97M parameters)",
-            "text": "quality/kjv_heldout.txt",
-            "context": args.context,
-            "tokens": len(ids),
-            "reference_perplexity": round(reference, 4),
-            "results": rows,
-        },
-    )
+    result = {
+        "benchmark": "quality",
+        "model": "quality/tiny-kjv (trained, 1.97M parameters)",
+        "text": "quality/kjv_heldout.txt",
+        "context": args.context,
+        "tokens": len(ids),
+        "reference_perplexity": round(reference, 4),
+        "results": rows,
+    }
+    write_results(args.out, result)
+    plot(result, png)
 
 
 if __name__ == "__main__":
