@@ -6,8 +6,8 @@ scheme on held-out text, with file size and bits per weight.
 
 Needs ``matplotlib`` for the plot (``make quality-deps``; without it the PNG is skipped).
 
-Each scheme: a recipe of the checkpoint's config.json (GPTQ schemes calibrated on 128 x 128
-tokens of ``quality/kjv_calibration.txt``), ``mlcbuild convert`` + ``mlcbuild eval`` (host) over
+Each scheme: a recipe of the checkpoint's config.json (GPTQ and AWQ schemes calibrated on
+128 x 128 tokens of ``quality/kjv_calibration.txt``), ``mlcbuild convert`` + ``mlcbuild eval`` (host) over
 ``quality/kjv_heldout.txt``; the reference is ``transformers``' perplexity of the
 unquantized float16 checkpoint over the same windows. Writes benches/results/quality.json
 and benches/results/quality.png (perplexity against bits per weight).
@@ -66,7 +66,7 @@ def weight_bytes(weights: Path) -> int:
 
 
 def plot(result: dict, path: Path) -> None:
-    """Perplexity against bits per weight, round-to-nearest and GPTQ schemes apart, to ``path``."""
+    """Perplexity against bits per weight, round-to-nearest, GPTQ and AWQ schemes apart, to ``path``."""
     try:
         import matplotlib
 
@@ -77,9 +77,15 @@ def plot(result: dict, path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     rows = [r for r in result["results"] if r["bits_per_weight"] < 20]  # q0f32 off the scale
-    for method, marker in (("round-to-nearest", "o"), ("gptq", "s")):
-        pts = [r for r in rows if ("gptq" in r["scheme"]) == (method == "gptq")]
-        ax.plot([r["bits_per_weight"] for r in pts], [r["perplexity"] for r in pts], marker, label=method)
+
+    def method(scheme: str) -> str:
+        return next((m for m in ("gptq", "awq") if scheme.endswith(m)), "round-to-nearest")
+
+    for name, marker in (("round-to-nearest", "o"), ("gptq", "s"), ("awq", "^")):
+        pts = [r for r in rows if method(r["scheme"]) == name]
+        if not pts:
+            continue
+        ax.plot([r["bits_per_weight"] for r in pts], [r["perplexity"] for r in pts], marker, label=name)
         for r in pts:
             ax.annotate(r["scheme"], (r["bits_per_weight"], r["perplexity"]), fontsize=7, xytext=(4, 4),
                         textcoords="offset points")  # fmt: skip
@@ -98,7 +104,17 @@ def main() -> None:
     ap.add_argument(
         "--schemes",
         nargs="+",
-        default=["q0f32", "q0f16", "q8f16_1", "q4f16_1", "q4f16_gptq", "q3f16_1", "q3f16_gptq"],
+        default=[
+            "q0f32",
+            "q0f16",
+            "q8f16_1",
+            "q4f16_1",
+            "q4f16_gptq",
+            "q4f16_awq",
+            "q3f16_1",
+            "q3f16_gptq",
+            "q3f16_awq",
+        ],
     )
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--out", default=str(REPO / "benches" / "results" / "quality.json"))

@@ -94,21 +94,26 @@ def weights_key(recipe: Recipe, ckpt: Checkpoint) -> tuple[str, dict[str, Any]]:
     return content_key(inputs), inputs
 
 
-def calibrated_codes(recipe: Recipe, ckpt: Checkpoint) -> dict | None:
-    """GPTQ codes of the checkpoint's decoder linears for a calibrated scheme, else ``None``.
+def calibrate(recipe: Recipe, ckpt: Checkpoint) -> tuple[dict | None, Callable[[str], Any]]:
+    """A calibrated scheme's work on the checkpoint: ``(codes, read)`` for
+    :func:`mlcbuild.weights.convert_params`.
 
-    Loads the checkpoint in ``transformers`` (float32, on the CPU: memory ~4 bytes per
-    parameter) and runs :func:`mlcbuild.quant.calibrate.gptq_model` on the recipe's
-    calibration text, tokenized with the checkpoint's ``tokenizer.json``.
+    GPTQ: the decoder linears' codes (:func:`mlcbuild.quant.calibrate.gptq_model`), tensors
+    read from the checkpoint. AWQ: no codes; tensors read from the model after
+    :func:`mlcbuild.quant.awq.awq_model` scaled it (round-to-nearest then quantizes them).
+    Round-to-nearest: ``(None, ckpt.read)``. Calibration loads the checkpoint in
+    ``transformers`` (float32 on the CPU: ~4 bytes per parameter) and tokenizes the
+    recipe's calibration text with the checkpoint's ``tokenizer.json``.
 
     Raises:
-        MlcbuildError: no tokenizer.json, or the text is too short for the samples asked.
+        MlcbuildError: no tokenizer.json, the text is too short for the samples asked, or
+            (AWQ) a layer layout it cannot fold scales into.
     """
     from .quant import get_scheme
 
     scheme = get_scheme(recipe.scheme)
     if scheme.calibration is None:
-        return None
+        return None, ckpt.read
     import torch
     import transformers
 
@@ -122,7 +127,13 @@ def calibrated_codes(recipe: Recipe, ckpt: Checkpoint) -> dict | None:
     c = recipe.calibration
     ids = calibration_ids(tok, Path(c["text"]), c["samples"], c["seq_len"], c["seed"])
     hf = transformers.AutoModelForCausalLM.from_pretrained(ckpt.dir, dtype=torch.float32).eval()
-    return gptq_model(hf, ids, scheme, act_order=c["act_order"], damp=c["damp"])
+    if scheme.calibration == "awq":
+        from .quant.awq import awq_model
+
+        awq_model(hf, ids, scheme)
+        state = hf.state_dict()
+        return None, lambda name: state[name].detach().float().numpy()
+    return gptq_model(hf, ids, scheme, act_order=c["act_order"], damp=c["damp"]), ckpt.read
 
 
 def convert_weights(
@@ -161,10 +172,10 @@ def convert_weights(
                 arch = get_architecture(recipe.architecture)
                 pmap = arch.hf_param_map(recipe.model_config)
                 total = len(specs)
-                codes = calibrated_codes(recipe, ckpt)
+                codes, read = calibrate(recipe, ckpt)
 
                 def progress():
-                    for i, (name, arr) in enumerate(convert_params(model, specs, pmap, ckpt.read, codes)):
+                    for i, (name, arr) in enumerate(convert_params(model, specs, pmap, read, codes)):
                         if on_tensor:
                             on_tensor(i + 1, total, name)
                         yield name, arr

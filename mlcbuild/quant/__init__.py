@@ -26,6 +26,9 @@ SCHEMES: dict[str, Scheme] = {
         GroupQuant("q4f16_gptq", bits=4, group_size=32, model_dtype="float16", layout="NK", calibration="gptq"),
         GroupQuant("q4f32_gptq", bits=4, group_size=32, model_dtype="float32", layout="NK", calibration="gptq"),
         GroupQuant("q3f16_gptq", bits=3, group_size=40, model_dtype="float16", layout="NK", calibration="gptq"),
+        # AWQ: activation-aware input-channel scales folded into the weights, then rounding.
+        GroupQuant("q4f16_awq", bits=4, group_size=32, model_dtype="float16", layout="NK", calibration="awq"),
+        GroupQuant("q3f16_awq", bits=3, group_size=40, model_dtype="float16", layout="NK", calibration="awq"),
     )
 }
 
