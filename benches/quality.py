@@ -24,7 +24,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benches"))
-sys.path.insert(0, str(REPO / "tests"))
 
 from results_io import write_results  # noqa: E402
 
@@ -125,11 +124,14 @@ def main() -> None:
         plot(json.loads(Path(args.out).read_text()), png)
         return
 
-    from test_quality import hf_model, hf_perplexity
-    from tokenizers import Tokenizer
+    import torch
+    import transformers
 
-    ids = Tokenizer.from_file(str(MODEL / "tokenizer.json")).encode(HELDOUT.read_text()).ids
-    reference = hf_perplexity(hf_model(), ids, args.context)
+    from mlcbuild.evaluate import reference_perplexity, text_ids
+
+    ids = text_ids(MODEL, HELDOUT)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).eval()
+    reference = reference_perplexity(hf, ids, args.context)
     params = json.loads((MODEL / "training.json").read_text())["parameters"]
     print(f"transformers (float16 weights): perplexity {reference:.4f} over {len(ids)} tokens")
     rows = []

@@ -103,6 +103,21 @@ def perplexity(model, ids: list[int], context: int, on_window: Callable[[int, in
     )
 
 
+def reference_perplexity(hf, ids: list[int], context: int) -> float:
+    """``transformers``' perplexity of causal LM ``hf`` over the same :func:`windows` of
+    ``ids``: the mean of each window's shifted cross-entropy (``labels=input_ids``), weighted
+    by the tokens it scores. The reference ``eval`` is checked against."""
+    import torch
+
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for w in windows(ids, context):
+            x = torch.tensor([w])
+            nll += hf(input_ids=x, labels=x).loss.double().item() * (len(w) - 1)
+            n += len(w) - 1
+    return math.exp(nll / n)
+
+
 def text_ids(weights: Path, text_file: Path, max_tokens: int | None = None) -> list[int]:
     """The text file's token ids by the ``tokenizer.json`` beside the converted weights.
 

@@ -11,7 +11,7 @@ import torch
 from conftest import REPO
 from test_convert_run import cli
 
-from mlcbuild.evaluate import windows
+from mlcbuild.evaluate import reference_perplexity, text_ids, windows
 
 MODEL = REPO / "quality" / "tiny-kjv"
 HELDOUT = REPO / "quality" / "kjv_heldout.txt"
@@ -24,19 +24,6 @@ def hf_model():
     import transformers
 
     return transformers.AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).eval()
-
-
-def hf_perplexity(hf, ids: list[int], context: int) -> float:
-    """``transformers``' perplexity of model ``hf`` over :func:`mlcbuild.evaluate.windows` of
-    ``ids``: mean of each window's shifted cross-entropy."""
-    nll, n = 0.0, 0
-    with torch.no_grad():
-        for w in windows(ids, context):
-            x = torch.tensor([w])
-            loss = hf(input_ids=x, labels=x).loss.double().item()
-            nll += loss * (len(w) - 1)
-            n += len(w) - 1
-    return math.exp(nll / n)
 
 
 def _recipe(tmp_path, scheme: str, calibration: dict | None = None):
@@ -69,11 +56,9 @@ def _compiled_eval(tmp_path, cache_dir, scheme, calibration=None, tokens=4096) -
 @pytest.mark.skipif(not MODEL.is_dir(), reason="quality/tiny-kjv not trained (python quality/train_tiny.py)")
 def test_q0f32_perplexity_equals_transformers(tmp_path, cache_dir):
     """q0f32 perplexity within 1e-5 (relative) of transformers' on the same windows."""
-    from tokenizers import Tokenizer
-
     ours = _compiled_eval(tmp_path, cache_dir, "q0f32", tokens=MAX_TOKENS)
-    ids = Tokenizer.from_file(str(MODEL / "tokenizer.json")).encode(HELDOUT.read_text()).ids[:MAX_TOKENS]
-    ref = hf_perplexity(hf_model(), ids, CONTEXT)
+    ids = text_ids(MODEL, HELDOUT, MAX_TOKENS)
+    ref = reference_perplexity(hf_model(), ids, CONTEXT)
     assert ours["tokens"] == MAX_TOKENS - math.ceil(MAX_TOKENS / CONTEXT)
     assert abs(ours["perplexity"] - ref) <= 1e-5 * ref, (ours["perplexity"], ref)
     assert ours["perplexity"] < 100  # trained: far below the vocabulary's 2048
@@ -109,22 +94,20 @@ def test_gptq_beats_round_to_nearest_perplexity(name):
     """On the trained model, GPTQ (32 x 128 calibration tokens) loses less held-out perplexity
     than round-to-nearest at the same bits and layout (Frantar et al. 2022, Table 3's claim);
     ``pytest -s`` prints the three perplexities."""
-    from tokenizers import Tokenizer
-
     from mlcbuild.quant import get_scheme
     from mlcbuild.quant.calibrate import calibration_ids, gptq_model
 
     scheme = get_scheme(name)
-    ids = Tokenizer.from_file(str(MODEL / "tokenizer.json")).encode(HELDOUT.read_text()).ids[:8192]
-    base = hf_perplexity(hf_model(), ids, CONTEXT)
+    ids = text_ids(MODEL, HELDOUT, 8192)
+    base = reference_perplexity(hf_model(), ids, CONTEXT)
     rtn = hf_model()
     _rtn_decoder_linears(rtn, scheme)
-    ppl_rtn = hf_perplexity(rtn, ids, CONTEXT)
+    ppl_rtn = reference_perplexity(rtn, ids, CONTEXT)
     calib = calibration_ids(MODEL / "tokenizer.json", CALIBRATION, 32, 128, seed=0)
     gq = hf_model()
     codes = gptq_model(gq, calib, scheme)
     assert len(codes) == 7 * 4  # q, k, v, o, gate, up, down in each of 4 layers
-    ppl_gptq = hf_perplexity(gq, ids, CONTEXT)
+    ppl_gptq = reference_perplexity(gq, ids, CONTEXT)
     print(f"{name}: unquantized {base:.3f}, RTN {ppl_rtn:.3f}, GPTQ {ppl_gptq:.3f}")
     assert base < ppl_gptq < ppl_rtn
 
@@ -155,19 +138,17 @@ def test_q3f16_gptq_recipe_beats_q3f16_1_compiled(tmp_path, cache_dir):
 def test_awq_scales_keep_the_float_model_and_beat_round_to_nearest():
     """AWQ's folded scales leave the float model's perplexity as it was (to 1e-4) and make
     round-to-nearest q3 lose less (Lin et al. 2023's claim; on this small model a little)."""
-    from tokenizers import Tokenizer
-
     from mlcbuild.quant import get_scheme
     from mlcbuild.quant.awq import awq_model
     from mlcbuild.quant.calibrate import calibration_ids
 
     scheme = get_scheme("q3f16_1")
-    ids = Tokenizer.from_file(str(MODEL / "tokenizer.json")).encode(HELDOUT.read_text()).ids[:8192]
-    base = hf_perplexity(hf_model(), ids, CONTEXT)
+    ids = text_ids(MODEL, HELDOUT, 8192)
+    base = reference_perplexity(hf_model(), ids, CONTEXT)
     rtn = hf_model()
     _rtn_decoder_linears(rtn, scheme)
     aw = hf_model()
     awq_model(aw, calibration_ids(MODEL / "tokenizer.json", CALIBRATION, 32, 128, seed=0), scheme)
-    assert abs(hf_perplexity(aw, ids, CONTEXT) - base) <= 1e-4 * base
+    assert abs(reference_perplexity(aw, ids, CONTEXT) - base) <= 1e-4 * base
     _rtn_decoder_linears(aw, scheme)
-    assert hf_perplexity(aw, ids, CONTEXT) < hf_perplexity(rtn, ids, CONTEXT)
+    assert reference_perplexity(aw, ids, CONTEXT) < reference_perplexity(rtn, ids, CONTEXT)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import MlcbuildError
+from .calibrate import first_layer_inputs, layer_output
 
 
 def _rtn(w, scheme):
@@ -52,10 +53,6 @@ def search_scales(x, weights: list, scheme, grid: int = 20):
     return best_s
 
 
-class _Captured(Exception):
-    """Raised by the hook on the first decoder layer once its inputs are recorded."""
-
-
 def _keep_input(key, inputs: dict):
     """A forward pre-hook storing a linear's input as ``inputs[key]``."""
 
@@ -77,25 +74,10 @@ def awq_model(model, ids, scheme, grid: int = 20, on_layer: Callable[[int, int],
     """
     import torch
 
-    layers = model.model.layers
-    seen: dict = {}
-
-    def capture(_module, args, kwargs):
-        seen["hidden"] = args[0] if args else kwargs.pop("hidden_states")
-        seen["kwargs"] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-        raise _Captured
-
-    handle = layers[0].register_forward_pre_hook(capture, with_kwargs=True)
-    try:
-        with torch.no_grad():
-            model(input_ids=ids, use_cache=False)
-    except _Captured:
-        pass
-    finally:
-        handle.remove()
-    hidden, kwargs = seen["hidden"], seen["kwargs"]
     if "gemma" in type(model).__name__.lower():
         raise MlcbuildError("AWQ folds scales into RMSNorm weights: Gemma's 1 + w norms are not supported")
+    layers = model.model.layers
+    hidden, kwargs = first_layer_inputs(model, ids)
     for i, layer in enumerate(layers):
         try:
             attn, mlp = layer.self_attn, layer.mlp
@@ -110,8 +92,7 @@ def awq_model(model, ids, scheme, grid: int = 20, on_layer: Callable[[int, int],
             raise MlcbuildError(f"AWQ needs the Llama layer layout: {e}") from e
         inputs: dict = {}
         hooks = [lin[0].register_forward_pre_hook(_keep_input(j, inputs)) for j, (_, lin, _k) in enumerate(groups)]
-        with torch.no_grad():
-            layer(hidden, **kwargs)
+        layer_output(layer, hidden, kwargs)
         for h in hooks:
             h.remove()
         with torch.no_grad():
@@ -125,8 +106,7 @@ def awq_model(model, ids, scheme, grid: int = 20, on_layer: Callable[[int, int],
                     producer.weight.div_(s[:, None])
                     if producer.bias is not None:
                         producer.bias.div_(s)
-            result = layer(hidden, **kwargs)
-        hidden = result[0] if isinstance(result, tuple) else result
+        hidden = layer_output(layer, hidden, kwargs)
         if on_layer:
             on_layer(i + 1, len(layers))
 

@@ -66,6 +66,42 @@ class _Captured(Exception):
     """Raised by the hook on the first decoder layer once its inputs are recorded."""
 
 
+def first_layer_inputs(model, ids):
+    """The first decoder layer's hidden states and keyword arguments (positions, mask, RoPE
+    tables) for calibration ``ids`` ``[n, s]``: the model runs up to that layer only.
+
+    Returns:
+        ``(hidden [n, s, d], kwargs)``; every layer of the model takes the same ``kwargs``.
+    """
+    import torch
+
+    seen: dict = {}
+
+    def capture(_module, args, kwargs):
+        seen["hidden"] = args[0] if args else kwargs.pop("hidden_states")
+        seen["kwargs"] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        raise _Captured
+
+    handle = model.model.layers[0].register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, use_cache=False)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    return seen["hidden"], seen["kwargs"]
+
+
+def layer_output(layer, hidden, kwargs):
+    """A decoder layer's output hidden states (layers return a tensor or a tuple)."""
+    import torch
+
+    with torch.no_grad():
+        result = layer(hidden, **kwargs)
+    return result[0] if isinstance(result, tuple) else result
+
+
 def gptq_model(
     model,
     ids,
@@ -86,22 +122,7 @@ def gptq_model(
     import torch
 
     layers = model.model.layers
-    seen: dict = {}
-
-    def capture(_module, args, kwargs):
-        seen["hidden"] = args[0] if args else kwargs.pop("hidden_states")
-        seen["kwargs"] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-        raise _Captured
-
-    handle = layers[0].register_forward_pre_hook(capture, with_kwargs=True)
-    try:
-        with torch.no_grad():
-            model(input_ids=ids, use_cache=False)
-    except _Captured:
-        pass
-    finally:
-        handle.remove()
-    hidden, kwargs = seen["hidden"], seen["kwargs"]
+    hidden, kwargs = first_layer_inputs(model, ids)
     prefix = next(n for n, m in model.named_modules() if m is layers)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for i, layer in enumerate(layers):
@@ -109,8 +130,7 @@ def gptq_model(
         sums: dict = {}
         counts: dict = {}
         handles = [m.register_forward_pre_hook(_accumulate(n, sums, counts)) for n, m in linears.items()]
-        with torch.no_grad():
-            layer(hidden, **kwargs)
+        layer_output(layer, hidden, kwargs)
         for h in handles:
             h.remove()
         for name, module in linears.items():
@@ -121,9 +141,7 @@ def gptq_model(
             with torch.no_grad():
                 module.weight.copy_(torch.from_numpy(deq))
             out[f"{prefix}.{i}.{name}.weight"] = (codes, scale)
-        with torch.no_grad():
-            result = layer(hidden, **kwargs)
-        hidden = result[0] if isinstance(result, tuple) else result
+        hidden = layer_output(layer, hidden, kwargs)
         if on_layer:
             on_layer(i + 1, len(layers))
     return out
