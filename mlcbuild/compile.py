@@ -71,6 +71,7 @@ def chat_config(recipe: Recipe) -> dict[str, Any]:
         "version": "0.1.0",
         "model_type": recipe.architecture,
         "quantization": recipe.scheme,
+        **({"quantization_overrides": dict(recipe.overrides)} if recipe.overrides else {}),
         "model_config": {**cfg, "context_window_size": recipe.build.context_window_size},
         "vocab_size": mcfg.vocab_size,
         "context_window_size": recipe.build.context_window_size,

@@ -77,6 +77,7 @@ def weights_key(recipe: Recipe, ckpt: Checkpoint) -> tuple[str, dict[str, Any]]:
         "architecture": recipe.architecture,
         "model_config": dataclasses.asdict(recipe.model_config),
         "scheme": recipe.scheme,
+        **({"overrides": recipe.canonical()["quantization"]["overrides"]} if recipe.overrides else {}),
         "sources": {f.name: file_sha256(f) for f in ckpt.files},
         "tokenizer": {f.name: file_sha256(f) for f in ckpt.tokenizer_files()},
         "mlcbuild": __version__,
@@ -173,15 +174,18 @@ def convert_weights(
                 pmap = arch.hf_param_map(recipe.model_config)
                 total = len(specs)
                 codes, read = calibrate(recipe, ckpt)
+                schemes: dict[str, str] = {}  # parameter -> its module's scheme (mixed precision)
 
                 def progress():
-                    for i, (name, arr) in enumerate(convert_params(model, specs, pmap, read, codes)):
+                    for i, (name, arr) in enumerate(convert_params(model, specs, pmap, read, codes, schemes)):
                         if on_tensor:
                             on_tensor(i + 1, total, name)
                         yield name, arr
 
                 source_params = sum(math.prod(s) for n, s, _ in _source_shapes(ckpt, pmap))
-                index = write_tensor_cache(work, progress(), source_params=source_params)
+                index = write_tensor_cache(
+                    work, progress(), source_params=source_params, schemes=schemes, quantization=quantization(recipe)
+                )
                 toks = []
                 for f in ckpt.tokenizer_files():
                     shutil.copy2(f, work / f.name)
@@ -196,6 +200,7 @@ def convert_weights(
                     "inputs": inputs,
                     "source_dir": str(ckpt.dir),
                     "scheme": recipe.scheme,
+                    "overrides": quantization(recipe).get("overrides", []),
                     "params": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in specs],
                     "metadata": index["metadata"],
                     "seconds": round(time.perf_counter() - t0, 3),
@@ -204,6 +209,13 @@ def convert_weights(
     path = cache.entry_path(key, "weights")
     result_dir = copy_entry(path, out)
     return ConvertResult(weights=result_dir, key=key, cache=status, seconds=time.perf_counter() - t0)
+
+
+def quantization(recipe: Recipe) -> dict[str, Any]:
+    """``{"scheme": name, "overrides": [[pattern, scheme], ...]}`` (overrides only when given),
+    as ``tensor-cache.json``'s metadata and ``convert.json`` record it."""
+    q = recipe.canonical()["quantization"]
+    return {k: q[k] for k in ("scheme", "overrides") if k in q}
 
 
 def _source_shapes(ckpt: Checkpoint, pmap) -> list[tuple[str, tuple[int, ...], str]]:

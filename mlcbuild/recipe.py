@@ -11,6 +11,8 @@ A recipe file looks like::
     ...
     [quantization]
     scheme = "q4f16_1"
+    [quantization.overrides]                      # optional mixed precision (quant.mixed)
+    "lm_head" = "q8f16_1"
     [build]
     context_window_size = 4096
     prefill_chunk_size = 512
@@ -42,6 +44,7 @@ _SCHEMA: dict[str, Schema] = {
     "quantization": {
         "scheme": ((str,), True, None),
         "calibration": ((dict,), False, None),  # calibrated schemes (GPTQ): _CALIBRATION
+        "overrides": ((dict,), False, None),  # mixed precision: glob -> scheme (quant.mixed)
     },
     "build": {
         "context_window_size": ((int,), False, None),  # default: config's max_position_embeddings
@@ -97,6 +100,8 @@ class Recipe:
         calibration: ``[quantization.calibration]`` of a calibrated scheme (``text`` made
             absolute), or ``None``.
         build: the build options.
+        overrides: ``[quantization.overrides]``: module-name glob -> scheme name, in file order
+            (:mod:`mlcbuild.quant.mixed`); empty for a single scheme.
     """
 
     path: Path | None
@@ -107,6 +112,7 @@ class Recipe:
     scheme: str
     build: BuildOptions
     calibration: dict[str, Any] | None = None
+    overrides: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def canonical(self) -> dict[str, Any]:
         """The recipe as plain data, independent of the file's formatting or key order.
@@ -121,7 +127,10 @@ class Recipe:
                 "source": self.source,
                 "config": self.config,
             },
-            "quantization": {"scheme": self.scheme} | ({"calibration": self.calibration} if self.calibration else {}),
+            "quantization": {"scheme": self.scheme}
+            | ({"calibration": self.calibration} if self.calibration else {})
+            # a list: the first matching pattern wins, so the order is part of the meaning
+            | ({"overrides": [list(kv) for kv in self.overrides.items()]} if self.overrides else {}),
             "build": dataclasses.asdict(self.build),
         }
 
@@ -205,6 +214,11 @@ def parse_recipe(data: dict[str, Any], path: Path | str | None = None) -> Recipe
             fix="choose one of the allowed schemes",
         )
     calibration = _calibration(quant, SCHEMES[quant["scheme"]], path, where)
+    overrides = {}
+    if quant.get("overrides") is not None:
+        from .quant.mixed import check_overrides
+
+        overrides = check_overrides(quant["overrides"], SCHEMES[quant["scheme"]], SCHEMES, where)
     cfg = get_architecture(model["architecture"]).config_from_hf(model["config"], path=where)
     SCHEMES[quant["scheme"]].check_model(cfg, path=where)
 
@@ -229,6 +243,7 @@ def parse_recipe(data: dict[str, Any], path: Path | str | None = None) -> Recipe
         scheme=quant["scheme"],
         build=BuildOptions(**build),
         calibration=calibration,
+        overrides=overrides,
     )
 
 

@@ -182,7 +182,7 @@ def read_artifact(artifact: Path) -> dict:
 
 
 def check_weights(build: dict, weights: Path) -> dict:
-    """Check converted weights against a build: same scheme, same parameter list.
+    """Check converted weights against a build: same scheme and overrides, same parameter list.
 
     Returns:
         the weights' ``convert.json``.
@@ -198,12 +198,20 @@ def check_weights(build: dict, weights: Path) -> dict:
             "not a converted weight directory (no convert.json)", path=weights, fix="run `mlcbuild convert` first"
         )
     info = json.loads(info_path.read_text())
-    scheme = build["inputs"]["recipe"]["quantization"]["scheme"]
+    quant = build["inputs"]["recipe"]["quantization"]
+    scheme = quant["scheme"]
     if info["scheme"] != scheme:
         raise MlcbuildError(
             f"the weights are quantized with {info['scheme']} but the library was built for {scheme}",
             path=weights,
             fix=f"convert the weights with a {scheme} recipe, or compile the library with a {info['scheme']} recipe",
+        )
+    if info.get("overrides", []) != quant.get("overrides", []):
+        raise MlcbuildError(
+            f"the weights' [quantization.overrides] {info.get('overrides', [])} differ from the library's "
+            f"{quant.get('overrides', [])}",
+            path=weights,
+            fix="convert the weights and compile the library from the same recipe",
         )
     want = [(p["name"], p["shape"], p["dtype"]) for p in build["params"]]
     have = [(p["name"], p["shape"], p["dtype"]) for p in info["params"]]

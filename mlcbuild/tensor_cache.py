@@ -2,12 +2,16 @@
 
 Shards hold at most ``SHARD_CAP`` bytes (32 MiB); a tensor of at least half the cap
 gets a shard of its own. Each shard record carries the md5 of its bytes; each tensor
-record its name, shape, dtype, ``format: "raw"``, nbytes and byteOffset::
+record its name, shape, dtype, ``format: "raw"``, nbytes and byteOffset, and, for a linear's or
+embedding's parameters, the ``quantization`` scheme of its module (mixed precision,
+:mod:`mlcbuild.quant.mixed`; TVM's loader ignores the extra key)::
 
-    {"metadata": {"ParamSize": 291, "ParamBytes": 1.7e9, "BitsPerParam": 4.5},
+    {"metadata": {"ParamSize": 291, "ParamBytes": 1.7e9, "BitsPerParam": 4.5,
+                  "Quantization": {"scheme": "q4f16_1", "overrides": [["lm_head", "q8f16_1"]]}},
      "records": [{"dataPath": "params_shard_0.bin", "format": "raw-shard", "nbytes": 33554432,
                   "md5sum": "...", "records": [{"name": ..., "shape": [...], "dtype": "uint32",
-                                                "format": "raw", "nbytes": ..., "byteOffset": 0}]}]}
+                                                "format": "raw", "nbytes": ..., "byteOffset": 0,
+                                                "quantization": "q4f16_1"}]}]}
 
 Tensors are written as they come (one shard file open at a time).
 """
@@ -80,7 +84,11 @@ class _ShardWriter:
 
 
 def write_tensor_cache(
-    out_dir: Path, tensors: Iterable[tuple[str, np.ndarray]], source_params: int | None = None
+    out_dir: Path,
+    tensors: Iterable[tuple[str, np.ndarray]],
+    source_params: int | None = None,
+    schemes: dict[str, str] | None = None,
+    quantization: dict | None = None,
 ) -> dict:
     """Write tensors into shards and the index.
 
@@ -88,6 +96,9 @@ def write_tensor_cache(
         out_dir: an existing directory.
         tensors: ``(name, array)`` in the order the compiled model takes its parameters.
         source_params: number of weights in the source checkpoint, for ``BitsPerParam``.
+        schemes: parameter name -> quantization scheme of its module, written as the record's
+            ``quantization`` (read once ``tensors`` is exhausted: it may be filled as they come).
+        quantization: the recipe's scheme and overrides, written as ``metadata.Quantization``.
     Returns:
         the index (also written to ``tensor-cache.json``).
     """
@@ -98,12 +109,17 @@ def write_tensor_cache(
         count += 1
         total += arr.nbytes
     shards = w.finish()
+    for shard in shards:
+        for rec in shard["records"]:
+            if schemes and rec["name"] in schemes:
+                rec["quantization"] = schemes[rec["name"]]
     index = {
         "metadata": {
             "ParamSize": count,
             "ParamBytes": total,
             "BitsPerParam": round(total * 8 / source_params, 4) if source_params else None,
-        },
+        }
+        | ({"Quantization": quantization} if quantization else {}),
         "records": shards,
     }
     (out_dir / INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")

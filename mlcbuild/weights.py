@@ -38,6 +38,7 @@ def convert_params(
     param_map: dict[str, tuple[list[str], Callable[..., np.ndarray]]],
     read: Callable[[str], np.ndarray],
     codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    schemes: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(name, array)`` for every parameter of the compiled model, in order.
 
@@ -49,7 +50,11 @@ def convert_params(
         codes: checkpoint weight name -> ``(codes, scale)`` chosen by a calibrated method
             (GPTQ, :func:`mlcbuild.quant.calibrate.gptq_model`); a quantized parameter whose
             checkpoint tensors all have them is packed from them (through the same
-            ``combine``: a row concatenation or the identity) instead of rounded.
+            ``combine``: a row concatenation or the identity) instead of rounded, if its module's
+            scheme is the calibrated one (a mixed-precision override is rounded by its own).
+        schemes: if given, filled with parameter name -> its module's scheme name (the
+            ``quantization`` attribute :func:`mlcbuild.quant.mixed.quantize_model` sets) as
+            parameters are yielded.
     Raises:
         MlcbuildError: a checkpoint tensor is missing or a converted shape is wrong.
     """
@@ -64,7 +69,8 @@ def convert_params(
             hf_names, combine = param_map[src]
             owner = _module_at(model, src.rsplit(".", 1)[0])
             prefix = src.rsplit(".", 1)[0]
-            if src != name and codes and all(n in codes for n in hf_names) and hasattr(owner, "pack_weight"):
+            calibrated = getattr(getattr(owner, "scheme", None), "calibration", None) is not None
+            if src != name and codes and calibrated and all(n in codes for n in hf_names):
                 packed = owner.pack_weight(
                     combine(*(codes[n][0] for n in hf_names)), combine(*(codes[n][1] for n in hf_names))
                 )
@@ -77,6 +83,10 @@ def convert_params(
                 else:
                     pending[src] = arr
         arr = pending.pop(name)
+        if schemes is not None:
+            owner_scheme = getattr(_module_at(model, name.rsplit(".", 1)[0]), "quantization", None)
+            if owner_scheme is not None:
+                schemes[name] = owner_scheme
         if tuple(arr.shape) != tuple(shape):
             raise MlcbuildError(
                 f"parameter {name}: converted shape {tuple(arr.shape)} != compiled shape {tuple(shape)}",

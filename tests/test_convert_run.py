@@ -145,7 +145,8 @@ def test_tensor_cache_format(tmp_path, cache_dir):
         assert shard["nbytes"] <= SHARD_CAP or len(shard["records"]) == 1
         assert (w / shard["dataPath"]).stat().st_size == shard["nbytes"]
         for r in shard["records"]:
-            assert set(r) == {"name", "shape", "dtype", "format", "nbytes", "byteOffset"}
+            assert set(r) - {"quantization"} == {"name", "shape", "dtype", "format", "nbytes", "byteOffset"}
+            assert r.get("quantization") == ("q4f16_1" if ".q_" in r["name"] else None), r
     t = read_tensor_cache(w)
     assert (
         t["model.embed_tokens.q_weight"].shape == (4096, 1024 // 8)

@@ -64,8 +64,13 @@ def build_model(recipe: Recipe, target) -> object:
     """The quantized ``nn.Module`` of a recipe, its KV cache built for ``target``.
 
     ``target`` ``None``: the target-independent form (parameter names, shapes, dtypes).
+    Each linear and embedding gets the recipe's scheme or its override (:mod:`mlcbuild.quant.mixed`).
+
+    Raises:
+        RecipeError: an override pattern matches no linear or embedding of the model.
     """
     from ..models.common import store_norms_as
+    from ..quant.mixed import quantize_model
 
     arch = get_architecture(recipe.architecture)
     scheme = get_scheme(recipe.scheme)
@@ -74,7 +79,8 @@ def build_model(recipe: Recipe, target) -> object:
     model = arch.model_class(cfg, dtype, target, attention_window=attention_window(recipe, cfg, target))
     if dtype != scheme.model_dtype:
         model = store_norms_as(model, scheme.model_dtype)
-    return scheme.quantize_model(model, dtype, int8_dot_isa(target) if target is not None else None)
+    isa = int8_dot_isa(target) if target is not None else None
+    return quantize_model(model, scheme, recipe.overrides, dtype, isa, where=recipe.path)
 
 
 def attention_window(recipe: Recipe, cfg, target) -> int:

@@ -249,7 +249,7 @@ def store_norms_as(model, storage_dtype: str):
     """
     from ..quant.base import replace_modules
 
-    def swap(m):
+    def swap(m, _name):
         if isinstance(m, nn.RMSNorm):
             if m.bias is not None or m.axes not in (-1, [-1]):
                 raise NotImplementedError("stored-dtype RMSNorm with a bias or other axes")

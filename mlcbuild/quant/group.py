@@ -146,8 +146,9 @@ class GroupQuant(Scheme):
         return ((q - self.max_int) * scale)[:, :k]
 
     # ---- model rewriting ----------------------------------------------------------------
-    def quantize_model(self, model, compute_dtype: str | None = None, int8_isa: str | None = None):
-        """Replace every ``nn.Linear`` and ``nn.Embedding`` with a group-quantized one (in place)."""
-        from .group_nn import quantize_model
+    def quantize_module(self, module, compute_dtype: str, int8_isa: str | None = None):
+        """``nn.Linear`` -> :class:`.group_nn.GroupQuantLinear`, ``nn.Embedding`` ->
+        :class:`.group_nn.GroupQuantEmbedding`; anything else ``None``."""
+        from .group_nn import quantize_module
 
-        return quantize_model(self, model, compute_dtype, int8_isa)
+        return quantize_module(self, module, compute_dtype, int8_isa)

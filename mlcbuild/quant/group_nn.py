@@ -8,7 +8,6 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
 from . import group_cpu_matmul
-from .base import replace_modules
 from .group import GroupQuant
 from .group_int8_gemv import int8_gemv, supports
 
@@ -48,28 +47,20 @@ def te_dequantize(
     )
 
 
-def quantize_model(
-    scheme: GroupQuant, model: nn.Module, compute_dtype: str | None = None, int8_isa: str | None = None
-) -> nn.Module:
-    """Replace every ``nn.Linear`` and ``nn.Embedding`` of ``model`` with a group-quantized one.
+def quantize_module(scheme: GroupQuant, m: nn.Module, compute_dtype: str, int8_isa: str | None = None):
+    """The group-quantized replacement of an ``nn.Linear`` or ``nn.Embedding``, else ``None``.
 
-    ``compute_dtype``: the activations' dtype when it differs from the scheme's (fp32 compute
-    of an fp16 scheme, :func:`mlcbuild.compiler.lower.compute_dtype`); scales keep the
-    scheme's dtype, so the converted weights are the same for every target.
-    ``int8_isa``: the target's integer dot product (:func:`mlcbuild.target.int8_dot_isa`);
-    where the scheme allows, decode-shaped linears then run :mod:`.group_int8_gemv`.
+    ``compute_dtype``: the activations' dtype (fp32 compute of an fp16 scheme,
+    :func:`mlcbuild.compiler.lower.compute_dtype`); scales keep the scheme's dtype, so the
+    converted weights are the same for every target. ``int8_isa``: the target's integer dot
+    product (:func:`mlcbuild.target.int8_dot_isa`); where the scheme allows, decode-shaped
+    linears then run :mod:`.group_int8_gemv`.
     """
-
-    def swap(m: nn.Module):
-        if isinstance(m, nn.Linear):
-            return GroupQuantLinear(
-                m.in_features, m.out_features, scheme, compute_dtype, int8_isa, bias=m.bias is not None
-            )
-        if isinstance(m, nn.Embedding):
-            return GroupQuantEmbedding(m.num, m.dim, scheme, compute_dtype, int8_isa)
-        return None
-
-    return replace_modules(model, swap)
+    if isinstance(m, nn.Linear):
+        return GroupQuantLinear(m.in_features, m.out_features, scheme, compute_dtype, int8_isa, bias=m.bias is not None)
+    if isinstance(m, nn.Embedding):
+        return GroupQuantEmbedding(m.num, m.dim, scheme, compute_dtype, int8_isa)
+    return None
 
 
 def cpu_linear(

@@ -7,7 +7,7 @@ the 4-stream GEMV of :mod:`.float_gemv` (:mod:`.none_nn`).
 
 from __future__ import annotations
 
-from .base import Scheme, replace_modules
+from .base import Scheme
 
 
 class NoQuant(Scheme):
@@ -17,24 +17,32 @@ class NoQuant(Scheme):
         self.name = name
         self.model_dtype = model_dtype
 
-    def quantize_model(self, model, compute_dtype: str | None = None, int8_isa: str | None = None):
-        """Swap ``nn.Linear`` for :class:`.none_nn.CPUFloatLinear` and the token embedding for
-        :class:`.none_nn.CPUFloatEmbedding` (its tied LM head) on x86 AVX2 fp32 targets (same parameters)."""
-        if int8_isa not in ("avx2", "avxvnni") or (compute_dtype or self.model_dtype) != "float32":
-            return model
+    def quantize_module(self, module, compute_dtype: str, int8_isa: str | None = None):
+        """Where the model computes in another dtype than this scheme stores (a ``q0f16``
+        override in an fp32-compute model): :class:`.none_nn.StoredLinear` /
+        :class:`.none_nn.StoredEmbedding` (weights in ``model_dtype``, cast in the kernel). On
+        x86 AVX2 fp32: :class:`.none_nn.CPUFloatLinear` and the token embedding as
+        :class:`.none_nn.CPUFloatEmbedding` (its tied LM head). Else ``None`` (kept)."""
         from tvm.relax.frontend import nn
 
         from ..models.common import Embedding
-        from .none_nn import CPUFloatEmbedding, CPUFloatLinear
+        from . import none_nn
 
-        def swap(m):
-            if isinstance(m, nn.Linear):
-                return CPUFloatLinear(m.in_features, m.out_features, bias=m.bias is not None)
-            if type(m) is Embedding and m.weight.dtype == "float32":
-                return CPUFloatEmbedding(m.num, m.dim, dtype="float32")
+        if compute_dtype != self.model_dtype:
+            if isinstance(module, nn.Linear):
+                return none_nn.StoredLinear(
+                    module.in_features, module.out_features, self.model_dtype, compute_dtype, module.bias is not None
+                )
+            if isinstance(module, Embedding):
+                return none_nn.StoredEmbedding(module.num, module.dim, self.model_dtype, compute_dtype)
             return None
-
-        return replace_modules(model, swap)
+        if int8_isa not in ("avx2", "avxvnni") or compute_dtype != "float32":
+            return None
+        if isinstance(module, nn.Linear):
+            return none_nn.CPUFloatLinear(module.in_features, module.out_features, bias=module.bias is not None)
+        if type(module) is Embedding:
+            return none_nn.CPUFloatEmbedding(module.num, module.dim, dtype="float32")
+        return None
 
     def describe(self):
         return {
