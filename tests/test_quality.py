@@ -135,20 +135,27 @@ def test_q3f16_gptq_recipe_beats_q3f16_1_compiled(tmp_path, cache_dir):
 
 
 @pytest.mark.skipif(not MODEL.is_dir(), reason="quality/tiny-kjv not trained (python quality/train_tiny.py)")
-def test_awq_scales_keep_the_float_model_and_beat_round_to_nearest():
-    """AWQ's folded scales leave the float model's perplexity as it was (to 1e-4) and make
-    round-to-nearest q3 lose less (Lin et al. 2023's claim; on this small model a little)."""
+def test_awq_scales_keep_the_float_model_and_awq_beats_round_to_nearest():
+    """AWQ's folded scales alone leave the float model's perplexity as it was (to 1e-4); scales
+    and the clipping search make round-to-nearest lose less at 3 and 4 bits (Lin et al. 2023's
+    claim). Measured on these 8192 tokens: q4 RTN 26.518, AWQ 26.507; q3 RTN 27.346, AWQ 27.080
+    (unquantized 26.393)."""
     from mlcbuild.quant import get_scheme
     from mlcbuild.quant.awq import awq_model
     from mlcbuild.quant.calibrate import calibration_ids
 
-    scheme = get_scheme("q3f16_1")
     ids = text_ids(MODEL, HELDOUT, 8192)
+    calib = calibration_ids(MODEL / "tokenizer.json", CALIBRATION, 32, 128, seed=0)
     base = reference_perplexity(hf_model(), ids, CONTEXT)
-    rtn = hf_model()
-    _rtn_decoder_linears(rtn, scheme)
-    aw = hf_model()
-    awq_model(aw, calibration_ids(MODEL / "tokenizer.json", CALIBRATION, 32, 128, seed=0), scheme)
-    assert abs(reference_perplexity(aw, ids, CONTEXT) - base) <= 1e-4 * base
-    _rtn_decoder_linears(aw, scheme)
-    assert reference_perplexity(aw, ids, CONTEXT) < reference_perplexity(rtn, ids, CONTEXT)
+    scaled = hf_model()
+    awq_model(scaled, calib, get_scheme("q3f16_1"), clip=False)
+    assert abs(reference_perplexity(scaled, ids, CONTEXT) - base) <= 1e-4 * base
+    for name in ("q4f16_1", "q3f16_1"):
+        scheme = get_scheme(name)
+        rtn, aw = hf_model(), hf_model()
+        _rtn_decoder_linears(rtn, scheme)
+        awq_model(aw, calib, scheme)
+        _rtn_decoder_linears(aw, scheme)
+        ppl_rtn, ppl_awq = reference_perplexity(rtn, ids, CONTEXT), reference_perplexity(aw, ids, CONTEXT)
+        print(f"{name}: unquantized {base:.3f}, RTN {ppl_rtn:.3f}, AWQ {ppl_awq:.3f}")
+        assert base < ppl_awq < ppl_rtn

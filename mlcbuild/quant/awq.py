@@ -11,7 +11,8 @@ search: ``s = mean|x|^alpha`` (normalized by ``sqrt(max * min)``) for ``alpha`` 
 the float output on the calibration inputs. Layers are processed in order, each on the
 inputs the already-scaled layers before it produce; the scaled float weights are then
 quantized by the scheme's round-to-nearest (``convert`` as usual), so the same layout and
-kernels run them.
+kernels run them. Before that, the reference implementation's clipping search (``auto_clip``,
+:func:`search_clip`) shrinks each group's range where that lowers the group's output error.
 """
 
 from __future__ import annotations
@@ -53,6 +54,43 @@ def search_scales(x, weights: list, scheme, grid: int = 20):
     return best_s
 
 
+def search_clip(x, w, scheme, grid: int = 20, max_shrink: float = 0.5, rows_per_batch: int = 256, tokens: int = 512):
+    """AWQ's weight clipping (Lin et al. 2023, Section 3.3 and the reference implementation's
+    ``auto_clip``): per output row and group of ``w`` ``[N, K]`` (torch), the clip ratio ``r``
+    in ``1, 1 - 1/grid, ..., 1 - max_shrink`` of the group's ``max|w|`` whose round-to-nearest
+    codes best reproduce that group's partial products ``x_g w_g^T`` on calibration inputs
+    ``x`` ``[n, K]`` (``tokens`` rows taken evenly). Returns the clip values ``[N, K_pad / group]``
+    (float32): clamping ``w`` to them before quantizing makes the scale ``r max|w| / max_int``.
+    """
+    import torch
+
+    g, qmax = scheme.group_size, scheme.max_int
+    n_out, k = w.shape
+    kp = scheme.padded_k(k)
+    x = x.reshape(-1, k).to(torch.float32)
+    x = x[torch.linspace(0, x.shape[0] - 1, min(tokens, x.shape[0])).long()]
+    x = torch.nn.functional.pad(x, (0, kp - k)).reshape(x.shape[0], kp // g, g)  # [n, ng, G]
+    wp = torch.nn.functional.pad(w.detach().to(torch.float32), (0, kp - k))
+    out = []
+    for r0 in range(0, n_out, rows_per_batch):
+        wg = wp[r0 : r0 + rows_per_batch].reshape(-1, kp // g, g)  # [b, ng, G]
+        ref = torch.einsum("nkg,okg->nok", x, wg)  # [n, b, ng]
+        orig = wg.abs().amax(dim=-1)  # [b, ng]
+        best_err = torch.full_like(orig, float("inf"))
+        best = orig.clone()
+        for i in range(int(max_shrink * grid)):
+            clip = orig * (1 - i / grid)
+            scale = (clip / qmax).to(getattr(torch, scheme.model_dtype)).to(torch.float32)  # stored scale
+            safe = torch.where(scale == 0, torch.ones_like(scale), scale)[..., None]
+            wq = torch.clamp(torch.round(torch.clamp(wg, -clip[..., None], clip[..., None]) / safe), -qmax, qmax) * safe
+            err = (torch.einsum("nkg,okg->nok", x, wq) - ref).pow(2).mean(dim=0)  # [b, ng]
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best = torch.where(better, clip, best)
+        out.append(best)
+    return torch.cat(out)
+
+
 def _keep_input(key, inputs: dict):
     """A forward pre-hook storing a linear's input as ``inputs[key]``."""
 
@@ -62,10 +100,14 @@ def _keep_input(key, inputs: dict):
     return hook
 
 
-def awq_model(model, ids, scheme, grid: int = 20, on_layer: Callable[[int, int], None] | None = None) -> None:
+def awq_model(
+    model, ids, scheme, grid: int = 20, clip: bool = True, on_layer: Callable[[int, int], None] | None = None
+) -> None:
     """Scale a Llama-layout ``transformers`` causal LM (float32, eval) in place for AWQ on
     calibration ``ids`` ``[n, s]``: its linears then hold ``W diag(s)`` and the producers of
-    their inputs ``1 / s``; the model's float outputs are unchanged up to rounding.
+    their inputs ``1 / s``; the model's float outputs are unchanged up to rounding. With
+    ``clip``, every linear but q/k is then clamped to its :func:`search_clip` limits (this
+    changes the float model: the limits are what round-to-nearest then quantizes best).
 
     Raises:
         MlcbuildError: a layer without the Llama layout (``input_layernorm``,
@@ -106,9 +148,22 @@ def awq_model(model, ids, scheme, grid: int = 20, on_layer: Callable[[int, int],
                     producer.weight.div_(s[:, None])
                     if producer.bias is not None:
                         producer.bias.div_(s)
+        if clip:  # on the inputs the scaled layer now sees; q/k skipped as the reference does
+            linears = [attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+            inputs = {}
+            hooks = [lin.register_forward_pre_hook(_keep_input(j, inputs)) for j, lin in enumerate(linears)]
+            layer_output(layer, hidden, kwargs)
+            for h in hooks:
+                h.remove()
+            with torch.no_grad():
+                for j, lin in enumerate(linears):
+                    w = lin.weight
+                    limit = search_clip(inputs[j], w, scheme, grid)  # [N, K_pad / G]
+                    limit = limit.repeat_interleave(scheme.group_size, dim=1)[:, : w.shape[1]]
+                    w.copy_(torch.maximum(torch.minimum(w, limit), -limit))
         hidden = layer_output(layer, hidden, kwargs)
         if on_layer:
             on_layer(i + 1, len(layers))
 
 
-__all__ = ["awq_model", "search_scales"]
+__all__ = ["awq_model", "search_clip", "search_scales"]
