@@ -6,7 +6,7 @@ scheme on held-out text, with file size and bits per weight.
 
 Needs ``matplotlib`` for the plot (``make quality-deps``; without it the PNG is skipped).
 
-Each scheme: a recipe of the checkpoint's config.json (GPTQ and AWQ schemes calibrated on
+Each scheme (and each mixed-precision recipe of :data:`MIXED`): a recipe of the checkpoint's config.json (GPTQ and AWQ schemes calibrated on
 128 x 128 tokens of ``quality/kjv_calibration.txt``), ``mlcbuild convert`` + ``mlcbuild eval`` (host) over
 ``quality/kjv_heldout.txt``; the reference is ``transformers``' perplexity of the
 unquantized float16 checkpoint over the same windows. Writes benches/results/quality.json
@@ -38,22 +38,40 @@ def mlcbuild(*args) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+# mixed-precision rows (issue 7 item 6): name -> (base scheme, [quantization.overrides]); the
+# tiny model ties its LM head to model.embed_tokens, which is kept in 8 bits
+MIXED = {
+    "q4f16_1+q8emb+f16ends": (
+        "q4f16_1",
+        {"model.embed_tokens": "q8f16_1", "model.layers.0.*": "q0f16", "model.layers.3.*": "q0f16"},
+    ),
+    "q3f16_1+q8emb+q4ends": (
+        "q3f16_1",
+        {"model.embed_tokens": "q8f16_1", "model.layers.0.*": "q4f16_1", "model.layers.3.*": "q4f16_1"},
+    ),
+}
+
 CALIBRATION = {"text": str(REPO / "quality" / "kjv_calibration.txt"), "samples": 128, "seq_len": 128}
 
 
-def recipe(tmp: Path, scheme: str) -> Path:
-    """A recipe of the trained checkpoint for ``scheme`` (calibrated ones: :data:`CALIBRATION`)."""
+def recipe(tmp: Path, row: str) -> Path:
+    """A recipe of the trained checkpoint for a scheme (calibrated ones: :data:`CALIBRATION`)
+    or a :data:`MIXED` row."""
     import tomli_w
 
     from mlcbuild.quant import get_scheme
 
+    scheme, overrides = MIXED.get(row, (row, None))
+
     cfg = {k: v for k, v in json.loads((MODEL / "config.json").read_text()).items() if v is not None}
     data = {
         "model": {"name": "tiny-kjv", "architecture": "llama", "source": str(MODEL), "config": cfg},
-        "quantization": {"scheme": scheme} | ({"calibration": CALIBRATION} if get_scheme(scheme).calibration else {}),
+        "quantization": {"scheme": scheme}
+        | ({"calibration": CALIBRATION} if get_scheme(scheme).calibration else {})
+        | ({"overrides": overrides} if overrides else {}),
         "build": {"context_window_size": 256, "prefill_chunk_size": 64, "max_batch_size": 1},
     }
-    p = tmp / f"tiny-kjv-{scheme}.toml"
+    p = tmp / f"tiny-kjv-{row}.toml"
     p.write_bytes(tomli_w.dumps(data).encode())
     return p
 
@@ -78,9 +96,11 @@ def plot(result: dict, path: Path) -> None:
     rows = [r for r in result["results"] if r["bits_per_weight"] < 20]  # q0f32 off the scale
 
     def method(scheme: str) -> str:
+        if scheme in MIXED:
+            return "mixed"
         return next((m for m in ("gptq", "awq") if scheme.endswith(m)), "round-to-nearest")
 
-    for name, marker in (("round-to-nearest", "o"), ("gptq", "s"), ("awq", "^")):
+    for name, marker in (("round-to-nearest", "o"), ("gptq", "s"), ("awq", "^"), ("mixed", "D")):
         pts = [r for r in rows if method(r["scheme"]) == name]
         if not pts:
             continue
@@ -113,6 +133,7 @@ def main() -> None:
             "q3f16_1",
             "q3f16_gptq",
             "q3f16_awq",
+            *MIXED,
         ],
     )
     ap.add_argument("--context", type=int, default=256)
@@ -143,6 +164,7 @@ def main() -> None:
             size = weight_bytes(weights)
             row = {
                 "scheme": scheme,
+                **({"recipe": {"scheme": MIXED[scheme][0], "overrides": MIXED[scheme][1]}} if scheme in MIXED else {}),
                 "perplexity": round(ev["perplexity"], 4),
                 "delta_vs_unquantized": round(ev["perplexity"] - reference, 4),
                 "weight_bytes": size,
@@ -152,7 +174,7 @@ def main() -> None:
             }
             rows.append(row)
             print(
-                f"{scheme:9s} ppl {row['perplexity']:8.4f}  ({row['delta_vs_unquantized']:+.4f})  "
+                f"{scheme:22s} ppl {row['perplexity']:8.4f}  ({row['delta_vs_unquantized']:+.4f})  "
                 f"{size / 2**20:6.2f} MiB  {row['bits_per_weight']:6.3f} bits/weight"
             )
     result = {
