@@ -101,8 +101,9 @@ class Checkpoint:
     def tensor_names(self) -> list[str]:
         return sorted(self._where)
 
-    def read(self, name: str) -> np.ndarray:
-        """One tensor as float32 NumPy (bf16/fp16 upcast).
+    def read(self, name: str, raw: bool = False) -> np.ndarray:
+        """One tensor as float32 NumPy (bf16/fp16 upcast); ``raw``: in its stored dtype
+        (packed int32 codes of pre-quantized checkpoints).
 
         Raises:
             MlcbuildError: the tensor is absent or its bytes cannot be read.
@@ -120,7 +121,8 @@ class Checkpoint:
             # Opened per tensor: a handle kept open keeps the whole file mapped, and every page
             # read stays in the RSS (a 1B checkpoint then costs its full size in memory).
             with safe_open(str(f), framework="pt") as h:
-                return h.get_tensor(name).float().numpy()
+                t = h.get_tensor(name)
+                return t.numpy() if raw else t.float().numpy()
         except Exception as e:
             raise MlcbuildError(
                 f"cannot read tensor {name}: {e}", path=f, fix="the file is truncated or corrupt: download it again"

@@ -22,6 +22,7 @@ from .cache import Cache, content_key, copy_entry, file_sha256
 from .checkpoint import Checkpoint
 from .errors import MlcbuildError
 from .recipe import Recipe
+from .stamp import source_digest
 
 CONVERT_INFO = "convert.json"
 
@@ -70,6 +71,10 @@ def param_specs(recipe: Recipe) -> tuple[Any, list[tuple[str, tuple[int, ...], s
     return model, specs
 
 
+# the package parts whose code decides converted weights (source_digest of these enters the key)
+CONVERT_SOURCES = ("quant", "models", "convert.py", "weights.py", "tensor_cache.py", "checkpoint.py", "recipe.py")
+
+
 def weights_key(recipe: Recipe, ckpt: Checkpoint) -> tuple[str, dict[str, Any]]:
     """The cache key of converted weights and the inputs it hashes."""
     inputs = {
@@ -81,6 +86,8 @@ def weights_key(recipe: Recipe, ckpt: Checkpoint) -> tuple[str, dict[str, Any]]:
         "sources": {f.name: file_sha256(f) for f in ckpt.files},
         "tokenizer": {f.name: file_sha256(f) for f in ckpt.tokenizer_files()},
         "mlcbuild": __version__,
+        # the code that makes the weights: a changed quantizer must not hit an old conversion
+        "mlcbuild_source": source_digest(CONVERT_SOURCES),
         "format": "tensor-cache",
     }
     if recipe.calibration:  # the codes depend on the calibration text and settings
@@ -92,6 +99,9 @@ def weights_key(recipe: Recipe, ckpt: Checkpoint) -> tuple[str, dict[str, Any]]:
                 fix="set [quantization.calibration] text to an existing file (relative to the recipe)",
             )
         inputs["calibration"] = {**recipe.calibration, "text": file_sha256(text)}
+        import torch  # the calibrated codes come from torch's arithmetic
+
+        inputs["torch"] = torch.__version__
     return content_key(inputs), inputs
 
 
@@ -156,6 +166,7 @@ def convert_weights(
             in the cache or ``out`` on failure.
     """
     from .models import get_architecture
+    from .quant import get_scheme
     from .tensor_cache import write_tensor_cache
     from .weights import convert_params
 
@@ -182,7 +193,8 @@ def convert_weights(
                             on_tensor(i + 1, total, name)
                         yield name, arr
 
-                source_params = sum(math.prod(s) for n, s, _ in _source_shapes(ckpt, pmap))
+                bits = getattr(get_scheme(recipe.scheme), "bits", 4)
+                source_params = sum(math.prod(s) for n, s, _ in _source_shapes(ckpt, pmap, bits))
                 index = write_tensor_cache(
                     work, progress(), source_params=source_params, schemes=schemes, quantization=quantization(recipe)
                 )
@@ -218,14 +230,28 @@ def quantization(recipe: Recipe) -> dict[str, Any]:
     return {k: q[k] for k in ("scheme", "overrides") if k in q}
 
 
-def _source_shapes(ckpt: Checkpoint, pmap) -> list[tuple[str, tuple[int, ...], str]]:
+def _source_shapes(ckpt: Checkpoint, pmap, bits: int = 4) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(name, shape, "")`` of the checkpoint's weights the model reads; a pre-quantized
+    linear (``<prefix>.qweight`` + ``.scales``, :mod:`mlcbuild.quant.checkpoint_formats`)
+    counts as its logical ``[N, K]`` (``bits``: the recipe scheme's)."""
     from safetensors import safe_open
 
     names = {n for srcs, _ in pmap.values() for n in srcs}
-    out = []
+    packed = {n.removesuffix(".weight") for n in names}
+    out, qweight, scales = [], {}, {}
     for f in ckpt.files:
         with safe_open(str(f), framework="pt") as h:
             for n in h.keys():
+                shape = tuple(h.get_slice(n).get_shape())
                 if n in names:
-                    out.append((n, tuple(h.get_slice(n).get_shape()), ""))
+                    out.append((n, shape, ""))
+                elif n.endswith(".qweight") and n.removesuffix(".qweight") in packed:
+                    qweight[n.removesuffix(".qweight")] = shape
+                elif n.endswith(".scales") and n.removesuffix(".scales") in packed:
+                    scales[n.removesuffix(".scales")] = shape
+    for prefix, (rows, cols) in qweight.items():
+        n_out = scales.get(prefix, (0, cols))[1]
+        # GPTQ packs along K ([K / p, N]), AutoAWQ along N ([K, N / p]); p = 32 / bits
+        k = rows * 32 // bits if cols == n_out else rows
+        out.append((prefix + ".weight", (n_out, k), ""))
     return out

@@ -221,6 +221,9 @@ def parse_recipe(data: dict[str, Any], path: Path | str | None = None) -> Recipe
         overrides = check_overrides(quant["overrides"], SCHEMES[quant["scheme"]], SCHEMES, where)
     cfg = get_architecture(model["architecture"]).config_from_hf(model["config"], path=where)
     SCHEMES[quant["scheme"]].check_model(cfg, path=where)
+    from .quant.zeropoint import check_checkpoint_quantization
+
+    check_checkpoint_quantization(model["config"], SCHEMES[quant["scheme"]], where)
 
     if build["context_window_size"] is None:
         build["context_window_size"] = cfg.max_position_embeddings

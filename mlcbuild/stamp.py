@@ -69,15 +69,19 @@ def _probe_memo(memo_dir: str | None, ident: str) -> dict:
 
 
 @functools.lru_cache(maxsize=1)
-def source_digest() -> str:
-    """sha256 of mlcbuild's own source (every ``.py`` under the package, path and bytes).
+def source_digest(parts: tuple[str, ...] | None = None) -> str:
+    """sha256 of mlcbuild's own source (every ``.py`` under the package, path and bytes; with
+    ``parts``, only the files and folders of the package named there).
 
     The compiler is code: a changed schedule, pass or model definition must give a new
     key even when the version string stays the same.
     """
     root = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for f in sorted(root.rglob("*.py")):
+    files = sorted(root.rglob("*.py"))
+    if parts is not None:
+        files = [f for f in files if f.relative_to(root).parts[0] in parts]
+    for f in files:
         h.update(f.relative_to(root).as_posix().encode() + b"\0")
         h.update(f.read_bytes() + b"\0")
     return h.hexdigest()

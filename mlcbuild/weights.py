@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import MlcbuildError
 
-_QUANT_SUFFIXES = (".q_weight", ".q_scale")
+_QUANT_SUFFIXES = (".q_weight", ".q_scale", ".q_zero", ".perm")
 
 
 def _source_name(param_name: str) -> str:
@@ -46,7 +46,9 @@ def convert_params(
         model: the quantized ``nn.Module`` (its modules own ``quantize_weight``).
         params: ``[(name, shape, dtype)]`` of the compiled entry functions.
         param_map: ``our_name -> ([checkpoint names], combine)`` from the architecture.
-        read: checkpoint name -> float array (float32 recommended).
+        read: checkpoint name -> float array (float32 recommended); with ``raw=True`` (modules
+            that import packed tensors, :class:`mlcbuild.quant.zeropoint_nn.ZeroPointLinear`)
+            the tensor in its stored dtype.
         codes: checkpoint weight name -> ``(codes, scale)`` chosen by a calibrated method
             (GPTQ, :func:`mlcbuild.quant.calibrate.gptq_model`); a quantized parameter whose
             checkpoint tensors all have them is packed from them (through the same
@@ -70,7 +72,9 @@ def convert_params(
             owner = _module_at(model, src.rsplit(".", 1)[0])
             prefix = src.rsplit(".", 1)[0]
             calibrated = getattr(getattr(owner, "scheme", None), "calibration", None) is not None
-            if src != name and codes and calibrated and all(n in codes for n in hf_names):
+            if src != name and hasattr(owner, "import_weight"):  # a pre-quantized checkpoint's packed tensors
+                pending.update({f"{prefix}.{k}": v for k, v in owner.import_weight(hf_names, combine, read).items()})
+            elif src != name and codes and calibrated and all(n in codes for n in hf_names):
                 packed = owner.pack_weight(
                     combine(*(codes[n][0] for n in hf_names)), combine(*(codes[n][1] for n in hf_names))
                 )

@@ -65,6 +65,21 @@ def test_key_is_stable_and_every_input_changes_it(tmp_path, monkeypatch):
     assert len(set(keys.values())) == len(keys), keys
 
 
+def test_weights_key_follows_the_conversion_code(tmp_path, monkeypatch):
+    """An edited quantizer (or loader) must not hit weights converted by the old code."""
+    from conftest import make_checkpoint
+
+    import mlcbuild.convert as convert_mod
+    from mlcbuild.checkpoint import Checkpoint
+
+    make_checkpoint(tmp_path / "ckpt", TINY)
+    recipe, ckpt = parse_recipe(recipe_data(TINY, "q4f16_1")), Checkpoint(tmp_path / "ckpt")
+    k0, inputs = convert_mod.weights_key(recipe, ckpt)
+    assert k0 == convert_mod.weights_key(recipe, ckpt)[0] and "mlcbuild_source" in inputs
+    monkeypatch.setattr(convert_mod, "source_digest", lambda parts=None: "edited")
+    assert convert_mod.weights_key(recipe, ckpt)[0] != k0
+
+
 def _compile(data, cache_dir, target="s24"):
     return compile_recipe(parse_recipe(data), load_target(target), cache=Cache(cache_dir))
 

@@ -53,9 +53,10 @@ def compute_dtype(scheme, target) -> str:
     weights stay fp16 in the weight files (cast inside the kernels), so converted weights
     are the same for every target. Arm CPUs and GPUs keep fp16.
     """
-    from ..quant import GroupQuant
+    from ..quant import GroupQuant, ZeroPointGroupQuant
 
-    if scheme.model_dtype == "float16" and isinstance(scheme, GroupQuant) and cpu_family(target) == "x86":
+    packed = isinstance(scheme, (GroupQuant, ZeroPointGroupQuant))
+    if scheme.model_dtype == "float16" and packed and cpu_family(target) == "x86":
         return "float32"
     return scheme.model_dtype
 
@@ -74,6 +75,8 @@ def build_model(recipe: Recipe, target) -> object:
 
     arch = get_architecture(recipe.architecture)
     scheme = get_scheme(recipe.scheme)
+    if hasattr(scheme, "for_config"):  # an imported checkpoint's format details (act-order)
+        scheme = scheme.for_config(recipe.config)
     cfg = arch.config_from_hf(recipe.config, path=recipe.path).for_context(recipe.build.context_window_size)
     dtype = compute_dtype(scheme, target)
     model = arch.model_class(cfg, dtype, target, attention_window=attention_window(recipe, cfg, target))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .base import Scheme
 from .group import GroupQuant
 from .none import NoQuant
+from .zeropoint import ZeroPointGroupQuant
 
 SCHEMES: dict[str, Scheme] = {
     s.name: s
@@ -29,6 +30,13 @@ SCHEMES: dict[str, Scheme] = {
         # AWQ: activation-aware input-channel scales folded into the weights, then rounding.
         GroupQuant("q4f16_awq", bits=4, group_size=32, model_dtype="float16", layout="NK", calibration="awq"),
         GroupQuant("q3f16_awq", bits=3, group_size=40, model_dtype="float16", layout="NK", calibration="awq"),
+        # checkpoints already quantized by GPTQ tools / AutoAWQ, imported as they are (zero points)
+        ZeroPointGroupQuant("q4f16_autogptq", bits=4, group_size=128, model_dtype="float16", source="gptq"),
+        ZeroPointGroupQuant("q4f32_autogptq", bits=4, group_size=128, model_dtype="float32", source="gptq"),
+        ZeroPointGroupQuant("q4f16_autogptq_g32", bits=4, group_size=32, model_dtype="float16", source="gptq"),
+        ZeroPointGroupQuant("q8f16_autogptq", bits=8, group_size=128, model_dtype="float16", source="gptq"),
+        ZeroPointGroupQuant("q4f16_autoawq", bits=4, group_size=128, model_dtype="float16", source="awq"),
+        ZeroPointGroupQuant("q4f32_autoawq", bits=4, group_size=128, model_dtype="float32", source="awq"),
     )
 }
 
@@ -44,4 +52,4 @@ def get_scheme(name: str) -> Scheme:
     return SCHEMES[name]
 
 
-__all__ = ["SCHEMES", "Scheme", "GroupQuant", "NoQuant", "get_scheme"]
+__all__ = ["SCHEMES", "Scheme", "GroupQuant", "NoQuant", "ZeroPointGroupQuant", "get_scheme"]

@@ -120,6 +120,8 @@ def quantize_model(
             return None
         names.append(name)
         scheme = base
+        if any(matches(p, name) for p in getattr(base, "keeps_float", ())):  # left float by imported checkpoints
+            scheme = get_scheme({"float16": "q0f16", "float32": "q0f32"}[base.model_dtype])
         for pattern, scheme_name in overrides.items():
             if matches(pattern, name):
                 used.add(pattern)
