@@ -98,9 +98,10 @@ def plot(result: dict, path: Path) -> None:
     def method(scheme: str) -> str:
         if scheme in MIXED:
             return "mixed"
-        return next((m for m in ("gptq", "awq") if scheme.endswith(m)), "round-to-nearest")
+        return next((m for m in ("gptq", "awq", "smooth") if scheme.endswith(m)), "round-to-nearest")
 
-    for name, marker in (("round-to-nearest", "o"), ("gptq", "s"), ("awq", "^"), ("mixed", "D")):
+    markers = (("round-to-nearest", "o"), ("gptq", "s"), ("awq", "^"), ("smooth", "v"), ("mixed", "D"))
+    for name, marker in markers:
         pts = [r for r in rows if method(r["scheme"]) == name]
         if not pts:
             continue
@@ -133,6 +134,7 @@ def main() -> None:
             "q3f16_1",
             "q3f16_gptq",
             "q3f16_awq",
+            "q8f16_smooth",
             *MIXED,
         ],
     )

@@ -110,8 +110,9 @@ def calibrate(recipe: Recipe, ckpt: Checkpoint) -> tuple[dict | None, Callable[[
     :func:`mlcbuild.weights.convert_params`.
 
     GPTQ: the decoder linears' codes (:func:`mlcbuild.quant.calibrate.gptq_model`), tensors
-    read from the checkpoint. AWQ: no codes; tensors read from the model after
-    :func:`mlcbuild.quant.awq.awq_model` scaled it (round-to-nearest then quantizes them).
+    read from the checkpoint. AWQ and SmoothQuant: no codes; tensors read from the model after
+    :func:`mlcbuild.quant.awq.awq_model` / :func:`mlcbuild.quant.smoothquant.smooth_model`
+    scaled it (round-to-nearest then quantizes them).
     Round-to-nearest: ``(None, ckpt.read)``. Calibration loads the checkpoint in
     ``transformers`` (float32 on the CPU: ~4 bytes per parameter) and tokenizes the
     recipe's calibration text with the checkpoint's ``tokenizer.json``.
@@ -138,10 +139,15 @@ def calibrate(recipe: Recipe, ckpt: Checkpoint) -> tuple[dict | None, Callable[[
     c = recipe.calibration
     ids = calibration_ids(tok, Path(c["text"]), c["samples"], c["seq_len"], c["seed"])
     hf = transformers.AutoModelForCausalLM.from_pretrained(ckpt.dir, dtype=torch.float32).eval()
-    if scheme.calibration == "awq":
-        from .quant.awq import awq_model
+    if scheme.calibration in ("awq", "smoothquant"):
+        if scheme.calibration == "awq":
+            from .quant.awq import awq_model
 
-        awq_model(hf, ids, scheme)
+            awq_model(hf, ids, scheme)
+        else:
+            from .quant.smoothquant import smooth_model
+
+            smooth_model(hf, ids, c["alpha"])
         state = hf.state_dict()
         return None, lambda name: state[name].detach().float().numpy()
     return gptq_model(hf, ids, scheme, act_order=c["act_order"], damp=c["damp"]), ckpt.read

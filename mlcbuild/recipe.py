@@ -64,6 +64,7 @@ _CALIBRATION: Schema = {
     "seed": ((int,), False, 1),
     "act_order": ((bool,), False, False),
     "damp": ((float,), False, 0.01),
+    "alpha": ((float,), False, 0.5),  # SmoothQuant's migration strength (Xiao et al. 2022, Eq. 4)
 }
 
 
@@ -178,6 +179,12 @@ def _calibration(quant: dict[str, Any], scheme, path, where) -> dict[str, Any] |
             fix='add [quantization.calibration] with text = "a text file" (samples, seq_len, seed optional)',
         )
     out = check_table(table, "quantization.calibration", _CALIBRATION, where, RecipeError)
+    if not 0.0 <= out["alpha"] <= 1.0:
+        raise RecipeError(
+            f"quantization.calibration.alpha = {out['alpha']} is outside 0..1",
+            path=where,
+            fix="SmoothQuant's migration strength is between 0 (no migration) and 1; 0.5 suits most models",
+        )
     text = Path(out["text"])
     if not text.is_absolute() and path is not None:
         text = Path(path).resolve().parent / text

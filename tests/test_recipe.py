@@ -239,3 +239,15 @@ def test_calibration_table_goes_with_calibrated_schemes(tmp_path):
     assert "calibration" not in parse_recipe(recipe_data(tiny_config(), "q4f16_1")).canonical()["quantization"]
     data["quantization"]["calibration"] = {"text": "calib.txt", "sample": 4}
     assert "quantization.calibration.sample" in _err(data).message
+
+
+def test_smoothquant_alpha_is_checked_and_keyed():
+    """SmoothQuant's migration strength: default 0.5, in the key, outside 0..1 an error."""
+    data = recipe_data(tiny_config(), "q8f16_smooth")
+    data["quantization"]["calibration"] = {"text": "calib.txt"}
+    assert parse_recipe(data).calibration["alpha"] == 0.5
+    data["quantization"]["calibration"]["alpha"] = 0.8
+    assert parse_recipe(data).canonical()["quantization"]["calibration"]["alpha"] == 0.8
+    data["quantization"]["calibration"]["alpha"] = 1.5
+    e = _err(data)
+    assert "alpha" in e.message and "0..1" in e.message and "0.5" in e.fix

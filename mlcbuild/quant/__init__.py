@@ -30,6 +30,14 @@ SCHEMES: dict[str, Scheme] = {
         # AWQ: activation-aware input-channel scales folded into the weights, then rounding.
         GroupQuant("q4f16_awq", bits=4, group_size=32, model_dtype="float16", layout="NK", calibration="awq"),
         GroupQuant("q3f16_awq", bits=3, group_size=40, model_dtype="float16", layout="NK", calibration="awq"),
+        # SmoothQuant W8A8: activation outliers migrated into the weights, 8-bit groups; int8
+        # activations in the decode GEMVs where the target has int8 x int8 dot products
+        GroupQuant(
+            "q8f16_smooth", bits=8, group_size=32, model_dtype="float16", layout="NK", calibration="smoothquant"
+        ),
+        GroupQuant(
+            "q8f32_smooth", bits=8, group_size=32, model_dtype="float32", layout="NK", calibration="smoothquant"
+        ),
         # checkpoints already quantized by GPTQ tools / AutoAWQ, imported as they are (zero points)
         ZeroPointGroupQuant("q4f16_autogptq", bits=4, group_size=128, model_dtype="float16", source="gptq"),
         ZeroPointGroupQuant("q4f32_autogptq", bits=4, group_size=128, model_dtype="float32", source="gptq"),

@@ -3,9 +3,8 @@ Acceleration", arXiv:2306.00978): per input channel scales that protect the weig
 salient channels (large mean activation) before round-to-nearest group quantization.
 
 For a linear ``y = x W^T`` with input channel scales ``s``: ``y = (x / s) (W diag(s))^T``; the
-weight ``W diag(s)`` is quantized and ``1 / s`` folded into the op that produces ``x`` (the
-RMSNorm weight before q/k/v and gate/up, the rows of ``up_proj`` before ``down_proj``, the rows
-of ``v_proj`` before ``o_proj`` when every query head has its own KV head). Section 3.2's
+weight ``W diag(s)`` is quantized and ``1 / s`` folded into the op that produces ``x``
+(:mod:`.fold`, shared with SmoothQuant). Section 3.2's
 search: ``s = mean|x|^alpha`` (normalized by ``sqrt(max * min)``) for ``alpha`` in
 ``0, 1/grid, ..., (grid-1)/grid``, keeping the one whose quantized linear best reproduces
 the float output on the calibration inputs. Layers are processed in order, each on the
@@ -19,8 +18,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..errors import MlcbuildError
-from .calibrate import first_layer_inputs, layer_output
+from .calibrate import layer_output
+from .fold import keep_input, scale_layers
 
 
 def _rtn(w, scheme):
@@ -91,79 +90,44 @@ def search_clip(x, w, scheme, grid: int = 20, max_shrink: float = 0.5, rows_per_
     return torch.cat(out)
 
 
-def _keep_input(key, inputs: dict):
-    """A forward pre-hook storing a linear's input as ``inputs[key]``."""
-
-    def hook(_module, args):
-        inputs.setdefault(key, args[0].detach())
-
-    return hook
-
-
 def awq_model(
     model, ids, scheme, grid: int = 20, clip: bool = True, on_layer: Callable[[int, int], None] | None = None
 ) -> None:
     """Scale a Llama-layout ``transformers`` causal LM (float32, eval) in place for AWQ on
     calibration ``ids`` ``[n, s]``: its linears then hold ``W diag(s)`` and the producers of
-    their inputs ``1 / s``; the model's float outputs are unchanged up to rounding. With
-    ``clip``, every linear but q/k is then clamped to its :func:`search_clip` limits (this
-    changes the float model: the limits are what round-to-nearest then quantizes best).
+    their inputs ``1 / s`` (:func:`mlcbuild.quant.fold.scale_layers`); the model's float outputs
+    are unchanged up to rounding. With ``clip``, every linear but q/k is then clamped to its
+    :func:`search_clip` limits (this changes the float model: the limits are what
+    round-to-nearest then quantizes best).
 
     Raises:
-        MlcbuildError: a layer without the Llama layout (``input_layernorm``,
-            ``self_attn.{q,k,v,o}_proj``, ``post_attention_layernorm``, ``mlp.{gate,up,down}_proj``)
-            or with a norm that is not a plain weight multiply (Gemma's ``1 + w``).
+        MlcbuildError: Gemma, or a layer without the Llama layout (:func:`.fold.fold_groups`).
     """
     import torch
 
-    if "gemma" in type(model).__name__.lower():
-        raise MlcbuildError("AWQ folds scales into RMSNorm weights: Gemma's 1 + w norms are not supported")
-    layers = model.model.layers
-    hidden, kwargs = first_layer_inputs(model, ids)
-    for i, layer in enumerate(layers):
-        try:
-            attn, mlp = layer.self_attn, layer.mlp
-            groups = [
-                (layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj], "norm"),
-                (layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj], "norm"),
-                (mlp.up_proj, [mlp.down_proj], "rows"),
-            ]
-            if attn.v_proj.weight.shape[0] == attn.o_proj.weight.shape[1]:  # no GQA: o's inputs are v's rows
-                groups.append((attn.v_proj, [attn.o_proj], "rows"))
-        except AttributeError as e:
-            raise MlcbuildError(f"AWQ needs the Llama layer layout: {e}") from e
+    def clip_layer(layer, hidden, kwargs):  # on the inputs the scaled layer now sees; q/k skipped as the reference
+        attn, mlp = layer.self_attn, layer.mlp
+        linears = [attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
         inputs: dict = {}
-        hooks = [lin[0].register_forward_pre_hook(_keep_input(j, inputs)) for j, (_, lin, _k) in enumerate(groups)]
+        hooks = [lin.register_forward_pre_hook(keep_input(j, inputs)) for j, lin in enumerate(linears)]
         layer_output(layer, hidden, kwargs)
         for h in hooks:
             h.remove()
         with torch.no_grad():
-            for j, (producer, linears, kind) in enumerate(groups):
-                s = search_scales(inputs[j], [lin.weight for lin in linears], scheme, grid).to(torch.float32)
-                for lin in linears:
-                    lin.weight.mul_(s[None, :])
-                if kind == "norm":
-                    producer.weight.div_(s)
-                else:
-                    producer.weight.div_(s[:, None])
-                    if producer.bias is not None:
-                        producer.bias.div_(s)
-        if clip:  # on the inputs the scaled layer now sees; q/k skipped as the reference does
-            linears = [attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
-            inputs = {}
-            hooks = [lin.register_forward_pre_hook(_keep_input(j, inputs)) for j, lin in enumerate(linears)]
-            layer_output(layer, hidden, kwargs)
-            for h in hooks:
-                h.remove()
-            with torch.no_grad():
-                for j, lin in enumerate(linears):
-                    w = lin.weight
-                    limit = search_clip(inputs[j], w, scheme, grid)  # [N, K_pad / G]
-                    limit = limit.repeat_interleave(scheme.group_size, dim=1)[:, : w.shape[1]]
-                    w.copy_(torch.maximum(torch.minimum(w, limit), -limit))
-        hidden = layer_output(layer, hidden, kwargs)
-        if on_layer:
-            on_layer(i + 1, len(layers))
+            for j, lin in enumerate(linears):
+                w = lin.weight
+                limit = search_clip(inputs[j], w, scheme, grid)  # [N, K_pad / G]
+                limit = limit.repeat_interleave(scheme.group_size, dim=1)[:, : w.shape[1]]
+                w.copy_(torch.maximum(torch.minimum(w, limit), -limit))
+
+    scale_layers(
+        model,
+        ids,
+        lambda x, weights: search_scales(x, weights, scheme, grid),
+        "AWQ",
+        after_layer=clip_layer if clip else None,
+        on_layer=on_layer,
+    )
 
 
 __all__ = ["awq_model", "search_clip", "search_scales"]

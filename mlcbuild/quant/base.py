@@ -11,7 +11,8 @@ class Scheme:
     Attributes:
         name: registry name, e.g. ``"q4f16_1"``.
         model_dtype: activation dtype of the compiled model, ``"float16"`` or ``"float32"``.
-        calibration: the calibrated method choosing the codes (``"gptq"``, ``"awq"``), or
+        calibration: the calibrated method choosing the codes (``"gptq"``, ``"awq"``,
+            ``"smoothquant"``), or
             ``None`` (round-to-nearest; a recipe then has no ``[quantization.calibration]``).
     """
 

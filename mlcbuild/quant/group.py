@@ -39,7 +39,9 @@ class GroupQuant(Scheme):
         model_dtype: activation and scale dtype.
         layout: ``"NK"`` or ``"KN"`` for linear weights.
         calibration: ``"gptq"``: the decoder linears' codes come from GPTQ (:mod:`.gptq`),
-            same layout and kernels; ``None``: round-to-nearest.
+            same layout and kernels; ``"awq"`` / ``"smoothquant"``: the float weights are
+            first scaled (:mod:`.awq`, :mod:`.smoothquant`), then rounded; ``None``:
+            round-to-nearest.
     """
 
     def __init__(
