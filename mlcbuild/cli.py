@@ -501,10 +501,12 @@ def schemes_cmd() -> None:
         t.add_column(col)
     for s in SCHEMES.values():
         d = s.describe()
-        if d.get("kind") == "group":
+        if d.get("kind") in ("group", "group-zero-point"):
+            how = f", {d['calibration']}" if d.get("calibration", "round-to-nearest") != "round-to-nearest" else ""
+            how = f", zero points, from {d['imported_from']}" if "imported_from" in d else how
             t.add_row(
                 s.name,
-                f"int{d['bits']} ({d['elems_per_word']} per uint32)",
+                f"int{d['bits']} ({d['elems_per_word']} per uint32{how})",
                 str(d["group_size"]),
                 d["model_dtype"],
                 d["layout"],

@@ -42,6 +42,19 @@ def test_dequantize_fused_into_consumers(scheme, target):
         assert REDUCTION.search(text), f"{name} reads packed weights but does no reduction"
 
 
+@pytest.mark.parametrize("target", ["host", "s24"])
+def test_zero_point_dequantize_fused_into_consumers(target):
+    """An imported act-order GPTQ model (zero points, input permutation): dequantize + matmul
+    fused into one kernel per linear, the permutation a gather of the activations."""
+    cfg = tiny_config(tie_word_embeddings=True)
+    cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": True, "sym": False}
+    mod = lower_module(parse_recipe(recipe_data(cfg, "q4f16_autogptq_g32")), load_target(target))
+    names = [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)]
+    assert not [n for n in names if n.startswith("dequantize")], names
+    fused = [n for n in names if "dequantize" in n and "matmul" in n]
+    assert len(fused) >= 12 and any(n.startswith("take") for n in names), names  # 4 linears x 3 entry shapes
+
+
 def test_cpu_kernels_keep_per_buffer_alias_info():
     """Every host kernel is ``noalias``, so LLVM keeps distinct alias tags per buffer.
 

@@ -178,3 +178,21 @@ def test_sizes_of_a_mixed_recipe():
     assert size["model.layers.1.mlp.down_proj.q_weight"] + size["model.layers.1.mlp.down_proj.q_scale"] == (
         d * i // 2 + d * i // 32 * 2  # 4.5 bits
     )
+
+
+def test_weights_with_other_overrides_are_refused(tmp_path):
+    """``run``/``eval`` check the weights' overrides against the library's (runtime.check_weights)."""
+    from mlcbuild.errors import MlcbuildError
+    from mlcbuild.runtime import check_weights
+
+    params = [{"name": "w", "shape": [2], "dtype": "float16"}]
+    build = {"inputs": {"recipe": {"quantization": {"scheme": "q4f16_1", "overrides": [["lm_head", "q8f16_1"]]}}},
+             "params": params}  # fmt: skip
+    info = {"scheme": "q4f16_1", "overrides": [["lm_head", "q0f16"]], "params": params}
+    (tmp_path / "convert.json").write_text(json.dumps(info))
+    with pytest.raises(MlcbuildError, match="overrides") as e:
+        check_weights(build, tmp_path)
+    assert "same recipe" in e.value.fix
+    info["overrides"] = [["lm_head", "q8f16_1"]]
+    (tmp_path / "convert.json").write_text(json.dumps(info))
+    assert check_weights(build, tmp_path)["overrides"] == [["lm_head", "q8f16_1"]]
