@@ -47,8 +47,9 @@ class DeviceModel:
             against the build (md5 of every shard verified before upload).
         key: the device key, for error messages.
     Raises:
-        MlcbuildError: wrong artifact/weights, a corrupt shard, or a library that is not
-            a loadable ``.so`` (a ``.tar`` system library is linked into an app, not loaded).
+        MlcbuildError: wrong artifact/weights, a corrupt shard, a library stamped for another
+            runtime than this process's (:func:`mlcbuild.stamp.check_library_stamp`), or one
+            that is not a loadable ``.so`` (a ``.tar`` system library is linked into an app).
         DeviceError: the device went away.
     """
 
@@ -56,6 +57,7 @@ class DeviceModel:
         from tvm import relax
 
         from .runtime import use_all_cores
+        from .stamp import check_library_stamp, toolchain_stamp
         from .tensor_cache import INDEX_FILE, verify_tensor_cache
 
         use_all_cores()  # for --local (a device's server sizes its own pool)
@@ -63,6 +65,8 @@ class DeviceModel:
         self.key = key
         self.build = build = read_artifact(artifact)
         check_weights(build, weights)
+        if build["library"]["format"] == "so":  # the runtime here drives the session (and serves `mlcbuild rpc`)
+            check_library_stamp(artifact / build["library"]["file"], toolchain_stamp())
         if build["library"]["format"] != "so":
             raise MlcbuildError(
                 f"{build['library']['file']} is a system library for static linking; bench needs a loadable .so",

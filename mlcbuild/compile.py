@@ -170,6 +170,7 @@ def _build_into(
     on_phase: Callable[[str], None] | None,
 ) -> None:
     from .compiler.lower import build_library
+    from .stamp import abi_stamp
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -177,7 +178,15 @@ def _build_into(
     workarounds: list[str] = []
     tuned: list[str] = []
     lib_path, exported = build_library(
-        recipe, desc, work, timings, tuning_dir=tdir, on_phase=on_phase, workarounds=workarounds, tuned=tuned
+        recipe,
+        desc,
+        work,
+        timings,
+        tuning_dir=tdir,
+        on_phase=on_phase,
+        workarounds=workarounds,
+        tuned=tuned,
+        stamp=abi_stamp(inputs["toolchain"]),
     )
     total = time.perf_counter() - t0
     (work / "mlc-chat-config.json").write_text(json.dumps(chat_config(recipe), indent=2) + "\n")
@@ -190,6 +199,7 @@ def _build_into(
         "target_sha256": content_key(inputs["target"]),
         "inputs": inputs,
         "stamp": inputs["toolchain"],
+        "abi_stamp": abi_stamp(inputs["toolchain"]),  # also compiled into the library
         "library": {
             "file": lib_path.name,
             "format": desc.output_format,

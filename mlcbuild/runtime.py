@@ -235,10 +235,12 @@ def load_host_model(artifact: str | Path, weights: str | Path) -> tuple[HostMode
         ``(model, chat_config)``.
     Raises:
         MlcbuildError: the artifact is not a host ``.so`` build, the weights do not match
-            it (:func:`check_weights`), or a shard is missing/corrupt.
+            it (:func:`check_weights`), its ABI stamp differs from this runtime
+            (:func:`mlcbuild.stamp.check_library_stamp`), or a shard is missing/corrupt.
     """
     import json
 
+    from .stamp import check_library_stamp, toolchain_stamp
     from .tensor_cache import read_tensor_cache
 
     artifact, weights = Path(artifact), Path(weights)
@@ -250,6 +252,7 @@ def load_host_model(artifact: str | Path, weights: str | Path) -> tuple[HostMode
             fix="compile the recipe with --target host to run it on this machine",
         )
     check_weights(build, weights)
+    check_library_stamp(artifact / build["library"]["file"], toolchain_stamp())
     recipe = build["inputs"]["recipe"]
     want = [p["name"] for p in build["params"]]
     tensors = read_tensor_cache(weights)

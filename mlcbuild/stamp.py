@@ -119,3 +119,74 @@ def _probe(memo_dir: Path | None) -> dict:
         [_dist_version("apache-tvm"), _tvm_commit(), _dist_version("apache-tvm-ffi"), str(spec.origin) if spec else ""]
     )
     return _probe_memo(str(memo_dir) if memo_dir else None, hashlib.sha256(ident.encode()).hexdigest())
+
+
+# ---- the ABI stamp compiled into every library ------------------------------------------------
+
+ABI_MARKER = "mlcbuild_abi_stamp"  # first key of the stamp's JSON: found by scanning a library's bytes
+STAMP_FUNCTION = "mlcbuild_stamp"  # the Relax function returning the JSON (a VM entry of the library)
+# what a library needs of the runtime that loads it: TVM's VM and FFI, and mlcbuild's calling glue
+ABI_FIELDS = ("tvm", "tvm_commit", "tvm_ffi", "mlcbuild")
+
+
+def abi_stamp(toolchain: dict[str, str]) -> dict[str, str]:
+    """The stamp compiled into a library: TVM version and git commit, TVM FFI, LLVM and mlcbuild
+    versions, from :func:`toolchain_stamp`'s dict."""
+    return {ABI_MARKER: "1", **{k: toolchain[k] for k in ("tvm", "tvm_commit", "tvm_ffi", "llvm", "mlcbuild")}}
+
+
+def stamp_json(stamp: dict[str, str]) -> str:
+    """The stamp as the flat JSON object the library carries (``ABI_MARKER`` first)."""
+    return json.dumps(stamp, separators=(",", ":"))
+
+
+def read_library_stamp(path: Path) -> dict[str, str] | None:
+    """The ABI stamp of a library file (``.so``, a gzipped ``.tar`` of objects as TVM writes
+    system libraries, ``.a``), read from its bytes alone (the JSON string constant of its
+    ``mlcbuild_stamp`` function), or ``None`` if it has none."""
+    import gzip
+
+    data = Path(path).read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    start = data.find(b'{"' + ABI_MARKER.encode() + b'"')
+    if start < 0:
+        return None
+    try:
+        return json.loads(data[start : data.find(b"}", start) + 1].decode())
+    except ValueError:
+        return None
+
+
+def check_library_stamp(path: Path, runtime: dict[str, str]) -> dict[str, str]:
+    """Refuse a library whose ABI stamp differs from the runtime in use.
+
+    Args:
+        path: the library file.
+        runtime: :func:`toolchain_stamp` of this process.
+    Returns:
+        the library's stamp.
+    Raises:
+        MlcbuildError: no stamp (built before stamps, or not by mlcbuild), or a field of
+            :data:`ABI_FIELDS` differs; the message names both sides and which to rebuild.
+    """
+    from .errors import MlcbuildError
+
+    stamp = read_library_stamp(path)
+    if stamp is None:
+        raise MlcbuildError(
+            "the library carries no mlcbuild ABI stamp (built by another tool or an older mlcbuild)",
+            path=path,
+            fix="rebuild it with `mlcbuild compile` against the runtime you run it with",
+        )
+    diff = [k for k in ABI_FIELDS if stamp.get(k) != runtime.get(k)]
+    if diff:
+        pairs = ", ".join(f"{k} {stamp.get(k)} (library) vs {runtime.get(k)} (runtime)" for k in diff)
+        raise MlcbuildError(
+            f"the library was built for another runtime: {pairs}",
+            path=path,
+            fix=f"rebuild the library here with `mlcbuild compile` (apache-tvm {runtime.get('tvm')}), or run it "
+            f"with the runtime it was built for (apache-tvm=={stamp.get('tvm')}, "
+            f"apache-tvm-ffi=={stamp.get('tvm_ffi')}, mlcbuild {stamp.get('mlcbuild')})",
+        )
+    return stamp

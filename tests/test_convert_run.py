@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -254,3 +255,40 @@ def test_hub_source_offline_names_weights_flag(tmp_path, monkeypatch):
     p.write_text(_toml(d))
     r = cli("convert", p, "--cache-dir", tmp_path / "c")
     assert r.exit_code == 2 and "--weights" in r.output and "meta-llama/Llama-3.2-1B-Instruct" in r.output
+
+
+def test_library_carries_its_abi_stamp_and_run_refuses_another(tmp_path, cache_dir):
+    """The stamp (TVM version and commit, FFI, LLVM, mlcbuild) is in build.json, in the library's
+    bytes and returned by its ``mlcbuild_stamp`` function; a library whose stamp names another
+    TVM (same-length bytes patched in a copy) is refused by ``run`` saying what to rebuild."""
+    import shutil
+
+    import tvm
+    from tvm import relax
+
+    from mlcbuild.stamp import read_library_stamp
+
+    cfg = tiny_config()
+    make_checkpoint(tmp_path / "ckpt", cfg)
+    recipe = recipe_file(tmp_path, cfg, name="stamped")
+    conv = json.loads(cli("convert", recipe, "--weights", tmp_path / "ckpt", "--json", "--cache-dir", cache_dir).stdout)
+    art = Path(
+        json.loads(cli("compile", recipe, "--target", "host", "--json", "--cache-dir", cache_dir).stdout)["artifact"]
+    )
+    build = json.loads((art / "build.json").read_text())
+    stamp = read_library_stamp(art / "lib.so")
+    assert stamp == build["abi_stamp"] and stamp["tvm"] == build["stamp"]["tvm"]
+    assert {"tvm", "tvm_commit", "tvm_ffi", "llvm", "mlcbuild"} <= set(stamp)
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(art / "lib.so")), tvm.cpu())
+    assert json.loads(str(vm["mlcbuild_stamp"]())) == stamp
+
+    foreign = tmp_path / "foreign"
+    shutil.copytree(art, foreign)
+    data = (foreign / "lib.so").read_bytes()
+    old = f'"tvm":"{stamp["tvm"]}"'.encode()
+    new = b'"tvm":"' + b"9" * (len(old) - 8) + b'"'
+    assert data.count(old) == 1 and len(new) == len(old)
+    (foreign / "lib.so").write_bytes(data.replace(old, new))
+    r = cli("run", foreign, "--weights", conv["weights"], "--prompt-ids", "1,2,3", "--max-new-tokens", "2")
+    assert r.exit_code == 2, r.output
+    assert "another runtime" in r.output and "rebuild the library here" in r.output and "999" in r.output

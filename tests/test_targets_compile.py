@@ -12,6 +12,7 @@ from test_parity import GEMMA2, GEMMA3
 from mlcbuild.cache import Cache
 from mlcbuild.compile import compile_recipe
 from mlcbuild.recipe import parse_recipe
+from mlcbuild.stamp import read_library_stamp
 from mlcbuild.target import list_targets
 
 TARGETS = [d.name for d in list_targets()]
@@ -31,6 +32,7 @@ def test_tiny_model_compiles_for_every_target(target, scheme, cache_dir):
     lib = res.artifact / build["library"]["file"]
     assert lib.is_file() and lib.stat().st_size > 0
     assert build["stamp"]["tvm"] == "0.27.0.post1" and build["stamp"]["llvm"]
+    assert read_library_stamp(lib) == build["abi_stamp"]  # readable from the library file alone
     assert build["inputs"]["target"]["tvm"]["kind"] == desc.kind
     chat = json.loads((res.artifact / "mlc-chat-config.json").read_text())
     assert chat["quantization"] == scheme and chat["vocab_size"] == 1001 and chat["model_type"] == "llama"

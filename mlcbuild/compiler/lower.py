@@ -176,6 +176,17 @@ def front_module(recipe: Recipe, desc: TargetDescriptor) -> tvm.IRModule:
         return tvm.transform.Sequential(passes)(export_model(recipe, desc).mod)
 
 
+def with_stamp(mod: tvm.IRModule, stamp: dict[str, str]) -> tvm.IRModule:
+    """``mod`` plus a Relax function :data:`mlcbuild.stamp.STAMP_FUNCTION` taking nothing and
+    returning the stamp's JSON string (a constant of the VM executable)."""
+    from ..stamp import STAMP_FUNCTION, stamp_json
+
+    func = relax.Function([], tvm.ir.expr.StringImm(stamp_json(stamp)), relax.ObjectType(), is_pure=True)
+    mod = mod.clone()
+    mod[STAMP_FUNCTION] = func.with_attr("global_symbol", STAMP_FUNCTION)
+    return mod
+
+
 def build_library(
     recipe: Recipe,
     desc: TargetDescriptor,
@@ -185,6 +196,7 @@ def build_library(
     on_phase: Callable[[str], None] | None = None,
     workarounds: list[str] | None = None,
     tuned: list[str] | None = None,
+    stamp: dict[str, str] | None = None,
 ) -> tuple[Path, ExportedModel]:
     """Compile the recipe for a target and write the library into ``out_dir``.
 
@@ -195,7 +207,9 @@ def build_library(
     Returns:
         ``(library path, exported model)``; ``timings`` gains seconds per phase and
         ``workarounds`` (if given) a line per compiler bug worked around, ``tuned`` (if
-        given) the names of the kernels scheduled from tuning records.
+        given) the names of the kernels scheduled from tuning records. ``stamp``: the ABI
+        stamp (:func:`mlcbuild.stamp.abi_stamp`) compiled into the library as the VM function
+        ``mlcbuild_stamp`` returning its JSON, which also lies verbatim in the file's bytes.
     Raises:
         TargetError: the installed TVM cannot generate code for the target.
     """
@@ -223,6 +237,9 @@ def build_library(
             phase_times["codegen"] = time.perf_counter()
 
     pipeline = build_pipeline(target, variable_bounds(recipe), timings, tuning_dir, phase, tuned)
+    if stamp is not None:  # added last: TVM's Relax passes choke on a function returning a string
+        add = tvm.transform.module_pass(lambda m, _ctx: with_stamp(m, stamp), opt_level=0, name="mlcbuild.AddStamp")
+        pipeline = tvm.transform.Sequential([pipeline, add])
     try:
         ex = relax.build(mod, target, relax_pipeline=pipeline, system_lib=desc.system_lib)
     except tvm.error.InternalError as e:
