@@ -491,6 +491,74 @@ def bench_cmd(artifact, weights_dir, tracker, key, local, prompt_tokens, gen_tok
              " ".join(f"{x:.2f}" for x in rec["samples_ts"])) for rec in records])  # fmt: skip
 
 
+@main.command("package")
+@click.argument("recipes", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "-t", "target_name", help="target name or .toml path (default: the config's, else host)")
+@click.option(
+    "--weights",
+    "weights",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="a checkpoint to convert and bundle, one per recipe in order",
+)
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), help="package config (TOML/JSON)")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("dist"), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
+@click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MLCBUILD_CACHE", help="build cache root"
+)
+def package_cmd(recipes, target_name, weights, config, out, as_json, cache_dir) -> None:
+    """Build RECIPES (or a --config's models) for one target into an app package: libraries
+    (Android/iOS: one static libmodel_<platform>.a), bundled weights, mlc-app-config.json and
+    manifest.json with every file's sha256 and the ABI stamp."""
+    from .cache import Cache
+    from .package import PackageModel, package, read_package_config
+    from .target import load_target
+
+    if bool(recipes) == bool(config):
+        raise MlcbuildError(
+            "give recipes or --config, not both or neither", fix="e.g. mlcbuild package a.toml --target s24"
+        )
+    if config:
+        cfg_target, models = read_package_config(config)
+        target_name = target_name or cfg_target
+    else:
+        if weights and len(weights) != len(recipes):
+            raise MlcbuildError(
+                f"{len(weights)} --weights for {len(recipes)} recipes", fix="give one --weights per recipe, or none"
+            )
+        models = [PackageModel(r, weights[i] if weights else None) for i, r in enumerate(recipes)]
+    desc = load_target(target_name or "host")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as progress:
+        task = progress.add_task(f"package for {desc.name}", total=None)
+        manifest = package(
+            models,
+            desc,
+            out,
+            cache=Cache(cache_dir) if cache_dir else None,
+            on_model=lambda m, what: progress.update(task, description=f"{what} {m} for {desc.name}"),
+        )
+    if as_json:
+        click.echo(json.dumps(manifest))
+    else:
+        stdout.print(f"[green]packaged[/] {len(manifest['models'])} models, {len(manifest['files'])} files in {out}")
+
+
+@main.command("verify")
+@click.argument("dist", type=click.Path(file_okay=False, path_type=Path))
+def verify_cmd(dist: Path) -> None:
+    """Re-hash every file of a package against its manifest and check library stamps and
+    prefixes; list each problem by file and exit 1 if there is any."""
+    from .package import verify
+
+    problems = verify(dist)
+    for p in problems:
+        err.print(f"[bold red]bad:[/] {p}", highlight=False)
+    if problems:
+        sys.exit(1)
+    stdout.print(f"[green]verified[/] {dist}")
+
+
 @main.command("schemes")
 def schemes_cmd() -> None:
     """List the quantization schemes."""
