@@ -74,9 +74,17 @@ class Entry:
 
 
 class Cache:
-    """A build cache rooted at ``root`` (default :func:`default_root`)."""
+    """A build cache rooted at ``root`` (default :func:`default_root`), backed by a remote
+    store when ``remote`` (an fsspec URL; default ``$MLCBUILD_REMOTE_CACHE``) is set
+    (:class:`mlcbuild.remote.RemoteCache`): a local miss looks there before building, and a
+    local build is uploaded. ``fetched``: keys this object took from the remote."""
 
-    def __init__(self, root: Path | str | None = None):
+    def __init__(self, root: Path | str | None = None, remote: str | None = None):
+        from .remote import RemoteCache
+
+        remote = remote or os.environ.get("MLCBUILD_REMOTE_CACHE") or None
+        self.remote = RemoteCache(remote) if remote else None
+        self.fetched: set[str] = set()
         self.root = Path(root) if root is not None else default_root()
         self.builds = self.root / "builds"
         self.weights = self.root / "weights"
@@ -97,7 +105,8 @@ class Cache:
     # ---- building -------------------------------------------------------------------------
     @contextlib.contextmanager
     def building(self, key: str, kind: str = "builds", timeout_s: float = -1) -> Iterator[Path | None]:
-        """Hold the key's lock; yield ``None`` if the entry exists, else a fresh tmp dir to fill.
+        """Hold the key's lock; yield ``None`` if the entry exists (locally, or fetched and
+        verified from the remote), else a fresh tmp dir to fill (then uploaded to the remote).
 
         On normal exit the tmp dir gets its manifest and is renamed into place
         atomically. On any exception (including KeyboardInterrupt) it is removed.
@@ -124,12 +133,19 @@ class Cache:
             work = self.tmp / f"{key}.{uuid.uuid4().hex[:12]}"
             work.mkdir()
             try:
+                if self.remote is not None and self.remote.fetch(key, kind, work):  # verified download
+                    os.rename(work, self.entry_path(key, kind))
+                    self.fetched.add(key)
+                    yield None
+                    return
                 yield work
                 write_manifest(work)
                 os.rename(work, self.entry_path(key, kind))
             except BaseException:
                 shutil.rmtree(work, ignore_errors=True)
                 raise
+            if self.remote is not None:
+                self.remote.upload(key, kind, self.entry_path(key, kind))
 
     # ---- maintenance ----------------------------------------------------------------------
     def entries(self, kind: str = "builds") -> list[Entry]:

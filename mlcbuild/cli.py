@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import sys
 import time
@@ -60,7 +61,22 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+def _set_remote(_ctx, _param, value):
+    if value:
+        os.environ["MLCBUILD_REMOTE_CACHE"] = value
+
+
+_remote_option = click.option(
+    "--remote",
+    callback=_set_remote,
+    expose_value=False,
+    help="remote build cache: an fsspec URL (shared dir, s3://, gs://, http(s):// read-only); "
+    "default $MLCBUILD_REMOTE_CACHE",
+)
+
+
 @main.command("compile")
+@_remote_option
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--target", "-t", "target_name", default="host", show_default=True, help="target name or .toml path")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="also copy the artifact here")
@@ -137,6 +153,7 @@ def _convert_with_progress(recipe, weights_dir: Path, cache_dir: Path | None, ou
 
 
 @main.command("convert")
+@_remote_option
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--weights",
@@ -492,6 +509,7 @@ def bench_cmd(artifact, weights_dir, tracker, key, local, prompt_tokens, gen_tok
 
 
 @main.command("package")
+@_remote_option
 @click.argument("recipes", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--target", "-t", "target_name", help="target name or .toml path (default: the config's, else host)")
 @click.option(

@@ -155,6 +155,8 @@ def compile_recipe(
             if work is not None:
                 status = "miss"
                 _build_into(work, recipe, desc, inputs, key, tuning_root, on_phase)
+            elif key in cache.fetched:
+                status = "remote"
         path = cache.entry_path(key)
     artifact = copy_entry(path, out)
     return CompileResult(artifact=artifact, key=key, cache=status, seconds=time.perf_counter() - t_start)

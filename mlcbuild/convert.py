@@ -224,6 +224,8 @@ def convert_weights(
                     "seconds": round(time.perf_counter() - t0, 3),
                 }
                 (work / CONVERT_INFO).write_text(json.dumps(info, indent=1) + "\n")
+            if work is None and key in cache.fetched:
+                status = "remote"
     path = cache.entry_path(key, "weights")
     result_dir = copy_entry(path, out)
     return ConvertResult(weights=result_dir, key=key, cache=status, seconds=time.perf_counter() - t0)
