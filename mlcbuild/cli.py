@@ -562,6 +562,57 @@ def package_cmd(recipes, target_name, weights, config, out, as_json, cache_dir) 
         stdout.print(f"[green]packaged[/] {len(manifest['models'])} models, {len(manifest['files'])} files in {out}")
 
 
+@main.command("matrix")
+@_remote_option
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--targets", "-t", required=True, help="comma-separated target names, e.g. s24,pixel8,iphone15pro")
+@click.option("--jobs", "-j", type=int, default=2, show_default=True, help="local worker processes")
+@click.option("--ray", "ray_address", help="build on a Ray cluster at this address (pip install ray)")
+@click.option("--json", "as_json", is_flag=True, help="print the rows as JSON")
+@click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MLCBUILD_CACHE", help="build cache root"
+)
+def matrix_cmd(recipes, targets, jobs, ray_address, as_json, cache_dir) -> None:
+    """Build every RECIPE for every target of --targets, in parallel, sharing the caches; a
+    summary of keys, cache hits, library sizes and times (exit 1 if any pair failed)."""
+    from .matrix import run_matrix
+
+    names = [t.strip() for t in targets.split(",") if t.strip()]
+    total = len(recipes) * len(names)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as progress:
+        task = progress.add_task("matrix", total=total)
+        rows = run_matrix(
+            list(recipes),
+            names,
+            jobs=jobs,
+            cache_dir=cache_dir,
+            ray_address=ray_address,
+            on_done=lambda row: progress.update(
+                task, advance=1, description=f"{Path(row['recipe']).stem} -> {row['target']}"
+            ),
+        )
+    failed = [r for r in rows if "error" in r]
+    if as_json:
+        click.echo(json.dumps(rows))
+    else:
+        t = Table(title=f"{len(rows)} builds, {len(failed)} failed")
+        for col in ("recipe", "target", "key", "cache", "size", "seconds"):
+            t.add_column(col)
+        for r in rows:
+            if "error" in r:
+                t.add_row(Path(r["recipe"]).stem, r["target"], "-", "[red]failed[/]", "-", r["error"][:60])
+            else:
+                size = f"{r['size_bytes'] / 2**20:.2f} MiB"
+                t.add_row(Path(r["recipe"]).stem, r["target"], r["key"][:16], r["cache"], size, f"{r['seconds']:.1f}")
+        stdout.print(t)
+        for r in failed:
+            err.print(f"[bold red]error:[/] {Path(r['recipe']).name} -> {r['target']}: {r['error']}", highlight=False)
+    if failed:
+        sys.exit(1)
+
+
 @main.command("verify")
 @click.argument("dist", type=click.Path(file_okay=False, path_type=Path))
 def verify_cmd(dist: Path) -> None:

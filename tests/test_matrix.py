@@ -1,0 +1,33 @@
+"""matrix: every (recipe, target) pair in parallel local processes, sharing the cache."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import recipe_data, tiny_config
+from test_cache import _toml
+from test_convert_run import cli
+
+
+def test_matrix_reports_every_pair_then_hits(tmp_path):
+    recipes = []
+    for name in ("Mat-A", "Mat-B"):
+        p = tmp_path / f"{name}.toml"
+        p.write_text(_toml(recipe_data(tiny_config(), "q4f16_1", name=name)))
+        recipes.append(p)
+    bad = tmp_path / "Mat-Bad.toml"
+    bad.write_text("[model]\nname = 1\n")
+    cache = tmp_path / "cache"
+    args = ["matrix", *recipes, "--targets", "host,s24", "--jobs", "2", "--json", "--cache-dir", cache]
+    r = cli(*args)
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [(row["recipe"].rsplit("/", 1)[1], row["target"]) for row in rows] == [
+        ("Mat-A.toml", "host"), ("Mat-A.toml", "s24"), ("Mat-B.toml", "host"), ("Mat-B.toml", "s24"),
+    ]  # fmt: skip
+    assert all(row["cache"] == "miss" and len(row["key"]) == 64 and row["size_bytes"] > 0 for row in rows)
+    assert len({row["key"] for row in rows}) == 4
+    again = json.loads(cli(*args).stdout.strip().splitlines()[-1])
+    assert [row["cache"] for row in again] == ["hit"] * 4 and [r["key"] for r in again] == [r["key"] for r in rows]
+    r = cli("matrix", recipes[0], bad, "--targets", "host", "--cache-dir", cache)
+    assert r.exit_code == 1 and "Mat-Bad.toml" in r.output and "1 failed" in r.output
