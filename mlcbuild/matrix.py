@@ -60,7 +60,8 @@ def run_matrix(
 
     Args:
         jobs: local worker processes (each compiles one pair at a time; ~1-2 GiB each).
-        ray_address: a Ray cluster (``"auto"``, ``"ray://host:10001"``); ``None``: local processes.
+        ray_address: a Ray cluster (``"auto"``, ``"ray://host:10001"``, ``"local"``: start one on
+            this machine); ``None``: local processes.
         on_done: called with each row as it finishes (progress).
     Raises:
         MlcbuildError: ``ray_address`` given but Ray is not installed or not reachable.
@@ -76,19 +77,24 @@ def run_matrix(
             raise MlcbuildError(
                 "--ray needs Ray", fix="pip install ray (or drop --ray to build in local processes)"
             ) from e
+        started = not ray.is_initialized()
         try:
             ray.init(address=ray_address, ignore_reinit_error=True)
         except Exception as e:
             raise MlcbuildError(f"cannot reach the Ray cluster at {ray_address}: {e}", fix="check the address") from e
-        task = ray.remote(build_pair)
-        refs = {task.remote(r, t, cache, remote): (r, t) for r, t in pairs}
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            row = ray.get(done[0])
-            rows[refs[done[0]]] = row
-            if on_done:
-                on_done(row)
+        try:
+            task = ray.remote(build_pair)
+            refs = {task.remote(r, t, cache, remote): (r, t) for r, t in pairs}
+            pending = list(refs)
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                row = ray.get(done[0])
+                rows[refs[done[0]]] = row
+                if on_done:
+                    on_done(row)
+        finally:
+            if started:
+                ray.shutdown()
     else:
         ctx = multiprocessing.get_context("spawn")  # TVM's thread pool does not survive fork
         with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:

@@ -31,3 +31,16 @@ def test_matrix_reports_every_pair_then_hits(tmp_path):
     assert [row["cache"] for row in again] == ["hit"] * 4 and [r["key"] for r in again] == [r["key"] for r in rows]
     r = cli("matrix", recipes[0], bad, "--targets", "host", "--cache-dir", cache)
     assert r.exit_code == 1 and "Mat-Bad.toml" in r.output and "1 failed" in r.output
+
+
+def test_matrix_on_a_local_ray_cluster(tmp_path):
+    """``--ray local`` starts a one-machine Ray cluster: each pair a Ray task (the same rows)."""
+    import pytest
+
+    pytest.importorskip("ray")
+    p = tmp_path / "Ray-A.toml"
+    p.write_text(_toml(recipe_data(tiny_config(), "q4f32_1", name="Ray-A")))
+    r = cli("matrix", p, "--targets", "host", "--ray", "local", "--json", "--cache-dir", tmp_path / "cache")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(rows) == 1 and rows[0]["cache"] == "miss" and rows[0]["target"] == "host" and len(rows[0]["key"]) == 64
