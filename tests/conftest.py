@@ -116,3 +116,23 @@ def make_checkpoint(directory, cfg: dict, seed: int = 0, max_shard_size: str | N
     tok.train_from_iterator(text, trainer)
     tok.save(str(d / "tokenizer.json"))
     return hf
+
+
+# The longest tests (seconds on the 2-core machine), started first so that pytest-xdist's two
+# workers do not end with one of them running a long test alone.
+SLOW_FIRST = (
+    "test_q3f16_gptq_recipe_beats_q3f16_1_compiled",
+    "test_tune_one_kernel_end_to_end",
+    "test_awq_beats_round_to_nearest",
+    "test_run_refuses_mismatched_weights_and_targets",
+    "test_imported_checkpoint_has_the_perplexity",
+    "test_package_verifies_and_names_every_tampering",
+    "test_shared_remote_builds_once",
+    "test_smoothquant_keeps_the_float_model",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run :data:`SLOW_FIRST` tests first (stable otherwise)."""
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda it: next((r for n, r in rank.items() if it.name.startswith(n)), len(rank)))

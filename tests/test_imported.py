@@ -23,7 +23,7 @@ from mlcbuild.recipe import parse_recipe
 pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason="quality/tiny-kjv not trained")
 
 AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]
-TOKENS, CONTEXT = 2048, 256
+TOKENS, CONTEXT = 768, 256
 
 
 def quantize_asym(w: np.ndarray, g_idx: np.ndarray, bits: int):
@@ -148,7 +148,7 @@ def test_pack_rows_is_the_gptq_layout():
 
 @pytest.mark.parametrize(
     "fmt, act_order, scheme",
-    [("gptq", False, "q4f16_autogptq"), ("gptq", True, "q4f16_autogptq"), ("awq", False, "q4f16_autoawq")],
+    [("gptq", True, "q4f16_autogptq"), ("awq", False, "q4f16_autoawq")],  # GPTQ without act-order: Qwen2 below
 )
 def test_imported_checkpoint_has_the_perplexity_of_its_dequantized_weights(fmt, act_order, scheme, tmp_path, cache_dir):
     hf, cfg = write_checkpoint(tmp_path / "ckpt", fmt, act_order)
@@ -162,7 +162,9 @@ def test_imported_checkpoint_has_the_perplexity_of_its_dequantized_weights(fmt, 
              "--max-tokens", TOKENS, "--json", "--cache-dir", cache_dir)  # fmt: skip
     assert ev.exit_code == 0, ev.output
     ours = json.loads(ev.stdout.strip().splitlines()[-1])["perplexity"]
-    print(f"{fmt} act_order={act_order}: transformers (dequantized) {ref:.5f}, ours {ours:.5f}")
+    print(
+        f"{fmt} act_order={act_order}: transformers (dequantized) {ref:.5f}, ours {ours:.5f}"
+    )  # 2048 tokens: equal to 5 digits
     assert abs(ours - ref) <= 1e-4 * ref
     index = json.loads((Path(weights) / "tensor-cache.json").read_text())
     recs = {r["name"]: r for s in index["records"] for r in s["records"]}
@@ -223,7 +225,7 @@ def test_permuted_g_idx_without_desc_act_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("case", ["qwen2", "phi3", "gemma3"])
 def test_imported_gptq_checkpoint_of_each_layout_matches_transformers(case, tmp_path, cache_dir):
-    """Act-order GPTQ checkpoints of architectures with q/k/v biases (Qwen2), checkpoint-fused
+    """GPTQ checkpoints (act-order but Qwen2's) of architectures with q/k/v biases (Qwen2), checkpoint-fused
     qkv/gate_up (Phi-3) and Gemma's norms and GeGLU: prefill logits within 1e-4 x max of
     transformers on the dequantized weights (group 32: the tiny models' K is 64). Gemma's norm
     weights are stored as fp16(1 + w) by our loader (transformers computes 1 + fp16(w) in fp32;
@@ -235,7 +237,7 @@ def test_imported_gptq_checkpoint_of_each_layout_matches_transformers(case, tmp_
 
     cfg = CASES[case]
     hf = make_checkpoint(tmp_path / "ckpt", cfg)
-    qcfg = quantize_into(tmp_path / "ckpt", hf, "gptq", act_order=True, group=32)
+    qcfg = quantize_into(tmp_path / "ckpt", hf, "gptq", act_order=case != "qwen2", group=32)
     recipe = recipe_file(tmp_path, qcfg, "q4f16_autogptq_g32")
     conv = cli("convert", recipe, "--weights", tmp_path / "ckpt", "--json", "--cache-dir", cache_dir)
     assert conv.exit_code == 0, conv.output

@@ -69,5 +69,7 @@ def test_shared_remote_builds_once_and_rejects_tampering(tmp_path):
             tf.addfile(info, io.BytesIO(data))
     tar.write_bytes(out.getvalue())
     (remote / "builds" / f"{first.key}.sha256").write_text(hashlib.sha256(out.getvalue()).hexdigest())
-    again, cache = build("c6")
-    assert again.cache == "miss" and cache.remote.rejected == [first.key]
+    cache = Cache(tmp_path / "c6", remote=str(remote))
+    (tmp_path / "c6-work").mkdir()
+    assert not cache.remote.fetch(first.key, "builds", tmp_path / "c6-work")
+    assert cache.remote.rejected == [first.key] and not any((tmp_path / "c6-work").iterdir())
