@@ -14,12 +14,11 @@ from typing import Callable
 import tvm
 from tvm import relax
 
-from ..errors import CompileError
 from ..models import get_architecture
 from ..quant import get_scheme
 from ..recipe import Recipe
 from ..target import TargetDescriptor, cpu_family, int8_dot_isa, link_kind, tvm_target
-from .cpu_attention import SOFTCAP_ATTR, WINDOW_ATTR
+from .attention_common import SOFTCAP_ATTR, WINDOW_ATTR
 from .pipeline import build_pipeline, front_phases
 
 LIB_NAMES = {"so": "lib.so", "tar": "lib.tar"}
@@ -91,21 +90,11 @@ def attention_window(recipe: Recipe, cfg, target) -> int:
     ``sliding_window`` where the recipe's context can outgrow it, else 0 (also for ``target``
     ``None``, the target-independent form).
 
-    Raises:
-        CompileError: the window is needed on a GPU target, whose attention kernels (TVM's)
-            have no window.
+    Our attention kernels apply it (:mod:`.cpu_attention`, :mod:`.gpu_attention`).
     """
     window = cfg.sliding_window
     if target is None or window is None or recipe.build.context_window_size <= window:
         return 0
-    if target.kind.name != "llvm":
-        raise CompileError(
-            f"{recipe.name}: build.context_window_size {recipe.build.context_window_size} exceeds the model's "
-            f"sliding_window ({window} tokens), and sliding-window attention is implemented in mlcbuild's CPU "
-            f"kernels only, not for {target.kind.name} targets",
-            path=recipe.path,
-            fix=f"set build.context_window_size to at most {window} for this target, or build for a CPU target",
-        )
     return window
 
 
@@ -113,19 +102,11 @@ def attention_softcap(recipe: Recipe, cfg, target) -> float:
     """The attention logit soft-cap the attention kernels must apply (Gemma 2's
     ``attn_logit_softcapping``), or 0.
 
-    Raises:
-        CompileError: soft-capping on a GPU target, whose attention kernels (TVM's) cannot.
+    Our attention kernels apply it (:mod:`.cpu_attention`, :mod:`.gpu_attention`).
     """
     cap = cfg.attn_logit_softcapping
     if target is None or cap is None:
         return 0.0
-    if target.kind.name != "llvm":
-        raise CompileError(
-            f"{recipe.name}: the model soft-caps its attention logits (attn_logit_softcapping {cap}), which "
-            f"mlcbuild implements in its CPU attention kernels only, not for {target.kind.name} targets",
-            path=recipe.path,
-            fix="build this model for a CPU target (host, android-cpu)",
-        )
     return float(cap)
 
 

@@ -48,6 +48,6 @@ def fast_silu(x):
 
 def fast_tanh(x):
     """``tanh x = 1 - 2 / (e^(2x) + 1)`` of a float32 TIR expression, from :func:`fast_exp`:
-    absolute error under 3e-7 (measured against float64 in ``tests/test_cpu_attention.py``);
+    absolute error under 3e-7 (measured against float64 in ``tests/test_attention.py``);
     +-1 beyond |x| = 44 (the clamp of ``fast_exp``)."""
     return T.float32(1) - T.float32(2) / (fast_exp(x * T.float32(2)) + T.float32(1))

@@ -69,7 +69,7 @@ class PagedAttention(nn.Module):
     the KV cache, for models whose layers use different bases (Gemma 3); the cache is then
     built with ``RopeMode.NONE``. ``windowed``: the layer attends within the model's sliding
     window; the KV cache's attention is called with ``-sm_scale``, the mark our CPU kernels
-    read (:func:`mlcbuild.compiler.cpu_attention.window_start`: TVM's cache passes no layer id).
+    read (:func:`mlcbuild.compiler.attention_common.window_start`: TVM's cache passes no layer id).
     """
 
     def __init__(

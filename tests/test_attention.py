@@ -1,4 +1,6 @@
-"""Our CPU prefill and decode attention equal TVM's kernels they replace, and CPU builds use them."""
+"""Our prefill and decode attention kernels equal TVM's kernels they replace (CPU), or a NumPy
+reference with sliding window and soft-cap (CPU and GPU: the GPU kernels run as OpenCL C on
+PoCL, :mod:`opencl`), and builds use them."""
 
 from __future__ import annotations
 
@@ -12,13 +14,28 @@ from tvm.relax.frontend.nn.llm._prefill_kernels import _attention_prefill_cpu, _
 
 from mlcbuild.compiler.cpu_attention import paged_decode_cpu, paged_prefill_cpu, ragged_prefill_cpu
 from mlcbuild.compiler.cpu_rope import split_rotary_cpu
+from mlcbuild.compiler.gpu_attention import paged_decode_gpu, paged_prefill_gpu, ragged_prefill_gpu
 from mlcbuild.compiler.lower import lower_module
 from mlcbuild.recipe import parse_recipe
 from mlcbuild.target import load_target, tvm_target
 
 
 def _call(func, q, arrays, scalars):
-    """Build ``func`` for host and call it: q, then ``arrays`` (NumPy), out, lse, then ``scalars``."""
+    """Build ``func`` for host and call it: q, then ``arrays`` (NumPy), out, lse, then ``scalars``;
+    a GPU kernel (thread-bound) runs on PoCL instead (:func:`opencl.run_opencl`)."""
+    if "blockIdx.x" in func.script():
+        from opencl import run_opencl
+
+        rows, h_q, d = q.shape
+        bufs = [p for p in func.params if isinstance(p.ty, tirx.BufferType)]
+        names = [p.name for p in func.params if not isinstance(p.ty, tirx.BufferType)]
+        out = np.zeros((rows, h_q, d), "float32"), np.zeros((rows, h_q), "float32")
+        res = run_opencl(
+            func,
+            {b.name: a for b, a in zip(bufs, (q, *arrays, *out), strict=True)},
+            dict(zip(names, scalars, strict=True)),
+        )
+        return res[bufs[-2].name], res[bufs[-1].name]
     target = tvm_target(load_target("host"))
     lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
     dev = tvm.cpu()
@@ -37,8 +54,9 @@ def _run(func, q, k, v, indptr, causal):
     )
 
 
+@pytest.mark.parametrize("gpu", [False, True])
 @pytest.mark.parametrize("causal", [1, 0])
-def test_matches_tvm_kernel(causal):
+def test_matches_tvm_kernel(causal, gpu):
     h_kv, h_q, d = 2, 6, 24  # GQA 3, a head dim that is not a multiple of 16
     lens = [1, 7, 33]
     indptr = np.array([0, *np.cumsum(lens)], "int32")
@@ -47,7 +65,7 @@ def test_matches_tvm_kernel(causal):
     k = rng.standard_normal((indptr[-1], h_kv, d)).astype("float32")
     v = rng.standard_normal((indptr[-1], h_kv, d)).astype("float32")
     ref = _run(_attention_prefill_ragged_cpu(h_kv, h_q, d, d, "float32", {}), q, k, v, indptr, causal)
-    ours = _run(ragged_prefill_cpu(h_kv, h_q, d, "float32"), q, k, v, indptr, causal)
+    ours = _run((ragged_prefill_gpu if gpu else ragged_prefill_cpu)(h_kv, h_q, d, "float32"), q, k, v, indptr, causal)
     np.testing.assert_allclose(ours[0], ref[0], atol=1e-5)
     np.testing.assert_allclose(ours[1], ref[1], atol=1e-5)
 
@@ -57,7 +75,8 @@ def _run_decode(func, q, pages, indptr, values, last_len):
     return _call(func, q, [pages, indptr, values, last_len, zeros, zeros], [0, 1.0, 1e4, 0.3])
 
 
-def test_decode_matches_tvm_kernel():
+@pytest.mark.parametrize("gpu", [False, True])
+def test_decode_matches_tvm_kernel(gpu):
     """Three sequences: 1 token, a full page plus 5, and an empty one; pages out of order."""
     h_kv, h_q, d, page = 2, 6, 24, 16
     rng = np.random.default_rng(1)
@@ -69,7 +88,8 @@ def test_decode_matches_tvm_kernel():
     ref = _run_decode(
         _attention_decode_cpu(h_kv, h_q, d, "float32", False, {}, page), q, pages, indptr, values, last_len
     )
-    ours = _run_decode(paged_decode_cpu(h_kv, h_q, d, page, "float32"), q, pages, indptr, values, last_len)
+    make = paged_decode_gpu if gpu else paged_decode_cpu
+    ours = _run_decode(make(h_kv, h_q, d, page, "float32"), q, pages, indptr, values, last_len)
     np.testing.assert_allclose(ours[0], ref[0], atol=1e-5)
     np.testing.assert_allclose(ours[1][:2], ref[1][:2], atol=1e-4)
     assert (ours[1][2] == -5e4).all() and (ours[0][2] == 0).all()  # empty: zeros, lse -5e4
@@ -92,8 +112,9 @@ def _paged(h_kv, d, page, lens, rng):
     return pages, indptr, order, last, np.array(kv[0]), np.array(kv[1])
 
 
+@pytest.mark.parametrize("gpu", [False, True])
 @pytest.mark.parametrize("causal", [0, 1])
-def test_paged_prefill_matches_tvm_kernel(causal):
+def test_paged_prefill_matches_tvm_kernel(causal, gpu):
     """Two sequences (3 queries over 21 cached keys, 5 over 16), pages out of order."""
     h_kv, h_q, d, page = 2, 4, 32, 16
     rng = np.random.default_rng(2)
@@ -104,7 +125,7 @@ def test_paged_prefill_matches_tvm_kernel(causal):
     arrays = [q_indptr, pages, indptr, values, last, zeros[:2], zeros]
     scalars = [causal, 0, 1.0, 1e4, 0.2]
     ref = _call(_attention_prefill_cpu(h_kv, h_q, d, "float32", False, {}, page), q, arrays, scalars)
-    ours = _call(paged_prefill_cpu(h_kv, h_q, d, page, "float32"), q, arrays, scalars)
+    ours = _call((paged_prefill_gpu if gpu else paged_prefill_cpu)(h_kv, h_q, d, page, "float32"), q, arrays, scalars)
     np.testing.assert_allclose(ours[0], ref[0], atol=1e-5)
     np.testing.assert_allclose(ours[1], ref[1], atol=1e-4)
 
@@ -126,12 +147,18 @@ def _windowed_reference(q, q_pos, k, v, k_pos, window, scale, softcap):
     return out, (m[..., 0] + np.log(p.sum(-1))) / np.log(2)
 
 
+@pytest.mark.parametrize("gpu", [False, True])
 @pytest.mark.parametrize("softcap", [0.0, 0.5])
 @pytest.mark.parametrize("kernel", ["ragged", "paged_prefill", "decode"])
-def test_sliding_window_and_softcap(kernel, softcap):
+def test_sliding_window_and_softcap(kernel, softcap, gpu):
     """With ``window``: a negative ``sm_scale`` (a windowed layer) restricts each query to the
     ``window`` positions up to its own, as NumPy does; a positive one attends to every key.
-    With ``softcap``: scores capped as Gemma 2's."""
+    With ``softcap``: scores capped as Gemma 2's. CPU kernels, and GPU kernels on PoCL."""
+    ragged, paged_prefill, decode = (
+        (ragged_prefill_gpu, paged_prefill_gpu, paged_decode_gpu)
+        if gpu
+        else (ragged_prefill_cpu, paged_prefill_cpu, paged_decode_cpu)
+    )
     h_kv, h_q, d, page, window, scale = 2, 4, 32, 16, 7, 0.2
     rng = np.random.default_rng(3)
     if kernel == "ragged":  # a 20-token chunk starting at position 30, itself causal
@@ -139,7 +166,7 @@ def test_sliding_window_and_softcap(kernel, softcap):
         k, v = (rng.standard_normal((20, h_kv, d)).astype("float32") for _ in range(2))
         q_pos = k_pos = np.arange(30, 50, dtype="int32")
         indptr = np.array([0, 20], "int32")
-        func = ragged_prefill_cpu(h_kv, h_q, d, "float32", window, softcap)
+        func = ragged(h_kv, h_q, d, "float32", window, softcap)
         arrays, tail = [indptr, k, v, indptr, q_pos, np.array([30], "int32")], [1, 0, 1.0, 1e4]
     else:  # 37 cached keys at positions 0..36; prefill queries at 37..41, or one decode query
         pages, indptr, values, last, k, v = _paged(h_kv, d, page, [37], rng)
@@ -147,13 +174,13 @@ def test_sliding_window_and_softcap(kernel, softcap):
         if kernel == "paged_prefill":
             q_pos = np.arange(37, 42, dtype="int32")
             q = rng.standard_normal((5, h_q, d)).astype("float32")
-            func = paged_prefill_cpu(h_kv, h_q, d, page, "float32", window, softcap)
+            func = paged_prefill(h_kv, h_q, d, page, "float32", window, softcap)
             arrays = [np.array([0, 5], "int32"), pages, indptr, values, last, np.zeros(1, "int32"), q_pos]
             tail = [0, 0, 1.0, 1e4]
         else:  # the decode query is the last key, appended before attention
             q_pos = np.array([36], "int32")
             q = rng.standard_normal((1, h_q, d)).astype("float32")
-            func = paged_decode_cpu(h_kv, h_q, d, page, "float32", window, softcap)
+            func = decode(h_kv, h_q, d, page, "float32", window, softcap)
             arrays, tail = [pages, indptr, values, last, np.zeros(1, "int32"), q_pos], [0, 1.0, 1e4]
     for sign, w in ((-1, window), (1, 10**6)):
         out, lse = _call(func, q, arrays, tail + [sign * scale])
