@@ -5,6 +5,7 @@ Nothing below this module imports it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -362,11 +363,10 @@ _WAIT = click.option(
 def targets_probe(tracker, key, out, name, mtriple, wait, as_json) -> None:
     """Read a device's limits over RPC; write --out (new file) or check it (existing file)."""
     from .probe import checked, probe_device, write_descriptor
-    from .rpc import device_calls, request_session
+    from .rpc import device_calls, device_session
     from .target import load_target
 
-    sess = request_session(tracker, key, wait_s=wait)
-    with device_calls("probe", key):
+    with device_session(tracker, key, wait_s=wait) as sess, device_calls("probe", key):
         limits = probe_device(sess)
     result = {"limits": limits.to_json()}
     if out is not None and out.is_file():
@@ -491,15 +491,20 @@ def bench_cmd(artifact, weights_dir, tracker, key, local, prompt_tokens, gen_tok
         raise MlcbuildError("give ARTIFACT and --weights (or --compare A.json B.json)")
     if local == bool(tracker or key) or (not local and not (tracker and key)):
         raise MlcbuildError("give either --tracker HOST:PORT --key KEY, or --local")
-    from .rpc import local_session, request_session
+    from .rpc import device_session, local_session
 
-    sess = local_session() if local else request_session(tracker, key, wait_s=wait, session_timeout_s=session_timeout)
     device = "local" if local else f"{key}@{tracker}"
-    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True, disable=as_json) as progress:  # fmt: skip
-        progress.add_task(f"uploading and measuring on {device}", total=None)
-        model = DeviceModel(sess, artifact, weights_dir, key=key or "local")
-        records = run_bench(model, BenchSpec(prompt_tokens, gen_tokens, repeat), device)
+    with (
+        contextlib.nullcontext(local_session())
+        if local
+        else device_session(tracker, key, wait_s=wait, session_timeout_s=session_timeout)
+    ) as sess:
+        with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=err,
+                      transient=True, disable=as_json) as progress:  # fmt: skip
+            progress.add_task(f"uploading and measuring on {device}", total=None)
+            model = DeviceModel(sess, artifact, weights_dir, key=key or "local")
+            records = run_bench(model, BenchSpec(prompt_tokens, gen_tokens, repeat), device)
+        del model
     if as_json:
         click.echo(json.dumps(records, indent=1))
         return

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from typing import Iterator
 
 from .errors import MlcbuildError
@@ -143,6 +144,29 @@ def request_session(tracker: str, key: str, wait_s: float = DEFAULT_WAIT_S, sess
         ) from e
     finally:
         sess.close()
+
+
+@contextlib.contextmanager
+def device_session(tracker: str, key: str, wait_s: float = DEFAULT_WAIT_S, session_timeout_s: float = 0):
+    """:func:`request_session` for the length of a ``with`` block: the session ends when the
+    block does, error or not, so the device is free for the next job at once.
+
+    Without this a session lives until its last reference goes, and an error's traceback
+    (kept by a caller that reports it, or by a test runner) holds the frames that refer to
+    it: the tracker then lists the device as busy until garbage collection runs.
+
+    Raises:
+        DeviceError: as :func:`request_session`.
+    """
+    sess = request_session(tracker, key, wait_s=wait_s, session_timeout_s=session_timeout_s)
+    try:
+        yield sess
+    except BaseException as e:
+        traceback.clear_frames(e.__traceback__)  # the finished frames' locals: remote functions, arrays
+        raise
+    finally:
+        sess._sess = None  # noqa: SLF001 - RPCSession has no close(); its module is the connection
+        sess._remote_funcs.clear()  # noqa: SLF001
 
 
 def local_session():

@@ -17,7 +17,7 @@ from test_convert_run import cli, recipe_file
 
 from mlcbuild.cache import Cache
 from mlcbuild.errors import MlcbuildError
-from mlcbuild.rpc import DeviceError, LocalCluster, request_session
+from mlcbuild.rpc import DeviceError, LocalCluster, list_devices, request_session
 from mlcbuild.target import load_target
 
 CFG = tiny_config()
@@ -82,6 +82,12 @@ def test_probe_writes_then_checks_a_descriptor(cluster, tmp_path):
     out.write_text(out.read_text().replace(f"num_cores = {threads}", "num_cores = 4096"))
     bad = cli("targets", "probe", "--tracker", cluster.tracker, "--key", "host", "--out", out)
     assert bad.exit_code == 2 and "host.num_cores = 4096 exceeds" in bad.output
+    # The failed probe's session ended with it, though the error (and its traceback) lives on
+    # in `bad`: the device is free for the next job within the server's re-registration.
+    t0 = time.monotonic()
+    while list_devices(cluster.tracker)[0].free == 0 and time.monotonic() - t0 < 5:
+        time.sleep(0.1)
+    assert list_devices(cluster.tracker)[0].free == 1
 
 
 def test_tune_one_kernel_end_to_end(cluster, built, tmp_path, cache_dir):
