@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup main test bench bench-deps lint quality-deps quality-model
+.PHONY: setup main test bench bench-deps lint quality-deps quality-model arm-emulation
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,3 +43,8 @@ quality-deps: $(STAMP)
 # The trained tiny model of the quality work (quality/tiny-kjv, committed): ~6 min on 2 cores.
 quality-model: quality-deps
 	$(BIN)/python quality/train_tiny.py
+
+# Our aarch64 kernels run on an emulated Arm CPU (benches/arm_emulated.py, tests/test_arm_emulated.py):
+# QEMU user mode, the cross linker and an aarch64 Python + TVM runtime in .arm64/ (root for apt).
+arm-emulation: $(STAMP)
+	bash benches/arm_emulation_setup.sh

@@ -82,3 +82,36 @@ def test_unknown_key_and_kind():
         parse_target({**base, "device": {"kind": "directx"}}, "t.toml")
     with pytest.raises(TargetError, match="output.format"):
         parse_target({**base, "output": {"format": "dylib"}}, "t.toml")
+
+
+def test_shared_library_linking_per_triple(monkeypatch, tmp_path):
+    """This machine links a .so with its own compiler, Linux on another architecture with that
+    architecture's GNU cross compiler when it is on PATH, and refuses Apple (and a foreign
+    Linux without the cross compiler), naming the fix."""
+    import stat
+
+    from mlcbuild.target import cross_linker, link_kind
+
+    def desc(triple: str):
+        return parse_target(
+            {
+                "target": {"name": "t", "memory_budget_bytes": 1 << 30},
+                "device": {"kind": "llvm"},
+                "host": {"mtriple": triple, "num_cores": 2},
+                "output": {"format": "so"},
+            }
+        )
+
+    assert link_kind(load_target("host")) == "cc"
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH: no cross compiler
+    assert cross_linker("aarch64-linux-gnu") is None
+    with pytest.raises(TargetError) as e:
+        link_kind(desc("aarch64-linux-gnu"))
+    assert "gcc-aarch64-linux-gnu" in e.value.fix
+    gcc = tmp_path / "aarch64-linux-gnu-gcc"
+    gcc.write_text("#!/bin/sh\n")
+    gcc.chmod(gcc.stat().st_mode | stat.S_IEXEC)
+    assert cross_linker("aarch64-linux-gnu") == str(gcc) and link_kind(desc("aarch64-linux-gnu")) == "cross"
+    assert cross_linker("aarch64-linux-android") is None and cross_linker("arm64-apple-ios") is None
+    with pytest.raises(TargetError):
+        link_kind(desc("arm64-apple-ios"))

@@ -17,7 +17,7 @@ from tvm import relax
 from ..models import get_architecture
 from ..quant import get_scheme
 from ..recipe import Recipe
-from ..target import TargetDescriptor, cpu_family, int8_dot_isa, link_kind, tvm_target
+from ..target import TargetDescriptor, cpu_family, cross_linker, int8_dot_isa, link_kind, resolved_host, tvm_target
 from .attention_common import SOFTCAP_ATTR, WINDOW_ATTR
 from .pipeline import build_pipeline, front_phases
 
@@ -249,6 +249,10 @@ def build_library(
         from tvm.contrib import ndk
 
         ex.export_library(str(lib_path), fcompile=ndk.create_shared)
+    elif link_kind(desc) == "cross":
+        from tvm.support import cc
+
+        ex.export_library(str(lib_path), fcompile=cc.cross_compiler(cross_linker(resolved_host(desc)["mtriple"])))
     else:
         ex.export_library(str(lib_path))
     timings["export_library"] = time.perf_counter() - t0

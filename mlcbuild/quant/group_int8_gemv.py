@@ -143,7 +143,7 @@ def int8_gemv(
         bits: 4 or 8; ``max_int`` the zero point.
         x_dtype: dtype of ``x`` and ``y`` (the compute dtype); ``scale_dtype`` of ``q_scale``.
         isa: ``"avxvnni"`` (``vpdpbusd``, AVX-VNNI or AVX512-VNNI with VL), ``"avx2"``, or
-            ``"dotprod"`` (aarch64 ``sdot``; compiled and inspected here, not run: no Arm machine).
+            ``"dotprod"`` (aarch64 ``sdot``; run on an emulated Arm CPU: ``benches/arm_emulated.py``).
         prologue: what produces the GEMV's input inside the kernel (:data:`PROLOGUES`, used by
             :func:`mlcbuild.compiler.passes.fuse_decode_gemv`): ``None`` (the parameters are
             ``x, q_weight, q_scale``); ``"rms_norm"``: ``x, norm_weight [k] norm_dtype, q_weight,

@@ -1,0 +1,240 @@
+"""Our aarch64 CPU kernels, run: a tiny random Llama built for an Armv8.2-A Linux CPU with
+NEON, ``dotprod`` and ``fullfp16`` (the ``android-cpu`` feature set) runs on an emulated
+aarch64 CPU (``qemu-aarch64 -cpu max``, with aarch64 builds of Python, NumPy and TVM's
+runtime), and its logits are compared with the same model built for this x86 host, with
+``transformers`` and with ``transformers`` on the scheme's dequantized weights (the NumPy
+reference's). Correctness only: emulated time says nothing of a phone's speed.
+
+Per scheme: one random checkpoint (seed 0) through ``mlcbuild compile`` for ``host`` and for
+the aarch64 descriptor (linked by ``aarch64-linux-gnu-gcc``), weights converted for each;
+a prompt, then decode steps teacher-forced with the host's greedy ids; the aarch64 library's
+instructions counted (``sdot``: the int8 decode GEMVs; ``fmla``: NEON float).
+
+    make arm-emulation     # once: qemu-user-static, the cross linker, an aarch64 sysroot in .arm64/
+    .venv/bin/python benches/arm_emulated.py --out benches/results/arm_emulated.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+from results_io import write_results
+
+REPO = Path(__file__).resolve().parent.parent
+ARM = REPO / ".arm64"
+CONFIG = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=256,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+    tie_word_embeddings=False,
+    max_position_embeddings=256,
+    hidden_act="silu",
+    initializer_range=0.1,
+    model_type="llama",
+)
+ARM_TARGET = """[target]
+name = "linux-arm64-dotprod"
+description = "aarch64 Linux CPU, Armv8.2-A + dotprod + fp16 (android-cpu's features), emulated"
+memory_budget_bytes = 4294967296
+
+[device]
+kind = "llvm"
+
+[host]
+mtriple = "aarch64-linux-gnu"
+mattr = ["+neon", "+dotprod", "+fullfp16"]
+num_cores = 2
+
+[output]
+format = "so"
+"""
+PROMPT = [1, 5, 9, 22, 7, 60, 3, 44, 17, 2, 31, 90, 14, 200, 8, 77, 41]  # 17 tokens: two KV pages
+
+
+def hf_model(seed: int = 0):
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**CONFIG)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.normal_(1.0, 0.2)
+    return model
+
+
+def dequantized_model(scheme_name: str):
+    """The reference for ``scheme_name``: :data:`HF` with every linear and embedding weight
+    replaced by the scheme's own NumPy quantize + dequantize (group schemes), and all
+    weights rounded to float16 where the scheme stores them so; run in float32."""
+    import copy
+
+    import torch
+
+    from mlcbuild.quant import get_scheme
+
+    scheme = get_scheme(scheme_name)
+    ref = copy.deepcopy(HF)
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.ndim == 2 and hasattr(scheme, "dequantize"):
+                w = p.detach().numpy()
+                q, s = scheme.quantize(w)
+                p.copy_(torch.from_numpy(scheme.dequantize(q, s, w.shape[1])))
+            elif scheme.model_dtype == "float16":
+                p.copy_(p.half().float())
+    return ref
+
+
+def build(scheme: str, target, cache) -> tuple[Path, list[np.ndarray], object]:
+    """Compile the tiny model for ``target`` and convert its weights: (library, params, recipe)."""
+    from mlcbuild.compile import compile_recipe
+    from mlcbuild.compiler.lower import build_model
+    from mlcbuild.models import get_architecture
+    from mlcbuild.recipe import parse_recipe
+    from mlcbuild.target import tvm_target
+    from mlcbuild.weights import convert_params
+
+    recipe = parse_recipe(
+        {
+            "model": {"name": "tiny-arm", "architecture": "llama", "source": "local/none", "config": CONFIG},
+            "quantization": {"scheme": scheme},
+            "build": {"context_window_size": 128, "prefill_chunk_size": 32, "max_batch_size": 1},
+        }
+    )
+    res = compile_recipe(recipe, target, cache=cache)
+    info = json.loads((res.artifact / "build.json").read_text())
+    params = [(p["name"], tuple(p["shape"]), p["dtype"]) for p in info["params"]]
+    model = build_model(recipe, tvm_target(target))
+    arch = get_architecture(recipe.architecture)
+    state = {k: v.detach().float().numpy() for k, v in HF.state_dict().items()}
+    arrays = [a for _, a in convert_params(model, params, arch.hf_param_map(recipe.model_config), state.__getitem__)]
+    return res.artifact / info["library"]["file"], arrays, recipe
+
+
+def count_instructions(lib: Path) -> dict[str, int]:
+    """Occurrences of NEON/dot-product mnemonics in the library's disassembly."""
+    text = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(lib)], capture_output=True, text=True).stdout
+    return {m: len(re.findall(rf"\t{m}\t", text)) for m in ("sdot", "udot", "smmla", "fmla", "fcvtl", "ld1")}
+
+
+def run_emulated(lib: Path, arrays, recipe, forced: list[int], work: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    np.savez(work / "params.npz", **{f"p{i}": a for i, a in enumerate(arrays)})
+    b = recipe.build
+    meta = {
+        "vocab_size": CONFIG["vocab_size"],
+        "context_window_size": b.context_window_size,
+        "prefill_chunk_size": b.prefill_chunk_size,
+        "page_size": b.page_size,
+        "prompt": PROMPT,
+        "forced": forced,
+    }
+    (work / "meta.json").write_text(json.dumps(meta))
+    root = ARM / "root"
+    env = {**os.environ, "PYTHONPATH": str(ARM / "site"), "TVM_NUM_THREADS": "2"}
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [
+            "qemu-aarch64-static",
+            "-cpu",
+            "max",
+            "-L",
+            str(root),
+            str(root / "usr/bin/python3.11"),
+            str(REPO / "benches/arm_runner.py"),
+            str(lib),
+            str(work / "params.npz"),
+            str(work / "meta.json"),
+            str(work / "out.npz"),
+        ],  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode:
+        raise RuntimeError(f"emulated run failed:\n{out.stderr[-3000:]}")
+    z = np.load(work / "out.npz")
+    return z["prefill"], z["decode"], time.perf_counter() - t0
+
+
+def main() -> None:
+    global HF
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--schemes", default="q4f32_1,q4f16_1,q8f32_1,q0f32,q0f16")
+    ap.add_argument("--steps", type=int, default=8, help="decode steps (teacher-forced)")
+    ap.add_argument("--out", default="benches/results/arm_emulated.json")
+    args = ap.parse_args()
+    if not (ARM / "root/usr/bin/python3.11").is_file():
+        raise SystemExit("no aarch64 sysroot in .arm64/: run `make arm-emulation` first")
+
+    import torch
+
+    from mlcbuild.cache import Cache
+    from mlcbuild.runtime import HostModel
+    from mlcbuild.target import load_target, parse_target
+
+    HF = hf_model()
+    host = load_target("host")
+    arm = parse_target(tomllib.loads(ARM_TARGET), path="linux-arm64-dotprod")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Cache(Path(tmp) / "cache")
+        for scheme in args.schemes.split(","):
+            lib, arrays, recipe = build(scheme, host, cache)
+            b = recipe.build
+            ours = HostModel(
+                lib, arrays, CONFIG["vocab_size"], b.context_window_size, b.prefill_chunk_size, b.page_size
+            )
+            ours.reset()
+            host_steps = [ours.prefill(PROMPT)]
+            forced = []
+            for _ in range(args.steps):
+                forced.append(int(np.argmax(host_steps[-1])))
+                host_steps.append(ours.decode(forced[-1]))
+            with torch.no_grad():
+                ids = torch.tensor([PROMPT + forced])
+                ref = HF(ids).logits[0, len(PROMPT) - 1 :].float().numpy()
+                deq = dequantized_model(scheme)(ids).logits[0, len(PROMPT) - 1 :].float().numpy()
+            arm_lib, arm_arrays, _ = build(scheme, arm, cache)
+            work = Path(tmp) / scheme
+            work.mkdir()
+            first, steps, seconds = run_emulated(arm_lib, arm_arrays, recipe, forced, work)
+            arm_steps = np.concatenate([first[None], steps])
+            host_steps = np.stack(host_steps)
+            scale = np.abs(ref).max()
+            row = {
+                "scheme": scheme,
+                "steps": len(arm_steps),
+                "arm_vs_host_max_abs_over_max": float(np.abs(arm_steps - host_steps).max() / scale),
+                "arm_vs_transformers_max_abs_over_max": float(np.abs(arm_steps - ref).max() / scale),
+                "host_vs_transformers_max_abs_over_max": float(np.abs(host_steps - ref).max() / scale),
+                "arm_vs_dequantized_max_abs_over_max": float(np.abs(arm_steps - deq).max() / scale),
+                "host_vs_dequantized_max_abs_over_max": float(np.abs(host_steps - deq).max() / scale),
+                "arm_greedy_ids_equal_dequantized": bool((arm_steps.argmax(-1) == deq.argmax(-1)).all()),
+                "host_greedy_ids_equal_dequantized": bool((host_steps.argmax(-1) == deq.argmax(-1)).all()),
+                "greedy_ids_equal_host": bool((arm_steps.argmax(-1) == host_steps.argmax(-1)).all()),
+                "instructions": count_instructions(arm_lib),
+                "emulated_wall_s": round(seconds, 1),
+            }
+            rows.append(row)
+            print(json.dumps(row))
+    write_results(args.out, {"benchmark": "arm_emulated", "config": CONFIG, "prompt": PROMPT, "results": rows})
+
+
+if __name__ == "__main__":
+    main()
