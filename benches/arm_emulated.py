@@ -46,6 +46,21 @@ CONFIG = dict(
     initializer_range=0.1,
     model_type="llama",
 )
+# Gemma 2: GeGLU, four norms (1 + w), embeddings scaled, every second layer within a window of
+# 8 (shorter than the prompt), attention logits soft-capped at 0.5 (bends these scores)
+GEMMA2 = {k: v for k, v in CONFIG.items() if k not in ("hidden_act", "model_type")} | {
+    "model_type": "gemma2",
+    "hidden_activation": "gelu_pytorch_tanh",
+    "num_hidden_layers": 3,
+    "head_dim": 32,
+    "sliding_window": 8,
+    "query_pre_attn_scalar": 24,
+    "attn_logit_softcapping": 0.5,
+    "final_logit_softcapping": 2.0,
+    "tie_word_embeddings": True,
+}
+CONFIGS = {"llama": CONFIG, "gemma2": GEMMA2}
+HF_CLASSES = {"llama": ("LlamaForCausalLM", "LlamaConfig"), "gemma2": ("Gemma2ForCausalLM", "Gemma2Config")}
 ARM_TARGET = """[target]
 name = "linux-arm64-dotprod"
 description = "aarch64 Linux CPU, Armv8.2-A + dotprod + fp16 (android-cpu's features), emulated"
@@ -65,16 +80,22 @@ format = "so"
 PROMPT = [1, 5, 9, 22, 7, 60, 3, 44, 17, 2, 31, 90, 14, 200, 8, 77, 41]  # 17 tokens: two KV pages
 
 
-def hf_model(seed: int = 0):
+def hf_model(arch: str = "llama", seed: int = 0):
+    """``transformers``' model of ``CONFIGS[arch]`` with random weights (norm weights drawn too)."""
     import torch
     import transformers
 
+    global CONFIG
+    CONFIG = CONFIGS[arch]
+    model_cls, config_cls = HF_CLASSES[arch]
     torch.manual_seed(seed)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**CONFIG)).eval()
+    config = getattr(transformers, config_cls)(**CONFIG)
+    config._attn_implementation = "eager"  # Gemma 2's soft-cap is on the eager path only
+    model = getattr(transformers, model_cls)(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.normal_(1.0, 0.2)
+            if name.endswith("norm.weight"):  # Gemma's norms scale by 1 + w
+                p.normal_(0.0 if arch == "gemma2" else 1.0, 0.2)
     return model
 
 
@@ -112,7 +133,12 @@ def build(scheme: str, target, cache) -> tuple[Path, list[np.ndarray], object]:
 
     recipe = parse_recipe(
         {
-            "model": {"name": "tiny-arm", "architecture": "llama", "source": "local/none", "config": CONFIG},
+            "model": {
+                "name": "tiny-arm",
+                "architecture": CONFIG["model_type"],
+                "source": "local/none",
+                "config": CONFIG,
+            },
             "quantization": {"scheme": scheme},
             "build": {"context_window_size": 128, "prefill_chunk_size": 32, "max_batch_size": 1},
         }
@@ -175,6 +201,7 @@ def run_emulated(lib: Path, arrays, recipe, forced: list[int], work: Path) -> tu
 def main() -> None:
     global HF
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", default="llama", choices=sorted(CONFIGS))
     ap.add_argument("--schemes", default="q4f32_1,q4f16_1,q8f32_1,q0f32,q0f16")
     ap.add_argument("--steps", type=int, default=8, help="decode steps (teacher-forced)")
     ap.add_argument("--out", default="benches/results/arm_emulated.json")
@@ -188,7 +215,7 @@ def main() -> None:
     from mlcbuild.runtime import HostModel
     from mlcbuild.target import load_target, parse_target
 
-    HF = hf_model()
+    HF = hf_model(args.arch)
     host = load_target("host")
     arm = parse_target(tomllib.loads(ARM_TARGET), path="linux-arm64-dotprod")
     rows = []
@@ -233,7 +260,9 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row))
-    write_results(args.out, {"benchmark": "arm_emulated", "config": CONFIG, "prompt": PROMPT, "results": rows})
+    write_results(
+        args.out, {"benchmark": "arm_emulated", "arch": args.arch, "config": CONFIG, "prompt": PROMPT, "results": rows}
+    )
 
 
 if __name__ == "__main__":
