@@ -12,9 +12,8 @@ from tvm import tirx
 from tvm.relax.frontend.nn.llm._decode_kernels import _attention_decode_cpu
 from tvm.relax.frontend.nn.llm._prefill_kernels import _attention_prefill_cpu, _attention_prefill_ragged_cpu
 
-from mlcbuild.compiler.cpu_attention import paged_decode_cpu, paged_prefill_cpu, ragged_prefill_cpu
+from mlcbuild.compiler.attention import paged_decode, paged_prefill, ragged_prefill
 from mlcbuild.compiler.cpu_rope import split_rotary_cpu
-from mlcbuild.compiler.gpu_attention import paged_decode_gpu, paged_prefill_gpu, ragged_prefill_gpu
 from mlcbuild.compiler.lower import lower_module
 from mlcbuild.recipe import parse_recipe
 from mlcbuild.target import load_target, tvm_target
@@ -65,7 +64,7 @@ def test_matches_tvm_kernel(causal, gpu):
     k = rng.standard_normal((indptr[-1], h_kv, d)).astype("float32")
     v = rng.standard_normal((indptr[-1], h_kv, d)).astype("float32")
     ref = _run(_attention_prefill_ragged_cpu(h_kv, h_q, d, d, "float32", {}), q, k, v, indptr, causal)
-    ours = _run((ragged_prefill_gpu if gpu else ragged_prefill_cpu)(h_kv, h_q, d, "float32"), q, k, v, indptr, causal)
+    ours = _run(ragged_prefill(h_kv, h_q, d, "float32", gpu=gpu), q, k, v, indptr, causal)
     np.testing.assert_allclose(ours[0], ref[0], atol=1e-5)
     np.testing.assert_allclose(ours[1], ref[1], atol=1e-5)
 
@@ -88,8 +87,7 @@ def test_decode_matches_tvm_kernel(gpu):
     ref = _run_decode(
         _attention_decode_cpu(h_kv, h_q, d, "float32", False, {}, page), q, pages, indptr, values, last_len
     )
-    make = paged_decode_gpu if gpu else paged_decode_cpu
-    ours = _run_decode(make(h_kv, h_q, d, page, "float32"), q, pages, indptr, values, last_len)
+    ours = _run_decode(paged_decode(h_kv, h_q, d, page, "float32", gpu=gpu), q, pages, indptr, values, last_len)
     np.testing.assert_allclose(ours[0], ref[0], atol=1e-5)
     np.testing.assert_allclose(ours[1][:2], ref[1][:2], atol=1e-4)
     assert (ours[1][2] == -5e4).all() and (ours[0][2] == 0).all()  # empty: zeros, lse -5e4
@@ -125,7 +123,7 @@ def test_paged_prefill_matches_tvm_kernel(causal, gpu):
     arrays = [q_indptr, pages, indptr, values, last, zeros[:2], zeros]
     scalars = [causal, 0, 1.0, 1e4, 0.2]
     ref = _call(_attention_prefill_cpu(h_kv, h_q, d, "float32", False, {}, page), q, arrays, scalars)
-    ours = _call((paged_prefill_gpu if gpu else paged_prefill_cpu)(h_kv, h_q, d, page, "float32"), q, arrays, scalars)
+    ours = _call(paged_prefill(h_kv, h_q, d, page, "float32", gpu=gpu), q, arrays, scalars)
     np.testing.assert_allclose(ours[0], ref[0], atol=1e-5)
     np.testing.assert_allclose(ours[1], ref[1], atol=1e-4)
 
@@ -154,11 +152,6 @@ def test_sliding_window_and_softcap(kernel, softcap, gpu):
     """With ``window``: a negative ``sm_scale`` (a windowed layer) restricts each query to the
     ``window`` positions up to its own, as NumPy does; a positive one attends to every key.
     With ``softcap``: scores capped as Gemma 2's. CPU kernels, and GPU kernels on PoCL."""
-    ragged, paged_prefill, decode = (
-        (ragged_prefill_gpu, paged_prefill_gpu, paged_decode_gpu)
-        if gpu
-        else (ragged_prefill_cpu, paged_prefill_cpu, paged_decode_cpu)
-    )
     h_kv, h_q, d, page, window, scale = 2, 4, 32, 16, 7, 0.2
     rng = np.random.default_rng(3)
     if kernel == "ragged":  # a 20-token chunk starting at position 30, itself causal
@@ -166,7 +159,7 @@ def test_sliding_window_and_softcap(kernel, softcap, gpu):
         k, v = (rng.standard_normal((20, h_kv, d)).astype("float32") for _ in range(2))
         q_pos = k_pos = np.arange(30, 50, dtype="int32")
         indptr = np.array([0, 20], "int32")
-        func = ragged(h_kv, h_q, d, "float32", window, softcap)
+        func = ragged_prefill(h_kv, h_q, d, "float32", window, softcap, gpu)
         arrays, tail = [indptr, k, v, indptr, q_pos, np.array([30], "int32")], [1, 0, 1.0, 1e4]
     else:  # 37 cached keys at positions 0..36; prefill queries at 37..41, or one decode query
         pages, indptr, values, last, k, v = _paged(h_kv, d, page, [37], rng)
@@ -174,13 +167,13 @@ def test_sliding_window_and_softcap(kernel, softcap, gpu):
         if kernel == "paged_prefill":
             q_pos = np.arange(37, 42, dtype="int32")
             q = rng.standard_normal((5, h_q, d)).astype("float32")
-            func = paged_prefill(h_kv, h_q, d, page, "float32", window, softcap)
+            func = paged_prefill(h_kv, h_q, d, page, "float32", window, softcap, gpu)
             arrays = [np.array([0, 5], "int32"), pages, indptr, values, last, np.zeros(1, "int32"), q_pos]
             tail = [0, 0, 1.0, 1e4]
         else:  # the decode query is the last key, appended before attention
             q_pos = np.array([36], "int32")
             q = rng.standard_normal((1, h_q, d)).astype("float32")
-            func = decode(h_kv, h_q, d, page, "float32", window, softcap)
+            func = paged_decode(h_kv, h_q, d, page, "float32", window, softcap, gpu)
             arrays, tail = [pages, indptr, values, last, np.zeros(1, "int32"), q_pos], [0, 1.0, 1e4]
     for sign, w in ((-1, window), (1, 10**6)):
         out, lse = _call(func, q, arrays, tail + [sign * scale])

@@ -14,6 +14,8 @@ WINDOW_ATTR = "mlcbuild.attention_window"
 """IRModule attribute: the model's sliding window in tokens (``DecoderConfig.sliding_window``)
 when some layers attend within one; the passes that put our kernels in place read it
 (:func:`.cpu_attention.replace_cpu_attention`, :func:`.gpu_attention.replace_gpu_attention`)."""
+NEG = -5e4
+"""The running maximum before any key, and the lse of a query that sees none (TVM's value)."""
 SOFTCAP_ATTR = "mlcbuild.attention_softcap"
 """IRModule attribute: the attention logit soft-cap (``DecoderConfig.attn_logit_softcapping``)."""
 

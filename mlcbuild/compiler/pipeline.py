@@ -7,8 +7,8 @@ tir       FuseDequantizeMatmul (our pass), DeadCodeElimination
 schedule  tuned records from ``tuning_logs/<target>/`` (MetaScheduleApplyDatabase),
           then the rules of :mod:`.schedules` (dlight defaults, fixed where they break); GPU builds are
           checked to have no host-bound kernel; CPU builds get our prefill and decode attention
-          (:mod:`.cpu_attention`) and ``noalias`` on every kernel (``passes.mark_noalias``); GPU
-          builds of a model with a sliding window or logit soft-cap get ours (:mod:`.gpu_attention`)
+          (:mod:`.attention`) and ``noalias`` on every kernel (``passes.mark_noalias``); GPU
+          builds of a model with a sliding window or logit soft-cap get ours too
 vm        memory planning and VM lowering
 codegen   (announced last; done by ``tvm.relax.build`` after the pipeline)
 
@@ -25,8 +25,7 @@ import tvm
 from tvm import relax
 from tvm.s_tir import dlight as dl
 
-from .cpu_attention import replace_cpu_attention
-from .gpu_attention import replace_gpu_attention
+from .attention import replace_attention
 from .passes import (
     attach_variable_bounds,
     check_device_kernels,
@@ -135,9 +134,9 @@ def build_pipeline(
             "schedule",
             [apply_tuning_records(tuning_dir, tuned), dl.ApplyDefaultSchedule(*schedule_rules(target))]
             + (
-                [replace_gpu_attention, check_device_kernels(target.kind.name)]
+                [replace_attention(gpu=True), check_device_kernels(target.kind.name)]
                 if is_gpu
-                else [replace_cpu_attention, mark_noalias]
+                else [replace_attention(gpu=False), mark_noalias]
             ),
         ),
         (
