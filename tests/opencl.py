@@ -26,6 +26,15 @@ def _context():
     raise RuntimeError("PoCL is not installed (pip install pocl-binary-distribution)")
 
 
+def have_pocl() -> bool:
+    """Whether ``pyopencl`` and a PoCL platform are installed."""
+    try:
+        _context()
+    except Exception:  # no pyopencl, no ICD loader, no PoCL
+        return False
+    return True
+
+
 def _launches(host: tvm.IRModule):
     """``(let bindings, [call_ffi_kernel calls])`` of the host function, in program order."""
     lets, calls = [], []
