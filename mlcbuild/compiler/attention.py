@@ -5,8 +5,8 @@ Each has the signature and results of the TVM kernel it replaces (outputs, and l
 in base 2, for TVM's state merging; queries and keys arrive with RoPE applied, the cache's
 ``tir_split_rotary`` or the model does it, and the inline-rope mode is refused at run time)
 and runs one task per (query token, query head): in parallel over the TVM thread pool on a
-CPU (:mod:`.cpu_attention`: vectorized over the head dim), one thread each on a GPU
-(:mod:`.gpu_attention`: scalar). Both do what TVM's kernels cannot: sliding-window attention
+CPU (:mod:`.cpu_attention`: vectorized over the head dim), one work-group each on a GPU
+(:mod:`.gpu_attention`: its threads split the keys, then merge). Both do what TVM's kernels cannot: sliding-window attention
 exact for any window and chunking (Mistral, Phi-3, Gemma's local layers;
 :func:`.attention_common.window_start`) and attention logit soft-capping (Gemma 2;
 :func:`.attention_common.logit`). :func:`replace_attention` swaps them into a build (the
@@ -65,7 +65,21 @@ def ragged_prefill(
 
     @T.macro
     def task(
-        q, q_indptr, k, v, kv_indptr, q_rope_position, k_rope_pos_offset, output, lse, causal, sm_scale, b, row, head
+        q,
+        q_indptr,
+        k,
+        v,
+        kv_indptr,
+        q_rope_position,
+        k_rope_pos_offset,
+        output,
+        lse,
+        causal,
+        sm_scale,
+        b,
+        row,
+        head,
+        tx,
     ):
         """Query row ``row`` (of sequence ``b``), head ``head``."""
         attend(
@@ -84,6 +98,7 @@ def ragged_prefill(
             ),
             output,
             lse,
+            tx,
         )
 
     @T.prim_func(s_tir=False)
@@ -123,18 +138,17 @@ def ragged_prefill(
 
         assert rotary_mode == 0, message
         if gpu:
-            for bx in T.thread_binding((qo_len * h_q + THREADS - 1) // THREADS, thread="blockIdx.x"):
+            for bx in T.thread_binding(qo_len * h_q, thread="blockIdx.x"):
                 for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                    if bx * THREADS + tx < qo_len * h_q:
-                        seq = T.decl_buffer((1,), "int32", scope="local")
-                        _find_sequence(q_indptr, batch_size, (bx * THREADS + tx) // h_q, seq)
-                        task(q, q_indptr, k, v, kv_indptr, q_rope_position, k_rope_pos_offset, output, lse, causal,
-                             sm_scale, seq[0], (bx * THREADS + tx) // h_q, (bx * THREADS + tx) % h_q)  # fmt: skip
+                    seq = T.decl_buffer((1,), "int32", scope="local")
+                    _find_sequence(q_indptr, batch_size, bx // h_q, seq)
+                    task(q, q_indptr, k, v, kv_indptr, q_rope_position, k_rope_pos_offset, output, lse, causal,
+                         sm_scale, seq[0], bx // h_q, bx % h_q, tx)  # fmt: skip
         else:
             for b in range(batch_size):
                 for t in T.parallel((q_indptr[b + 1] - q_indptr[b]) * h_q):
                     task(q, q_indptr, k, v, kv_indptr, q_rope_position, k_rope_pos_offset, output, lse, causal,
-                         sm_scale, b, q_indptr[b] + t // h_q, t % h_q)  # fmt: skip
+                         sm_scale, b, q_indptr[b] + t // h_q, t % h_q, 0)  # fmt: skip
 
     return batch_prefill_ragged_kv
 
@@ -166,7 +180,7 @@ def paged_prefill(
 
     @T.macro
     def task(q, q_indptr, pages, page_indptr, values, length_info, q_rope_position, k_rope_pos_offset, output, lse,
-             causal, sm_scale, b, row, head):  # fmt: skip
+             causal, sm_scale, b, row, head, tx):  # fmt: skip
         """Query row ``row`` (of sequence ``b``), head ``head``."""
         attend(
             q,
@@ -186,6 +200,7 @@ def paged_prefill(
             ),
             output,
             lse,
+            tx,
         )
 
     @T.prim_func(s_tir=False)
@@ -230,19 +245,17 @@ def paged_prefill(
 
         assert rotary_mode == 0, message
         if gpu:
-            for bx in T.thread_binding((total_len * h_q + THREADS - 1) // THREADS, thread="blockIdx.x"):
+            for bx in T.thread_binding(total_len * h_q, thread="blockIdx.x"):
                 for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                    if bx * THREADS + tx < total_len * h_q:
-                        seq = T.decl_buffer((1,), "int32", scope="local")
-                        _find_sequence(q_indptr, batch_size, (bx * THREADS + tx) // h_q, seq)
-                        task(q, q_indptr, pages, page_indptr, values, length_info, q_rope_position, k_rope_pos_offset,
-                             output, lse, causal, sm_scale, seq[0], (bx * THREADS + tx) // h_q,
-                             (bx * THREADS + tx) % h_q)  # fmt: skip
+                    seq = T.decl_buffer((1,), "int32", scope="local")
+                    _find_sequence(q_indptr, batch_size, bx // h_q, seq)
+                    task(q, q_indptr, pages, page_indptr, values, length_info, q_rope_position, k_rope_pos_offset,
+                         output, lse, causal, sm_scale, seq[0], bx // h_q, bx % h_q, tx)  # fmt: skip
         else:
             for b in range(batch_size):
                 for t in T.parallel((q_indptr[b + 1] - q_indptr[b]) * h_q):
                     task(q, q_indptr, pages, page_indptr, values, length_info, q_rope_position, k_rope_pos_offset,
-                         output, lse, causal, sm_scale, b, q_indptr[b] + t // h_q, t % h_q)  # fmt: skip
+                         output, lse, causal, sm_scale, b, q_indptr[b] + t // h_q, t % h_q, 0)  # fmt: skip
 
     return batch_prefill_paged_kv
 
@@ -265,7 +278,9 @@ def paged_decode(
     message = _rope_applied("decode", gpu)
 
     @T.macro
-    def task(q, pages, indptr, values, length_info, k_rope_pos_offset, q_rope_position, output, lse, sm_scale, s, head):
+    def task(
+        q, pages, indptr, values, length_info, k_rope_pos_offset, q_rope_position, output, lse, sm_scale, s, head, tx
+    ):
         """Sequence ``s``'s query, head ``head``."""
         attend(
             q,
@@ -279,6 +294,7 @@ def paged_decode(
             (indptr[s + 1] - indptr[s] - 1) * page_size + length_info[s],
             output,
             lse,
+            tx,
         )
 
     @T.prim_func(s_tir=False)
@@ -318,15 +334,14 @@ def paged_decode(
 
         assert rotary_mode == 0, message
         if gpu:
-            for bx in T.thread_binding((batch * h_q + THREADS - 1) // THREADS, thread="blockIdx.x"):
+            for bx in T.thread_binding(batch * h_q, thread="blockIdx.x"):
                 for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                    if bx * THREADS + tx < batch * h_q:
-                        task(q, pages, indptr, values, length_info, k_rope_pos_offset, q_rope_position, output, lse,
-                             sm_scale, (bx * THREADS + tx) // h_q, (bx * THREADS + tx) % h_q)  # fmt: skip
+                    task(q, pages, indptr, values, length_info, k_rope_pos_offset, q_rope_position, output, lse,
+                         sm_scale, bx // h_q, bx % h_q, tx)  # fmt: skip
         else:
             for t in T.parallel(batch * h_q):
                 task(q, pages, indptr, values, length_info, k_rope_pos_offset, q_rope_position, output, lse,
-                     sm_scale, t // h_q, t % h_q)  # fmt: skip
+                     sm_scale, t // h_q, t % h_q, 0)  # fmt: skip
 
     return batch_decode_paged_kv
 

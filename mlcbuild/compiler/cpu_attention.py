@@ -22,7 +22,7 @@ def ragged_attend_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, soft
     """One (query, head) task of the ragged prefill (a chunk against its own keys), as a
     TVMScript macro with the interface of :func:`.gpu_attention.attend_gpu`.
 
-    ``attend(q, row, head, sm_scale, k, v, base, lo, hi, output, lse)``: query ``q[row, head]``
+    ``attend(q, row, head, sm_scale, k, v, base, lo, hi, output, lse, tx)`` (``tx`` unused): query ``q[row, head]``
     against keys ``k/v[base + lo : base + hi]``; writes ``output[row, head]`` and
     ``lse[row, head]`` (base 2). One key at a time: its ``lanes``-wide partial dot products,
     a horizontal sum, the soft-capped logit (:func:`.attention_common.logit`), then the
@@ -32,7 +32,7 @@ def ragged_attend_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, soft
     lanes = next(x for x in (16, 8, 4, 2, 1) if d % x == 0)  # partial sums of the q.k dot product
 
     @T.macro
-    def attend(q, row, head, sm_scale, k, v, base, lo, hi, output, lse):
+    def attend(q, row, head, sm_scale, k, v, base, lo, hi, output, lse, tx):  # noqa: ARG001 - tx: GPU only
         # default (global) scope and under 1 KiB: stack allocations, not workspace calls
         acc = T.decl_buffer((d,), "float32")
         stats = T.decl_buffer((5,), "float32")  # running max, denominator, score, new max, p
@@ -74,7 +74,7 @@ def paged_attend_cpu(h_kv: int, h_q: int, d: int, page_size: int, dtype: str, wi
     """One (query, head) task over a sequence's cached keys (the paged prefill and decode
     kernels of :mod:`.attention`), as a TVMScript macro.
 
-    ``attend(q, row, head, sm_scale, pages, values, first, lo, hi, output, lse)``: query
+    ``attend(q, row, head, sm_scale, pages, values, first, lo, hi, output, lse, tx)`` (``tx`` unused): query
     ``q[row, head]`` against keys ``[lo, hi)`` of the sequence whose pages are
     ``values[first:]`` (key ``t`` in page ``t // page_size``, slot ``t % page_size``); writes
     ``output[row, head]`` and ``lse[row, head]`` (base 2; zeros and -5e4 where no key is seen).
@@ -117,7 +117,7 @@ def paged_attend_cpu(h_kv: int, h_q: int, d: int, page_size: int, dtype: str, wi
         return begin(page(lo, p), lo) + u
 
     @T.macro
-    def attend(q, row, head, sm_scale, pages, values, first, lo, hi, output, lse):
+    def attend(q, row, head, sm_scale, pages, values, first, lo, hi, output, lse, tx):  # noqa: ARG001 - tx: GPU only
         acc = T.decl_buffer((d,), "float32")
         qv = T.decl_buffer((d,), "float32")
         part = T.decl_buffer((8,), "float32")
