@@ -31,7 +31,7 @@ from results_io import write_results
 
 REPO = Path(__file__).resolve().parent.parent
 ARM = REPO / ".arm64"
-CONFIG = dict(
+LLAMA = dict(
     hidden_size=128,
     intermediate_size=256,
     num_hidden_layers=2,
@@ -48,7 +48,7 @@ CONFIG = dict(
 )
 # Gemma 2: GeGLU, four norms (1 + w), embeddings scaled, every second layer within a window of
 # 8 (shorter than the prompt), attention logits soft-capped at 0.5 (bends these scores)
-GEMMA2 = {k: v for k, v in CONFIG.items() if k not in ("hidden_act", "model_type")} | {
+GEMMA2 = {k: v for k, v in LLAMA.items() if k not in ("hidden_act", "model_type")} | {
     "model_type": "gemma2",
     "hidden_activation": "gelu_pytorch_tanh",
     "num_hidden_layers": 3,
@@ -59,7 +59,7 @@ GEMMA2 = {k: v for k, v in CONFIG.items() if k not in ("hidden_act", "model_type
     "final_logit_softcapping": 2.0,
     "tie_word_embeddings": True,
 }
-CONFIGS = {"llama": CONFIG, "gemma2": GEMMA2}
+CONFIGS = {"llama": LLAMA, "gemma2": GEMMA2}
 HF_CLASSES = {"llama": ("LlamaForCausalLM", "LlamaConfig"), "gemma2": ("Gemma2ForCausalLM", "Gemma2Config")}
 ARM_TARGET = """[target]
 name = "linux-arm64-dotprod"
@@ -85,11 +85,9 @@ def hf_model(arch: str = "llama", seed: int = 0):
     import torch
     import transformers
 
-    global CONFIG
-    CONFIG = CONFIGS[arch]
     model_cls, config_cls = HF_CLASSES[arch]
     torch.manual_seed(seed)
-    config = getattr(transformers, config_cls)(**CONFIG)
+    config = getattr(transformers, config_cls)(**CONFIGS[arch])
     config._attn_implementation = "eager"  # Gemma 2's soft-cap is on the eager path only
     model = getattr(transformers, model_cls)(config).eval()
     with torch.no_grad():
@@ -99,8 +97,8 @@ def hf_model(arch: str = "llama", seed: int = 0):
     return model
 
 
-def dequantized_model(scheme_name: str):
-    """The reference for ``scheme_name``: :data:`HF` with every linear and embedding weight
+def dequantized_model(hf, scheme_name: str):
+    """The reference for ``scheme_name``: ``hf`` with every linear and embedding weight
     replaced by the scheme's own NumPy quantize + dequantize (group schemes), and all
     weights rounded to float16 where the scheme stores them so; run in float32."""
     import copy
@@ -110,7 +108,7 @@ def dequantized_model(scheme_name: str):
     from mlcbuild.quant import get_scheme
 
     scheme = get_scheme(scheme_name)
-    ref = copy.deepcopy(HF)
+    ref = copy.deepcopy(hf)
     with torch.no_grad():
         for p in ref.parameters():
             if p.ndim == 2 and hasattr(scheme, "dequantize"):
@@ -122,8 +120,8 @@ def dequantized_model(scheme_name: str):
     return ref
 
 
-def build(scheme: str, target, cache) -> tuple[Path, list[np.ndarray], object]:
-    """Compile the tiny model for ``target`` and convert its weights: (library, params, recipe)."""
+def build(hf, scheme: str, target, cache) -> tuple[Path, list[np.ndarray], object]:
+    """Compile ``hf``'s config for ``target`` and convert its weights: (library, params, recipe)."""
     from mlcbuild.compile import compile_recipe
     from mlcbuild.compiler.lower import build_model
     from mlcbuild.models import get_architecture
@@ -131,13 +129,14 @@ def build(scheme: str, target, cache) -> tuple[Path, list[np.ndarray], object]:
     from mlcbuild.target import tvm_target
     from mlcbuild.weights import convert_params
 
+    config = CONFIGS[hf.config.model_type]
     recipe = parse_recipe(
         {
             "model": {
                 "name": "tiny-arm",
-                "architecture": CONFIG["model_type"],
+                "architecture": config["model_type"],
                 "source": "local/none",
-                "config": CONFIG,
+                "config": config,
             },
             "quantization": {"scheme": scheme},
             "build": {"context_window_size": 128, "prefill_chunk_size": 32, "max_batch_size": 1},
@@ -148,7 +147,7 @@ def build(scheme: str, target, cache) -> tuple[Path, list[np.ndarray], object]:
     params = [(p["name"], tuple(p["shape"]), p["dtype"]) for p in info["params"]]
     model = build_model(recipe, tvm_target(target))
     arch = get_architecture(recipe.architecture)
-    state = {k: v.detach().float().numpy() for k, v in HF.state_dict().items()}
+    state = {k: v.detach().float().numpy() for k, v in hf.state_dict().items()}
     arrays = [a for _, a in convert_params(model, params, arch.hf_param_map(recipe.model_config), state.__getitem__)]
     return res.artifact / info["library"]["file"], arrays, recipe
 
@@ -159,11 +158,31 @@ def count_instructions(lib: Path) -> dict[str, int]:
     return {m: len(re.findall(rf"\t{m}\t", text)) for m in ("sdot", "udot", "smmla", "fmla", "fcvtl", "ld1")}
 
 
-def run_emulated(lib: Path, arrays, recipe, forced: list[int], work: Path) -> tuple[np.ndarray, np.ndarray, float]:
+def run_host(lib: Path, arrays, recipe, steps: int) -> tuple[np.ndarray, list[int]]:
+    """The host build's logits ``[1 + steps, vocab]`` for :data:`PROMPT` and ``steps`` greedy
+    decode steps, and the greedy ids fed to them."""
+    from mlcbuild.runtime import HostModel
+
+    b = recipe.build
+    model = HostModel(
+        lib, arrays, recipe.model_config.vocab_size, b.context_window_size, b.prefill_chunk_size, b.page_size
+    )
+    model.reset()
+    logits = [model.prefill(PROMPT)]
+    forced = []
+    for _ in range(steps):
+        forced.append(int(np.argmax(logits[-1])))
+        logits.append(model.decode(forced[-1]))
+    return np.stack(logits), forced
+
+
+def run_emulated(lib: Path, arrays, recipe, forced: list[int], work: Path) -> tuple[np.ndarray, float]:
+    """The aarch64 build's logits ``[1 + len(forced), vocab]`` (prefill of :data:`PROMPT`, then
+    ``forced`` decoded) under ``qemu-aarch64``, and the emulated run's wall seconds."""
     np.savez(work / "params.npz", **{f"p{i}": a for i, a in enumerate(arrays)})
     b = recipe.build
     meta = {
-        "vocab_size": CONFIG["vocab_size"],
+        "vocab_size": recipe.model_config.vocab_size,
         "context_window_size": b.context_window_size,
         "prefill_chunk_size": b.prefill_chunk_size,
         "page_size": b.page_size,
@@ -195,11 +214,10 @@ def run_emulated(lib: Path, arrays, recipe, forced: list[int], work: Path) -> tu
     if out.returncode:
         raise RuntimeError(f"emulated run failed:\n{out.stderr[-3000:]}")
     z = np.load(work / "out.npz")
-    return z["prefill"], z["decode"], time.perf_counter() - t0
+    return np.concatenate([z["prefill"][None], z["decode"]]), time.perf_counter() - t0
 
 
 def main() -> None:
-    global HF
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", default="llama", choices=sorted(CONFIGS))
     ap.add_argument("--schemes", default="q4f32_1,q4f16_1,q8f32_1,q0f32,q0f16")
@@ -212,37 +230,25 @@ def main() -> None:
     import torch
 
     from mlcbuild.cache import Cache
-    from mlcbuild.runtime import HostModel
     from mlcbuild.target import load_target, parse_target
 
-    HF = hf_model(args.arch)
+    hf = hf_model(args.arch)
     host = load_target("host")
     arm = parse_target(tomllib.loads(ARM_TARGET), path="linux-arm64-dotprod")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cache = Cache(Path(tmp) / "cache")
         for scheme in args.schemes.split(","):
-            lib, arrays, recipe = build(scheme, host, cache)
-            b = recipe.build
-            ours = HostModel(
-                lib, arrays, CONFIG["vocab_size"], b.context_window_size, b.prefill_chunk_size, b.page_size
-            )
-            ours.reset()
-            host_steps = [ours.prefill(PROMPT)]
-            forced = []
-            for _ in range(args.steps):
-                forced.append(int(np.argmax(host_steps[-1])))
-                host_steps.append(ours.decode(forced[-1]))
+            lib, arrays, recipe = build(hf, scheme, host, cache)
+            host_steps, forced = run_host(lib, arrays, recipe, args.steps)
             with torch.no_grad():
                 ids = torch.tensor([PROMPT + forced])
-                ref = HF(ids).logits[0, len(PROMPT) - 1 :].float().numpy()
-                deq = dequantized_model(scheme)(ids).logits[0, len(PROMPT) - 1 :].float().numpy()
-            arm_lib, arm_arrays, _ = build(scheme, arm, cache)
+                ref = hf(ids).logits[0, len(PROMPT) - 1 :].float().numpy()
+                deq = dequantized_model(hf, scheme)(ids).logits[0, len(PROMPT) - 1 :].float().numpy()
+            arm_lib, arm_arrays, _ = build(hf, scheme, arm, cache)
             work = Path(tmp) / scheme
             work.mkdir()
-            first, steps, seconds = run_emulated(arm_lib, arm_arrays, recipe, forced, work)
-            arm_steps = np.concatenate([first[None], steps])
-            host_steps = np.stack(host_steps)
+            arm_steps, seconds = run_emulated(arm_lib, arm_arrays, recipe, forced, work)
             scale = np.abs(ref).max()
             row = {
                 "scheme": scheme,
@@ -261,7 +267,14 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row))
     write_results(
-        args.out, {"benchmark": "arm_emulated", "arch": args.arch, "config": CONFIG, "prompt": PROMPT, "results": rows}
+        args.out,
+        {
+            "benchmark": "arm_emulated",
+            "arch": args.arch,
+            "config": CONFIGS[args.arch],
+            "prompt": PROMPT,
+            "results": rows,
+        },
     )
 
 

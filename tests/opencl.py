@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import tirx
-from tvm.tirx.build import split_host_device_mods
+from tvm.tirx.build import codegen_build, split_host_device_mods
 
 _TARGET = {"kind": "opencl"}
 
@@ -99,10 +99,10 @@ def run_opencl(
 
     target = tvm.target.Target(_TARGET, host={"kind": "llvm"})
     mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-    source = tvm.compile(mod, target=target).mod.imports[0].inspect_source()
-    lowered = tvm.tirx.transform.BindTarget(target)(mod)
-    pipeline, _, _ = tvm.tirx.get_default_tir_pipeline(target)
-    host, _ = split_host_device_mods(pipeline(lowered))
+    pipeline, _, finalize_device = tvm.tirx.get_default_tir_pipeline(target)
+    host, devices = split_host_device_mods(pipeline(tvm.tirx.transform.BindTarget(target)(mod)))
+    (device_mod,) = devices.values()
+    source = codegen_build(finalize_device()(device_mod), target).inspect_source()
     lets, calls = _launches(host)
 
     env = dict(values)

@@ -1,5 +1,4 @@
-"""What every attention kernel of ours shares, CPU (:mod:`.cpu_attention`) and GPU
-(:mod:`.gpu_attention`): which keys a query sees under a sliding window, the score scale, and
+"""What every attention kernel of ours (:mod:`.attention`) shares, CPU and GPU: which keys a query sees under a sliding window, the score scale, and
 the soft-capped logit; plus the IRModule attributes that carry a model's window and cap to
 the pass that swaps the kernels in.
 """
@@ -12,8 +11,8 @@ from .tir_math import LOG2E, fast_tanh
 
 WINDOW_ATTR = "mlcbuild.attention_window"
 """IRModule attribute: the model's sliding window in tokens (``DecoderConfig.sliding_window``)
-when some layers attend within one; the passes that put our kernels in place read it
-(:func:`.cpu_attention.replace_cpu_attention`, :func:`.gpu_attention.replace_gpu_attention`)."""
+when some layers attend within one; the pass that puts our kernels in place reads it
+(:func:`.attention.replace_attention`)."""
 NEG = -5e4
 """The running maximum before any key, and the lse of a query that sees none (TVM's value)."""
 SOFTCAP_ATTR = "mlcbuild.attention_softcap"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .attention_common import logit, q_factor
+from .attention_common import NEG, logit, q_factor
 from .tir_math import fast_exp2
 
 
@@ -83,7 +83,6 @@ def paged_attend_cpu(h_kv: int, h_q: int, d: int, page_size: int, dtype: str, wi
     (:func:`.tir_math.fast_exp2`), then one rescale of the running output per page (online
     softmax, Milakov & Gimelshein 2018).
     """
-    neg = -5e4
     group = h_q // h_kv
     chunks = d // 8
 
@@ -126,16 +125,16 @@ def paged_attend_cpu(h_kv: int, h_q: int, d: int, page_size: int, dtype: str, wi
         for j in T.vectorized(d):
             qv[j] = T.Cast("float32", q[row, head, j]) * q_factor(sm_scale, window, softcap)
             acc[j] = T.float32(0)
-        stats[0] = T.float32(neg)
+        stats[0] = T.float32(NEG)
         stats[1] = T.float32(0)
         for p in range((hi + page_size - 1) // page_size - lo // page_size):
             for t in T.vectorized(page_size):
-                score[t] = T.float32(neg)
+                score[t] = T.float32(NEG)
             for u in range(end(page(lo, p), hi) - begin(page(lo, p), lo)):
                 part[T.ramp(0, 1, 8)] = dot8(qv, pages, values, first, head, page(lo, p), slot(lo, p, u))
                 part[T.ramp(0, 1, 4)] = part[T.ramp(0, 1, 4)] + part[T.ramp(4, 1, 4)]
                 score[slot(lo, p, u)] = logit((part[0] + part[2]) + (part[1] + part[3]), softcap)
-            stats[2] = T.float32(neg)
+            stats[2] = T.float32(NEG)
             for t in range(page_size):
                 stats[2] = T.max(stats[2], score[t])
             stats[3] = T.max(stats[0], stats[2])
@@ -155,6 +154,6 @@ def paged_attend_cpu(h_kv: int, h_q: int, d: int, page_size: int, dtype: str, wi
             output[row, head, j] = T.Cast(
                 dtype, T.if_then_else(stats[1] > T.float32(0), acc[j] / stats[1], T.float32(0))
             )
-        lse[row, head] = T.if_then_else(stats[1] > T.float32(0), stats[0] + T.log2(stats[1]), T.float32(neg))
+        lse[row, head] = T.if_then_else(stats[1] > T.float32(0), stats[0] + T.log2(stats[1]), T.float32(NEG))
 
     return attend

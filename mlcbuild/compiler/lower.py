@@ -90,7 +90,7 @@ def attention_window(recipe: Recipe, cfg, target) -> int:
     ``sliding_window`` where the recipe's context can outgrow it, else 0 (also for ``target``
     ``None``, the target-independent form).
 
-    Our attention kernels apply it (:mod:`.cpu_attention`, :mod:`.gpu_attention`).
+    Our attention kernels apply it (:mod:`.attention`).
     """
     window = cfg.sliding_window
     if target is None or window is None or recipe.build.context_window_size <= window:
@@ -102,7 +102,7 @@ def attention_softcap(recipe: Recipe, cfg, target) -> float:
     """The attention logit soft-cap the attention kernels must apply (Gemma 2's
     ``attn_logit_softcapping``), or 0.
 
-    Our attention kernels apply it (:mod:`.cpu_attention`, :mod:`.gpu_attention`).
+    Our attention kernels apply it (:mod:`.attention`).
     """
     cap = cfg.attn_logit_softcapping
     if target is None or cap is None:
@@ -197,8 +197,7 @@ def build_library(
     import time
 
     desc.check_codegen()  # before any work: fail at once for a backend this TVM lacks
-    if desc.output_format == "so":
-        link_kind(desc)  # and for a .so this machine cannot link
+    link = link_kind(desc) if desc.output_format == "so" else None  # fails at once if this machine cannot link
     target = tvm_target(desc)
     if on_phase:
         on_phase("export")
@@ -245,11 +244,11 @@ def build_library(
         from tvm.support import tar as _tar
 
         ex.export_library(str(lib_path), fcompile=_tar.tar)
-    elif link_kind(desc) == "ndk":
+    elif link == "ndk":
         from tvm.contrib import ndk
 
         ex.export_library(str(lib_path), fcompile=ndk.create_shared)
-    elif link_kind(desc) == "cross":
+    elif link == "cross":
         from tvm.support import cc
 
         ex.export_library(str(lib_path), fcompile=cc.cross_compiler(cross_linker(resolved_host(desc)["mtriple"])))
