@@ -116,7 +116,7 @@ def export_model(recipe: Recipe, desc: TargetDescriptor) -> ExportedModel:
     model = build_model(recipe, target)
     with target:
         mod, named_params = model.export_tvm(spec=model.get_default_spec(), allow_extern=False)
-    # read by the CPU attention kernels (cpu_attention.replace_cpu_attention)
+    # read by our attention kernels (attention.replace_attention)
     if model.attention_window:
         mod = mod.with_attr(WINDOW_ATTR, model.attention_window)
     softcap = attention_softcap(recipe, model.cfg, target)

@@ -38,8 +38,8 @@ class DecoderConfig:
         attention_bias: the q/k/v projections carry a bias (Qwen2).
         qk_norm: RMSNorm over each head's q and k before RoPE (Qwen3).
         sliding_window: keys a query attends to, itself included (Mistral v0.1, Phi-3; Gemma 3's
-            sliding layers); ``None`` for full attention. Applied by the CPU attention kernels;
-            GPU builds need a ``context_window_size`` within it (then no window ever applies).
+            sliding layers); ``None`` for full attention. Applied by our attention kernels
+            (:mod:`mlcbuild.compiler.attention`, CPU and GPU).
         sliding_layers: per layer whether it uses ``sliding_window`` (Gemma 3's
             ``layer_types``); ``None``: every layer does.
         hidden_act: the gated MLP's activation, ``"silu"`` or ``"gelu_pytorch_tanh"`` (Gemma).
@@ -50,7 +50,7 @@ class DecoderConfig:
         attn_scale: attention score scale; ``None``: ``head_dim ** -0.5``.
         final_logit_softcapping: ``logits = cap * tanh(logits / cap)`` (Gemma 2), or ``None``.
         attn_logit_softcapping: attention scores ``cap * tanh(scores / cap)`` after scaling
-            (Gemma 2), or ``None``; the CPU attention kernels apply it.
+            (Gemma 2), or ``None``; our attention kernels apply it.
         layer_rope: per layer a :class:`~.rope.RopeSpec` the model applies itself (Gemma 3:
             local and global layers use different bases; Phi-3 LongRoPE); ``None``: one RoPE
             (``rope_theta``/``rope_scaling``) applied by the KV cache.

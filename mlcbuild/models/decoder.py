@@ -88,8 +88,8 @@ class DecoderForCausalLM(nn.Module):
         cfg: the parsed config.
         dtype: activation and unquantized-weight dtype, ``"float32"`` or ``"float16"``.
         target: the ``tvm.target.Target`` the KV-cache kernels are generated for.
-        attention_window: ``cfg.sliding_window`` where a sequence can outgrow it (the CPU
-            attention kernels then apply it, :mod:`mlcbuild.compiler.cpu_attention`), else 0.
+        attention_window: ``cfg.sliding_window`` where a sequence can outgrow it (our
+            attention kernels then apply it, :mod:`mlcbuild.compiler.attention`), else 0.
     """
 
     def __init__(self, cfg: DecoderConfig, dtype: str, target, attention_window: int = 0):

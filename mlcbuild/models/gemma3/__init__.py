@@ -7,8 +7,8 @@ Hugging Face ``transformers/models/gemma3/modeling_gemma3.py``: embeddings scale
 (``gelu_pytorch_tanh``); per-head q/k RMSNorm; attention scale
 ``query_pre_attn_scalar ** -0.5``; local (sliding-window) and global layers with their own
 RoPE base (``rope_local_base_freq`` 10k, ``rope_theta`` 1M), applied by the model. The local
-layers' window (``sliding_window``, 512 for Gemma-3-1B) is applied by the CPU attention
-kernels; GPU builds keep the context within it.
+layers' window (``sliding_window``, 512 for Gemma-3-1B) is applied by our attention
+kernels (:mod:`mlcbuild.compiler.attention`, CPU and GPU).
 """
 
 from .config import gemma3_config
