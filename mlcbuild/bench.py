@@ -34,7 +34,7 @@ import numpy as np
 
 from .errors import MlcbuildError
 from .rpc import device_calls
-from .runtime import check_weights, read_artifact
+from .runtime import check_weights, library_path, read_artifact
 
 
 class DeviceModel:
@@ -65,8 +65,9 @@ class DeviceModel:
         self.key = key
         self.build = build = read_artifact(artifact)
         check_weights(build, weights)
+        lib = library_path(artifact, build)
         if build["library"]["format"] == "so":  # the runtime here drives the session (and serves `mlcbuild rpc`)
-            check_library_stamp(artifact / build["library"]["file"], toolchain_stamp())
+            check_library_stamp(lib, toolchain_stamp())
         if build["library"]["format"] != "so":
             raise MlcbuildError(
                 f"{build['library']['file']} is a system library for static linking; bench needs a loadable .so",
@@ -84,7 +85,6 @@ class DeviceModel:
         kind = build["inputs"]["target"]["descriptor"]["device"]["kind"]
         with device_calls("upload", key):
             self.device = session.cpu(0) if kind == "llvm" else session.device(kind, 0)
-            lib = artifact / build["library"]["file"]
             session.upload(str(lib), "mlcbuild_lib.so")
             self.lib = session.load_module("mlcbuild_lib.so")
             for f in [weights / INDEX_FILE, *sorted(weights.glob("params_shard_*.bin"))]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import signal
 import sys
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from .errors import MlcbuildError
 
@@ -26,14 +29,25 @@ stdout = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole (paths are long)
 
 
+def _cell(x) -> Text:
+    """A table cell shown literally (a :class:`rich.text.Text` as is): file names and keys
+    may hold ``[...]``, which rich would read as markup."""
+    return x if isinstance(x, Text) else Text(str(x))
+
+
 def _table(title: str, columns: tuple[str, ...] | list[str], rows) -> None:
-    """Print a rich table of string cells."""
-    t = Table(title=title)
+    """Print a rich table; every cell and the title shown literally."""
+    t = Table(title=escape(title))
     for col in columns:
-        t.add_column(col)
+        t.add_column(escape(col))
     for row in rows:
-        t.add_row(*[str(x) for x in row])
+        t.add_row(*[_cell(x) for x in row])
     stdout.print(t)
+
+
+def _say(console: Console, label: str, text: str) -> None:
+    """``label`` (rich markup of ours) then ``text`` printed literally (paths, messages)."""
+    console.print(f"{label}{escape(text)}", highlight=False)
 
 
 def _on_sigterm(signum, frame):  # let finally-blocks remove partial builds
@@ -41,10 +55,17 @@ def _on_sigterm(signum, frame):  # let finally-blocks remove partial builds
 
 
 def _fail(e: MlcbuildError) -> None:
-    err.print(f"[bold red]error:[/] {e.path + ': ' if e.path else ''}{e.message}", highlight=False)
+    _say(err, "[bold red]error:[/] ", f"{e.path + ': ' if e.path else ''}{e.message}")
     if e.fix:
-        err.print(f"  [bold]fix:[/] {e.fix}", highlight=False)
+        _say(err, "  [bold]fix:[/] ", e.fix)
     sys.exit(2)
+
+
+class _Warnings(logging.Handler):
+    """The library's warnings (``mlcbuild.*`` loggers) on stderr, printed literally."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _say(err, "[yellow]warning:[/] ", record.getMessage())
 
 
 class _Group(click.Group):
@@ -60,6 +81,9 @@ class _Group(click.Group):
 def main() -> None:
     """mlcbuild: compile LLMs into device libraries with Apache TVM, reproducibly and cached."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    log = logging.getLogger("mlcbuild")
+    if not any(isinstance(h, _Warnings) for h in log.handlers):
+        log.addHandler(_Warnings(logging.WARNING))
 
 
 def _set_remote(_ctx, _param, value):
@@ -91,10 +115,7 @@ def compile_cmd(recipe: Path, target_name: str, out: Path | None, as_json: bool,
     if as_json:
         click.echo(json.dumps(result.to_json()))
     else:
-        stdout.print(
-            f"[green]{result.cache}[/] {result.artifact}  key {result.key[:16]}  {result.seconds:.2f} s",
-            highlight=False,
-        )
+        _say(stdout, f"[green]{result.cache}[/] ", f"{result.artifact}  key {result.key[:16]}  {result.seconds:.2f} s")
 
 
 def _compile_with_progress(
@@ -180,7 +201,7 @@ def convert_cmd(
     if as_json:
         click.echo(json.dumps(res.to_json()))
     else:
-        stdout.print(f"[green]{res.cache}[/] {res.weights}  key {res.key[:16]}  {res.seconds:.2f} s", highlight=False)
+        _say(stdout, f"[green]{res.cache}[/] ", f"{res.weights}  key {res.key[:16]}  {res.seconds:.2f} s")
 
 
 def _artifact_and_weights(f):
@@ -329,7 +350,7 @@ def targets_cmd(ctx) -> None:
     for d in list_targets():
         gpu = d.is_gpu
         dev = d.kind + (f" ({d.device['device']})" if d.device.get("device") else "")
-        t.add_row(
+        t.add_row(*map(_cell, (
             d.name,
             dev,
             d.host.get("mtriple", ""),
@@ -340,8 +361,8 @@ def targets_cmd(ctx) -> None:
             str(d.device.get("thread_warp_size", "-")) if gpu else "-",
             f"{d.memory_budget_bytes / 2**30:.1f} GiB",
             ".so" if d.output_format == "so" else ".tar (system lib)",
-            "yes" if d.codegen_available() else "[red]missing[/]",
-        )
+            "yes" if d.codegen_available() else Text("missing", style="red"),
+        )))  # fmt: skip
     stdout.print(t)
 
 
@@ -381,7 +402,7 @@ def targets_probe(tracker, key, out, name, mtriple, wait, as_json) -> None:
     _table(f"device {key!r} at {tracker}", ("limit", "value"),
            [(k, "-" if v is None else v) for k, v in limits.to_json().items()])  # fmt: skip
     if "action" in result:
-        stdout.print(f"[green]{result['action']}[/] {out}", highlight=False)
+        _say(stdout, f"[green]{result['action']}[/] ", str(out))
 
 
 @main.command("devices")
@@ -564,7 +585,7 @@ def package_cmd(recipes, target_name, weights, config, out, as_json, cache_dir) 
     if as_json:
         click.echo(json.dumps(manifest))
     else:
-        stdout.print(f"[green]packaged[/] {len(manifest['models'])} models, {len(manifest['files'])} files in {out}")
+        _say(stdout, "[green]packaged[/] ", f"{len(manifest['models'])} models, {len(manifest['files'])} files in {out}")
 
 
 @main.command("matrix")
@@ -607,13 +628,15 @@ def matrix_cmd(recipes, targets, jobs, ray_address, as_json, cache_dir) -> None:
             t.add_column(col)
         for r in rows:
             if "error" in r:
-                t.add_row(Path(r["recipe"]).stem, r["target"], "-", "[red]failed[/]", "-", r["error"][:60])
+                t.add_row(*map(_cell, (Path(r["recipe"]).stem, r["target"], "-", Text("failed", style="red"), "-",
+                                       r["error"][:60])))
             else:
                 size = f"{r['size_bytes'] / 2**20:.2f} MiB"
-                t.add_row(Path(r["recipe"]).stem, r["target"], r["key"][:16], r["cache"], size, f"{r['seconds']:.1f}")
+                t.add_row(*map(_cell, (Path(r["recipe"]).stem, r["target"], r["key"][:16], r["cache"], size,
+                                       f"{r['seconds']:.1f}")))
         stdout.print(t)
         for r in failed:
-            err.print(f"[bold red]error:[/] {Path(r['recipe']).name} -> {r['target']}: {r['error']}", highlight=False)
+            _say(err, "[bold red]error:[/] ", f"{Path(r['recipe']).name} -> {r['target']}: {r['error']}")
     if failed:
         sys.exit(1)
 
@@ -627,10 +650,10 @@ def verify_cmd(dist: Path) -> None:
 
     problems = verify(dist)
     for p in problems:
-        err.print(f"[bold red]bad:[/] {p}", highlight=False)
+        _say(err, "[bold red]bad:[/] ", p)
     if problems:
         sys.exit(1)
-    stdout.print(f"[green]verified[/] {dist}")
+    _say(stdout, "[green]verified[/] ", str(dist))
 
 
 @main.command("schemes")
@@ -694,19 +717,9 @@ def cache_ls(cache_dir: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows))
         return
-    t = Table(title=f"cache {c.root}")
-    for col in ("kind", "key", "model", "scheme", "target", "size"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(
-            r["kind"],
-            r["key"][:16],
-            str(r["model"]),
-            str(r["scheme"]),
-            r["target"] or "-",
-            f"{r['size_bytes'] / 2**20:.1f} MiB",
-        )
-    stdout.print(t)
+    _table(f"cache {c.root}", ("kind", "key", "model", "scheme", "target", "size"),
+           [(r["kind"], r["key"][:16], r["model"], r["scheme"], r["target"] or "-",
+             f"{r['size_bytes'] / 2**20:.1f} MiB") for r in rows])  # fmt: skip
 
 
 @cache_cmd.command("verify")
@@ -720,9 +733,9 @@ def cache_verify(cache_dir: Path | None) -> None:
     bad = {k: v for k, v in report.items() if v}
     for k, problems in report.items():
         if problems:
-            stdout.print(f"[red]corrupt[/] {k}: " + "; ".join(problems), highlight=False)
+            _say(stdout, "[red]corrupt[/] ", f"{k}: " + "; ".join(problems))
         else:
-            stdout.print(f"[green]ok[/]      {k}", highlight=False)
+            _say(stdout, "[green]ok[/]      ", k)
     stdout.print(f"{len(report)} entries, {len(bad)} corrupt")
     if bad:
         sys.exit(1)
@@ -737,7 +750,7 @@ def cache_gc(cache_dir: Path | None, older_than_days: float | None) -> None:
 
     removed = Cache(cache_dir).gc(older_than_s=older_than_days * 86400 if older_than_days is not None else None)
     for r in removed:
-        stdout.print(f"removed {r}", highlight=False)
+        _say(stdout, "removed ", r)
     stdout.print(f"{len(removed)} removed")
 
 

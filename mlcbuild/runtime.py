@@ -178,7 +178,44 @@ def read_artifact(artifact: Path) -> dict:
             path=artifact,
             fix="pass the artifact printed by `mlcbuild compile`",
         )
-    return json.loads(build_path.read_text())
+    try:
+        build = json.loads(build_path.read_text())
+        assert isinstance(build, dict) and isinstance(build.get("library"), dict)
+    except (OSError, ValueError, AssertionError) as e:
+        raise MlcbuildError(
+            f"unreadable build.json ({e or 'not an mlcbuild build record'})",
+            path=build_path,
+            fix="compile the recipe again (`mlcbuild compile`)",
+        ) from e
+    return build
+
+
+def library_path(artifact: Path, build: dict) -> Path:
+    """The artifact's library file, after checking it against ``build.json``: present, a
+    plain file inside the artifact, and of the sha256 recorded there (before TVM loads it: a
+    flipped byte in machine code runs as wrong tokens or SIGILL).
+
+    Raises:
+        MlcbuildError: missing, a symlink, outside the artifact, or not the bytes that were built.
+    """
+    from .cache import file_sha256
+
+    artifact = Path(artifact)
+    name = str(build.get("library", {}).get("file", ""))
+    lib = artifact / name
+    if not name or "/" in name or name in (".", "..") or lib.is_symlink() or not lib.is_file():
+        raise MlcbuildError(
+            f"the library {name!r} named by build.json is missing (or not a plain file in the artifact)",
+            path=artifact,
+            fix="compile the recipe again (`mlcbuild compile`; a damaged cache entry is rebuilt)",
+        )
+    if file_sha256(lib) != build["library"].get("sha256"):
+        raise MlcbuildError(
+            "the library's sha256 differs from the one build.json records (corrupt or replaced)",
+            path=lib,
+            fix="compile the recipe again (`mlcbuild compile`; a damaged cache entry is rebuilt)",
+        )
+    return lib
 
 
 def check_weights(build: dict, weights: Path) -> dict:
@@ -197,7 +234,15 @@ def check_weights(build: dict, weights: Path) -> dict:
         raise MlcbuildError(
             "not a converted weight directory (no convert.json)", path=weights, fix="run `mlcbuild convert` first"
         )
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+        assert isinstance(info, dict) and "scheme" in info and "params" in info
+    except (OSError, ValueError, AssertionError) as e:
+        raise MlcbuildError(
+            f"unreadable convert.json ({e or 'not an mlcbuild conversion record'})",
+            path=info_path,
+            fix="convert the checkpoint again (`mlcbuild convert`)",
+        ) from e
     quant = build["inputs"]["recipe"]["quantization"]
     scheme = quant["scheme"]
     if info["scheme"] != scheme:
@@ -235,8 +280,9 @@ def load_host_model(artifact: str | Path, weights: str | Path) -> tuple[HostMode
         ``(model, chat_config)``.
     Raises:
         MlcbuildError: the artifact is not a host ``.so`` build, the weights do not match
-            it (:func:`check_weights`), its ABI stamp differs from this runtime
-            (:func:`mlcbuild.stamp.check_library_stamp`), or a shard is missing/corrupt.
+            it (:func:`check_weights`), the library is not the one built (:func:`library_path`),
+            its ABI stamp differs from this runtime (:func:`mlcbuild.stamp.check_library_stamp`),
+            or a shard is missing/corrupt.
     """
     import json
 
@@ -252,14 +298,15 @@ def load_host_model(artifact: str | Path, weights: str | Path) -> tuple[HostMode
             fix="compile the recipe with --target host to run it on this machine",
         )
     check_weights(build, weights)
-    check_library_stamp(artifact / build["library"]["file"], toolchain_stamp())
+    lib = library_path(artifact, build)
+    check_library_stamp(lib, toolchain_stamp())
     recipe = build["inputs"]["recipe"]
     want = [p["name"] for p in build["params"]]
     tensors = read_tensor_cache(weights)
     b = recipe["build"]
     chat = json.loads((weights / "mlc-chat-config.json").read_text())
     model = HostModel(
-        artifact / build["library"]["file"],
+        lib,
         [tensors[name] for name in want],
         vocab_size=int(recipe["model"]["config"]["vocab_size"]),
         context_window_size=b["context_window_size"],
