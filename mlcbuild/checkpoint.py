@@ -106,7 +106,8 @@ class Checkpoint:
         (packed int32 codes of pre-quantized checkpoints).
 
         Raises:
-            MlcbuildError: the tensor is absent or its bytes cannot be read.
+            MlcbuildError: the tensor is absent, its bytes cannot be read, or (not ``raw``)
+                it is not a float tensor or holds NaN/Inf.
         """
         f = self._where.get(name)
         if f is None:
@@ -122,11 +123,28 @@ class Checkpoint:
             # read stays in the RSS (a 1B checkpoint then costs its full size in memory).
             with safe_open(str(f), framework="pt") as h:
                 t = h.get_tensor(name)
-                return t.numpy() if raw else t.float().numpy()
         except Exception as e:
             raise MlcbuildError(
                 f"cannot read tensor {name}: {e}", path=f, fix="the file is truncated or corrupt: download it again"
             ) from e
+        if raw:
+            return t.numpy()
+        if not t.is_floating_point():
+            raise MlcbuildError(
+                f"tensor {name} is {str(t.dtype).removeprefix('torch.')}, not a float tensor: its values are not weights",
+                path=f,
+                fix="use a checkpoint with float weights (F32/F16/BF16), or a pre-quantized checkpoint "
+                "with the recipe's matching import scheme",
+            )
+        arr = t.float().numpy()
+        if not np.isfinite(arr).all():
+            bad = int(arr.size - np.isfinite(arr).sum())
+            raise MlcbuildError(
+                f"tensor {name} holds {bad} NaN or infinite values of {arr.size}",
+                path=f,
+                fix="the checkpoint is broken (a diverged or corrupt save): use another one",
+            )
+        return arr
 
     def tokenizer_files(self) -> list[Path]:
         """The tokenizer files present (``tokenizer.json`` and friends)."""

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -106,12 +107,17 @@ _remote_option = click.option(
 @click.option("--target", "-t", "target_name", default="host", show_default=True, help="target name or .toml path")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="also copy the artifact here")
 @click.option("--json", "as_json", is_flag=True, help="print {artifact, key, cache, seconds} as JSON")
+@click.option("--allow-over-budget", is_flag=True,
+              help="build even if the memory estimate exceeds the target's memory_budget_bytes (recorded)")  # fmt: skip
 @click.option(
     "--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MLCBUILD_CACHE", help="build cache root"
 )
-def compile_cmd(recipe: Path, target_name: str, out: Path | None, as_json: bool, cache_dir: Path | None) -> None:
+def compile_cmd(recipe: Path, target_name: str, out: Path | None, as_json: bool, allow_over_budget: bool,
+                cache_dir: Path | None) -> None:  # fmt: skip
     """Compile RECIPE for a target (default: host) into a cached library."""
-    _, result = _compile_with_progress(recipe, target_name, cache_dir, out=out, show_phases=not as_json)
+    _, result = _compile_with_progress(
+        recipe, target_name, cache_dir, out=out, show_phases=not as_json, allow_over_budget=allow_over_budget
+    )
     if as_json:
         click.echo(json.dumps(result.to_json()))
     else:
@@ -119,7 +125,12 @@ def compile_cmd(recipe: Path, target_name: str, out: Path | None, as_json: bool,
 
 
 def _compile_with_progress(
-    recipe_path: Path, target_name: str, cache_dir: Path | None, out: Path | None = None, show_phases: bool = False
+    recipe_path: Path,
+    target_name: str,
+    cache_dir: Path | None,
+    out: Path | None = None,
+    show_phases: bool = False,
+    allow_over_budget: bool = False,
 ):
     """Compile with a rich spinner naming the phase; ``show_phases`` also prints seconds per phase."""
     from .cache import Cache
@@ -148,7 +159,9 @@ def _compile_with_progress(
             started.update(t=time.perf_counter(), name=name)
             progress.update(task, description=f"{r.name} -> {desc.name}: {name}")
 
-        res = compile_recipe(r, desc, cache=Cache(cache_dir), out=out, on_phase=on_phase)
+        res = compile_recipe(
+            r, desc, cache=Cache(cache_dir), out=out, on_phase=on_phase, allow_over_budget=allow_over_budget
+        )
     return r, res
 
 
@@ -316,9 +329,15 @@ def eval_cmd(artifact, weights_dir, text_file, context, max_tokens, as_json, cac
         task = bar.add_task("windows", total=None)
         result = perplexity(model, ids, context, lambda done, total: bar.update(task, completed=done, total=total))
     out = dataclasses.asdict(result) | {"text": str(text_file), "artifact": str(artifact)}
+    bad = [k for k, v in out.items() if isinstance(v, float) and not math.isfinite(v)]
+    out = {k: (None if k in bad else v) for k, v in out.items()}  # JSON has no NaN: null, and exit 1
     if as_json:
-        click.echo(json.dumps(out))
-    else:
+        click.echo(json.dumps(out, allow_nan=False))
+    if bad:
+        _say(err, "[bold red]error:[/] ", f"{', '.join(bad)} not finite: the model's logits overflowed or are NaN "
+             f"({artifact} with {weights_dir})")  # fmt: skip
+        sys.exit(1)
+    if not as_json:
         stdout.print(
             f"perplexity {result.perplexity:.4f} over {result.tokens} tokens "
             f"({result.windows} windows of {result.context}, {result.seconds:.1f} s)",

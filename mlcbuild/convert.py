@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from . import __version__
 from .cache import Cache, content_key, copy_entry, file_sha256
 from .checkpoint import Checkpoint
@@ -43,7 +45,8 @@ class ConvertResult:
 def check_config(recipe: Recipe, ckpt: Checkpoint) -> None:
     """The checkpoint's ``config.json`` must define the same model as the recipe.
 
-    Compares the architecture's parsed configs (the keys that define the math).
+    Compares the architecture's parsed configs (the keys that define the math); numbers
+    within a relative 1e-6 are equal (:func:`same_value`).
 
     Raises:
         MlcbuildError: listing every differing key with both values.
@@ -53,13 +56,28 @@ def check_config(recipe: Recipe, ckpt: Checkpoint) -> None:
     arch = get_architecture(recipe.architecture)
     ours = dataclasses.asdict(recipe.model_config)
     theirs = dataclasses.asdict(arch.config_from_hf(ckpt.config, path=ckpt.dir / "config.json"))
-    diff = [f"{k}: recipe {ours[k]!r} != checkpoint {theirs[k]!r}" for k in ours if ours[k] != theirs[k]]
+    diff = [f"{k}: recipe {ours[k]!r} != checkpoint {theirs[k]!r}" for k in ours if not same_value(ours[k], theirs[k])]
     if diff:
         raise MlcbuildError(
             "the checkpoint's config.json differs from the recipe's [model.config]: " + "; ".join(diff),
             path=ckpt.dir / "config.json",
             fix=f"use the checkpoint the recipe describes, or copy its config.json into {recipe.path or 'the recipe'}",
         )
+
+
+def same_value(a: Any, b: Any, rel: float = 1e-6) -> bool:
+    """``a == b``, numbers compared with a relative tolerance ``rel`` (inside dicts, lists and
+    tuples too): a GGUF or float32 export stores ``rms_norm_eps`` 1e-05 as
+    9.999999747378752e-06, the same float32, which must not be a mismatch."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=rel, abs_tol=0.0)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k], rel) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y, rel) for x, y in zip(a, b, strict=True))
+    return a == b
 
 
 def param_specs(recipe: Recipe) -> tuple[Any, list[tuple[str, tuple[int, ...], str]]]:
@@ -195,6 +213,13 @@ def convert_weights(
 
                 def progress():
                     for i, (name, arr) in enumerate(convert_params(model, specs, pmap, read, codes, schemes)):
+                        if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # e.g. calibration diverged
+                            src = pmap.get(name, pmap.get(name.rsplit(".", 1)[0] + ".weight", ([name], None)))[0]
+                            raise MlcbuildError(
+                                f"parameter {name} (from {', '.join(src)}) converts to NaN or infinite values",
+                                path=ckpt.dir,
+                                fix="check the checkpoint's tensors and the calibration settings",
+                            )
                         if on_tensor:
                             on_tensor(i + 1, total, name)
                         yield name, arr

@@ -25,6 +25,7 @@ Validation is strict: an unknown key, a wrong type or an unknown name is a
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import tomllib
 from pathlib import Path
@@ -32,6 +33,8 @@ from typing import Any
 
 from .errors import RecipeError
 from .schema import Schema, check_sections, check_table
+
+log = logging.getLogger("mlcbuild.recipe")
 
 # section -> key -> (types, required, default)
 _SCHEMA: dict[str, Schema] = {
@@ -227,6 +230,10 @@ def parse_recipe(data: dict[str, Any], path: Path | str | None = None) -> Recipe
 
         overrides = check_overrides(quant["overrides"], SCHEMES[quant["scheme"]], SCHEMES, where)
     cfg = get_architecture(model["architecture"]).config_from_hf(model["config"], path=where)
+    from .models.config_keys import unknown_keys
+
+    for line in unknown_keys(model["architecture"], model["config"]):
+        log.warning("%s: %s", where, line)
     SCHEMES[quant["scheme"]].check_model(cfg, path=where)
     from .quant.zeropoint import check_checkpoint_quantization
 
@@ -235,6 +242,11 @@ def parse_recipe(data: dict[str, Any], path: Path | str | None = None) -> Recipe
     if build["context_window_size"] is None:
         build["context_window_size"] = cfg.max_position_embeddings
     if build["prefill_chunk_size"] > build["context_window_size"]:
+        if "prefill_chunk_size" in (data.get("build") or {}):  # the default 2048 is clamped without a word
+            log.warning(
+                "%s: build.prefill_chunk_size = %d exceeds the context (%d tokens); %d is used",
+                where, build["prefill_chunk_size"], build["context_window_size"], build["context_window_size"],
+            )  # fmt: skip
         build["prefill_chunk_size"] = build["context_window_size"]
     prefix = build["system_lib_prefix"] or default_system_lib_prefix(model["name"], quant["scheme"])
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*_", prefix):

@@ -6,6 +6,7 @@ A schema maps ``key -> (types, required, default)``. Errors name the file, the
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,19 @@ _TYPE_NAMES = {
 }
 
 
+def did_you_mean(name: str, allowed) -> str:
+    """``" (did you mean X?)"`` for the closest allowed name (``difflib``), or ``""``."""
+    near = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean {near[0]}?)" if near else ""
+
+
 def check_sections(data: dict[str, Any], allowed: list[str], path: Path | str, error: type[MlcbuildError]) -> None:
     """Raise ``error`` for a section not in ``allowed``."""
     unknown = sorted(set(data) - set(allowed))
     if unknown:
         raise error(
-            f"unknown section [{unknown[0]}]; allowed sections: {', '.join(f'[{s}]' for s in allowed)}",
+            f"unknown section [{unknown[0]}]{did_you_mean(unknown[0], allowed)}; "
+            f"allowed sections: {', '.join(f'[{s}]' for s in allowed)}",
             path=path,
             fix=f"remove or rename [{unknown[0]}]",
         )
@@ -48,7 +56,8 @@ def check_table(
     unknown = sorted(set(table) - set(schema))
     if unknown:
         raise error(
-            f"unknown key {section}.{unknown[0]}; allowed keys in [{section}]: {', '.join(schema)}",
+            f"unknown key {section}.{unknown[0]}{did_you_mean(unknown[0], schema)}; "
+            f"allowed keys in [{section}]: {', '.join(schema)}",
             path=path,
             fix=f"remove or rename {section}.{unknown[0]}",
         )

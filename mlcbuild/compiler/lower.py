@@ -19,6 +19,7 @@ from ..quant import get_scheme
 from ..recipe import Recipe
 from ..target import TargetDescriptor, cpu_family, cross_linker, int8_dot_isa, link_kind, resolved_host, tvm_target
 from .attention_common import SOFTCAP_ATTR, WINDOW_ATTR
+from .passes import user_errors
 from .pipeline import build_pipeline, front_phases
 
 LIB_NAMES = {"so": "lib.so", "tar": "lib.tar"}
@@ -216,12 +217,14 @@ def build_library(
         if name == "codegen":
             phase_times["codegen"] = time.perf_counter()
 
-    pipeline = build_pipeline(target, variable_bounds(recipe), timings, tuning_dir, phase, tuned)
+    where = str(desc.path) if desc.path else desc.name
+    pipeline = build_pipeline(target, variable_bounds(recipe), timings, tuning_dir, phase, tuned, device_file=where)
     if stamp is not None:  # added last: TVM's Relax passes choke on a function returning a string
         add = tvm.transform.module_pass(lambda m, _ctx: with_stamp(m, stamp), opt_level=0, name="mlcbuild.AddStamp")
         pipeline = tvm.transform.Sequential([pipeline, add])
     try:
-        ex = relax.build(mod, target, relax_pipeline=pipeline, system_lib=desc.system_lib)
+        with user_errors():  # a pass's MlcbuildError (device limits) comes out as itself
+            ex = relax.build(mod, target, relax_pipeline=pipeline, system_lib=desc.system_lib)
     except tvm.error.InternalError as e:
         # TVM 0.27's TIR common-subexpression elimination emits a use before its definition
         # in the KV cache's tree-attention kernel for some head dims on Metal (seen: Llama 3.2
@@ -233,7 +236,7 @@ def build_library(
             tuned.clear()  # the pipeline runs again
         if workarounds is not None:
             workarounds.append("rebuilt with tirx.disable_cse_tir (TVM CSE use-before-definition)")
-        with tvm.transform.PassContext(config={"tirx.disable_cse_tir": True}):
+        with tvm.transform.PassContext(config={"tirx.disable_cse_tir": True}), user_errors():
             ex = relax.build(mod, target, relax_pipeline=pipeline, system_lib=desc.system_lib)
     timings["codegen"] = time.perf_counter() - phase_times.get("codegen", time.perf_counter())
     if on_phase:

@@ -28,6 +28,7 @@ from tvm.s_tir import dlight as dl
 from .attention import replace_attention
 from .passes import (
     attach_variable_bounds,
+    DEVICE_LIMITS,
     check_device_kernels,
     cpu_legalize_map,
     fuse_decode_gemv,
@@ -117,6 +118,7 @@ def build_pipeline(
     tuning_dir: Path | None = None,
     on_phase: Callable[[str], None] | None = None,
     tuned: list[str] | None = None,
+    device_file: str | None = None,
 ):
     """The whole Relax pipeline for ``target``, as one pass for ``tvm.relax.build``.
 
@@ -127,6 +129,7 @@ def build_pipeline(
         tuning_dir: a MetaSchedule JSON database to apply first, if any.
         on_phase: called with each phase's name as it starts (progress display).
         tuned: if given, receives the names of the kernels scheduled from tuning records.
+        device_file: the target descriptor, named when a kernel exceeds its ``[device]`` limits.
     """
     is_gpu = "gpu" in target.keys
     phases = front_phases(variable_bounds, target) + [
@@ -134,7 +137,12 @@ def build_pipeline(
             "schedule",
             [apply_tuning_records(tuning_dir, tuned), dl.ApplyDefaultSchedule(*schedule_rules(target))]
             + (
-                [replace_attention(gpu=True), check_device_kernels(target.kind.name)]
+                [
+                    replace_attention(gpu=True),
+                    check_device_kernels(
+                        target.kind.name, {k: target.attrs.get(k) for k in DEVICE_LIMITS}, where=device_file
+                    ),
+                ]
                 if is_gpu
                 else [replace_attention(gpu=False), mark_noalias]
             ),

@@ -29,14 +29,19 @@ class Architecture:
 def _decoder(name: str, config_from_hf, param_map=None) -> Architecture:
     """An architecture built as :class:`.decoder.DecoderForCausalLM`; checkpoint names from
     ``param_map`` (default: Llama's layout, :func:`.loader.decoder_param_map`)."""
+    from .config_keys import check_types
     from .loader import decoder_param_map
+
+    def parse(cfg: dict, path=None):
+        check_types(cfg, path or "<recipe>")  # before any key is read (a "2" or "abc" would raise TypeError)
+        return config_from_hf(cfg, path)
 
     def model_class(*args, **kwargs):
         from .decoder import DecoderForCausalLM  # imports TVM on first use
 
         return DecoderForCausalLM(*args, **kwargs)
 
-    return Architecture(name, config_from_hf, model_class, param_map or decoder_param_map)
+    return Architecture(name, parse, model_class, param_map or decoder_param_map)
 
 
 def _llama() -> Architecture:
