@@ -438,8 +438,10 @@ def devices_cmd(tracker: str, as_json: bool) -> None:
     _table(f"devices at {tracker}", ("key", "servers", "free", "pending"),
            [(k.key, k.total, k.free, k.pending) for k in keys])  # fmt: skip
     if not keys:
-        err.print("no device registered; start one with `python -m tvm.exec.rpc_server --tracker "
-                  f"{tracker} --key KEY`", highlight=False)  # fmt: skip
+        from .rpc import NO_AUTH
+
+        _say(err, "", f"no device registered; start one with `python -m tvm.exec.rpc_server --tracker {tracker} "
+             f"--key KEY --host 127.0.0.1` ({NO_AUTH})")  # fmt: skip
 
 
 @main.command("tune")

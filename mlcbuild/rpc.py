@@ -8,12 +8,18 @@ disappears) into a :class:`DeviceError` that says what to do.
 
 :class:`LocalCluster` starts a real tracker and server on 127.0.0.1 with the host CPU
 as the device (tests, benchmarks, and tuning for ``host``).
+
+TVM RPC has no authentication: whoever reaches a server's or tracker's port can upload and
+run code there. Our helpers bind 127.0.0.1; use RPC on a trusted network or through an SSH
+tunnel (``ssh -L 9190:127.0.0.1:9190 lab-host``). Every wait is bounded: connecting to the
+tracker, its handshake and each of its answers take at most ``wait_s``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import signal
 import socket
@@ -26,6 +32,10 @@ from typing import Iterator
 from .errors import MlcbuildError
 
 DEFAULT_WAIT_S = 60.0
+NO_AUTH = (
+    "TVM RPC has no authentication: anyone who reaches the port can upload and run code; "
+    "use it on a trusted network or through an SSH tunnel"
+)
 
 
 class DeviceError(MlcbuildError):
@@ -41,6 +51,8 @@ def parse_tracker(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise DeviceError(f"tracker address {text!r} is not HOST:PORT", fix="pass e.g. --tracker 127.0.0.1:9190")
+    if host not in ("127.0.0.1", "localhost", "::1", "[::1]") and not host.startswith("127."):
+        logging.getLogger("mlcbuild.rpc").warning("tracker %s is not on loopback: %s", text, NO_AUTH)
     return host, int(port)
 
 
@@ -60,21 +72,37 @@ class KeyStatus:
 def _tracker(host: str, port: int, wait_s: float):
     from tvm import rpc
 
-    # TVM's client retries a refused connection for 60 s; bound it here instead.
+    # TVM's client retries a refused connection for 60 s and waits for the handshake for ever;
+    # bound both here (the socket it creates takes the default timeout), and every answer after.
     deadline = time.monotonic() + wait_s
     while True:
+        previous = socket.getdefaulttimeout()
         try:
             with socket.create_connection((host, port), timeout=min(5.0, wait_s)):
                 pass
-            return rpc.connect_tracker(host, port)
-        except OSError as e:
+            socket.setdefaulttimeout(max(0.5, min(wait_s, deadline - time.monotonic())))
+            sess = rpc.connect_tracker(host, port)
+            sess._sock.settimeout(wait_s)  # noqa: SLF001 - TrackerSession has no public timeout
+            return sess
+        except TimeoutError as e:
+            raise DeviceError(
+                f"{host}:{port} accepted the connection but did not answer as an RPC tracker within {wait_s:g} s",
+                fix="check that --tracker names a TVM RPC tracker (`python -m tvm.exec.rpc_tracker`), or raise --wait",
+            ) from e
+        except (OSError, RuntimeError) as e:
+            if isinstance(e, RuntimeError) and "not RPC Tracker" in str(e):
+                raise DeviceError(
+                    f"{host}:{port} is not a TVM RPC tracker", fix="pass the tracker's HOST:PORT as --tracker"
+                ) from e
             if time.monotonic() >= deadline:
                 raise DeviceError(
-                    f"no RPC tracker at {host}:{port} ({e.strerror or e})",
-                    fix="start one with `python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port "
-                    f"{port}` or pass the right --tracker",
+                    f"no RPC tracker at {host}:{port} ({getattr(e, 'strerror', None) or e})",
+                    fix="start one with `python -m tvm.exec.rpc_tracker --host 127.0.0.1 --port "
+                    f"{port}` (loopback; {NO_AUTH}) or pass the right --tracker",
                 ) from e
             time.sleep(0.5)
+        finally:
+            socket.setdefaulttimeout(previous)
 
 
 def list_devices(tracker: str, wait_s: float = 5.0) -> list[KeyStatus]:
@@ -92,6 +120,10 @@ def list_devices(tracker: str, wait_s: float = 5.0) -> list[KeyStatus]:
     sess = _tracker(host, port, wait_s)
     try:
         data = sess.summary()
+    except TimeoutError as e:
+        raise DeviceError(
+            f"the RPC tracker at {tracker} did not answer within {wait_s:g} s", fix="check the tracker, or raise --wait"
+        ) from e
     finally:
         sess.close()
     totals: dict[str, int] = {}
@@ -125,16 +157,16 @@ def request_session(tracker: str, key: str, wait_s: float = DEFAULT_WAIT_S, sess
         have = ", ".join(f"{k} ({s.total} servers)" for k, s in keys.items() if s.total) or "none"
         raise DeviceError(
             f"no device with key {key!r} is registered at the tracker {tracker}; keys there: {have}",
-            fix=f"start a server with `python -m tvm.exec.rpc_server --tracker {tracker} --key {key}` "
-            "(or the Android RPC app with that key), or pass one of the keys listed",
+            fix=f"start a server with `python -m tvm.exec.rpc_server --tracker {tracker} --key {key} --host 127.0.0.1` "
+            f"(or the Android RPC app with that key; {NO_AUTH}), or pass one of the keys listed",
         )
     sess = _tracker(host, port, wait_s)
     # The tracker queues the request until a device of `key` is free; bound that wait.
     sess._sock.settimeout(wait_s)  # noqa: SLF001 - TrackerSession has no public timeout
     try:
         return sess.request(key, priority=1, session_timeout=session_timeout_s, max_retry=1)
-    except RuntimeError as e:
-        busy = "timed out" in str(e)
+    except (RuntimeError, TimeoutError) as e:
+        busy = "timed out" in str(e) or isinstance(e, TimeoutError)
         raise DeviceError(
             f"no free device with key {key!r} at {tracker} within {wait_s:.0f} s"
             if busy
