@@ -57,7 +57,7 @@ class DeviceModel:
         from tvm import relax
 
         from .runtime import use_all_cores
-        from .stamp import check_library_stamp, toolchain_stamp
+        from .stamp import toolchain_stamp
         from .tensor_cache import INDEX_FILE, verify_tensor_cache
 
         use_all_cores()  # for --local (a device's server sizes its own pool)
@@ -65,9 +65,8 @@ class DeviceModel:
         self.key = key
         self.build = build = read_artifact(artifact)
         check_weights(build, weights)
-        lib = library_path(artifact, build)
-        if build["library"]["format"] == "so":  # the runtime here drives the session (and serves `mlcbuild rpc`)
-            check_library_stamp(lib, toolchain_stamp())
+        # a .so: the runtime here drives the session (and serves `mlcbuild rpc`), so its stamp must match
+        lib = library_path(artifact, build, toolchain_stamp() if build["library"]["format"] == "so" else None)
         if build["library"]["format"] != "so":
             raise MlcbuildError(
                 f"{build['library']['file']} is a system library for static linking; bench needs a loadable .so",

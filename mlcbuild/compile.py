@@ -200,7 +200,7 @@ def _build_into(
     on_phase: Callable[[str], None] | None,
     allow_over_budget: bool = False,
 ) -> None:
-    from .compiler.lower import build_model, build_library, compute_dtype
+    from .compiler.lower import build_library, build_model, compute_dtype
     from .quant import get_scheme
     from .stamp import abi_stamp
     from .target import tvm_target

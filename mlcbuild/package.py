@@ -409,10 +409,11 @@ def verify(dist: Path) -> list[str]:
         if rel != MANIFEST and rel not in files:
             problems.append(f"{rel}: not in the manifest (foreign file)")
     for rel in manifest.get("libraries", []):
-        p = safe.get(rel)
-        if p is None:
-            if rel not in files:
-                problems.append(f"{rel}: a library the manifest's files do not list")
+        if rel not in files:
+            problems.append(f"{rel}: a library the manifest's files do not list")
+            continue
+        p = inside(dist, rel)  # a changed library is still read for its stamp (the likelier cause named)
+        if p is None or not p.is_file():
             continue
         stamp = read_library_stamp(p)
         if stamp != manifest.get("abi_stamp"):
@@ -422,13 +423,14 @@ def verify(dist: Path) -> list[str]:
             for m in manifest.get("models", []):
                 if not prefix_present(data, str(m.get("model_lib"))):
                     problems.append(f"{rel}: system-lib prefix {m.get('model_lib')!r} of {m.get('model_id')} not found")
-    problems += _verify_app_config(dist, manifest, safe)
+    problems += _verify_app_config(dist, manifest, {rel: p for rel in files if (p := inside(dist, rel)) and p.is_file()})
     return problems
 
 
 def _verify_app_config(dist: Path, manifest: dict, safe: dict[str, Path]) -> list[str]:
     """Problems of ``mlc-app-config.json``: each model's id a plain name, its ``model_lib``
-    (a ``.so`` platform: a listed file) and ``model_path`` (listed files under it) present."""
+    (a ``.so`` platform: a listed file) and ``model_path`` (listed files under it) present.
+    ``safe``: the listed files present inside the package (their hashes are checked apart)."""
     if APP_CONFIG not in safe:
         # listed but missing or changed: reported above
         return [] if APP_CONFIG in manifest["files"] else [f"{APP_CONFIG}: not in the package"]

@@ -169,7 +169,6 @@ def read_artifact(artifact: Path) -> dict:
     Raises:
         MlcbuildError: not an artifact directory.
     """
-    import json
 
     build_path = Path(artifact) / "build.json"
     if not build_path.is_file():
@@ -178,25 +177,34 @@ def read_artifact(artifact: Path) -> dict:
             path=artifact,
             fix="pass the artifact printed by `mlcbuild compile`",
         )
-    try:
-        build = json.loads(build_path.read_text())
-        assert isinstance(build, dict) and isinstance(build.get("library"), dict)
-    except (OSError, ValueError, AssertionError) as e:
-        raise MlcbuildError(
-            f"unreadable build.json ({e or 'not an mlcbuild build record'})",
-            path=build_path,
-            fix="compile the recipe again (`mlcbuild compile`)",
-        ) from e
-    return build
+    return _read_record(build_path, ("library", "params"), "compile the recipe again (`mlcbuild compile`)")
 
 
-def library_path(artifact: Path, build: dict) -> Path:
-    """The artifact's library file, after checking it against ``build.json``: present, a
-    plain file inside the artifact, and of the sha256 recorded there (before TVM loads it: a
-    flipped byte in machine code runs as wrong tokens or SIGILL).
+def _read_record(path: Path, keys: tuple[str, ...], fix: str) -> dict:
+    """A JSON record of ours (``build.json``, ``convert.json``) holding ``keys``.
 
     Raises:
-        MlcbuildError: missing, a symlink, outside the artifact, or not the bytes that were built.
+        MlcbuildError: unreadable, not JSON, or without those keys; naming the file and ``fix``.
+    """
+    import json
+
+    try:
+        record = json.loads(path.read_text())
+        assert isinstance(record, dict) and all(k in record for k in keys)
+    except (OSError, ValueError, AssertionError) as e:
+        raise MlcbuildError(f"unreadable {path.name} ({e or 'not a record of mlcbuild'})", path=path, fix=fix) from e
+    return record
+
+
+def library_path(artifact: Path, build: dict, runtime: dict | None = None) -> Path:
+    """The artifact's library file, after checking it against ``build.json``: present, a
+    plain file inside the artifact, stamped for ``runtime`` (a :func:`mlcbuild.stamp.toolchain_stamp`,
+    if given: :func:`mlcbuild.stamp.check_library_stamp`), and of the sha256 recorded there
+    (before TVM loads it: a flipped byte in machine code runs as wrong tokens or SIGILL).
+
+    Raises:
+        MlcbuildError: missing, a symlink, outside the artifact, stamped for another runtime,
+            or not the bytes that were built.
     """
     from .cache import file_sha256
 
@@ -209,6 +217,10 @@ def library_path(artifact: Path, build: dict) -> Path:
             path=artifact,
             fix="compile the recipe again (`mlcbuild compile`; a damaged cache entry is rebuilt)",
         )
+    if runtime is not None:  # first: a library of another runtime says which to install
+        from .stamp import check_library_stamp
+
+        check_library_stamp(lib, runtime)
     if file_sha256(lib) != build["library"].get("sha256"):
         raise MlcbuildError(
             "the library's sha256 differs from the one build.json records (corrupt or replaced)",
@@ -227,22 +239,13 @@ def check_weights(build: dict, weights: Path) -> dict:
         MlcbuildError: not a converted weight directory, or converted for another
             scheme or model (parameter names/shapes/dtypes differ).
     """
-    import json
 
     info_path = Path(weights) / "convert.json"
     if not info_path.is_file():
         raise MlcbuildError(
             "not a converted weight directory (no convert.json)", path=weights, fix="run `mlcbuild convert` first"
         )
-    try:
-        info = json.loads(info_path.read_text())
-        assert isinstance(info, dict) and "scheme" in info and "params" in info
-    except (OSError, ValueError, AssertionError) as e:
-        raise MlcbuildError(
-            f"unreadable convert.json ({e or 'not an mlcbuild conversion record'})",
-            path=info_path,
-            fix="convert the checkpoint again (`mlcbuild convert`)",
-        ) from e
+    info = _read_record(info_path, ("scheme", "params"), "convert the checkpoint again (`mlcbuild convert`)")
     quant = build["inputs"]["recipe"]["quantization"]
     scheme = quant["scheme"]
     if info["scheme"] != scheme:
@@ -286,7 +289,7 @@ def load_host_model(artifact: str | Path, weights: str | Path) -> tuple[HostMode
     """
     import json
 
-    from .stamp import check_library_stamp, toolchain_stamp
+    from .stamp import toolchain_stamp
     from .tensor_cache import read_tensor_cache
 
     artifact, weights = Path(artifact), Path(weights)
@@ -298,8 +301,7 @@ def load_host_model(artifact: str | Path, weights: str | Path) -> tuple[HostMode
             fix="compile the recipe with --target host to run it on this machine",
         )
     check_weights(build, weights)
-    lib = library_path(artifact, build)
-    check_library_stamp(lib, toolchain_stamp())
+    lib = library_path(artifact, build, toolchain_stamp())
     recipe = build["inputs"]["recipe"]
     want = [p["name"] for p in build["params"]]
     tensors = read_tensor_cache(weights)

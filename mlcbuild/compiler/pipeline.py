@@ -27,8 +27,8 @@ from tvm.s_tir import dlight as dl
 
 from .attention import replace_attention
 from .passes import (
-    attach_variable_bounds,
     DEVICE_LIMITS,
+    attach_variable_bounds,
     check_device_kernels,
     cpu_legalize_map,
     fuse_decode_gemv,
