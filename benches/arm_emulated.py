@@ -122,12 +122,11 @@ def dequantized_model(hf, scheme_name: str):
 
 def build(hf, scheme: str, target, cache) -> tuple[Path, list[np.ndarray], object]:
     """Compile ``hf``'s config for ``target`` and convert its weights: (library, params, recipe)."""
-    from mlcbuild.compile import compile_recipe
-    from mlcbuild.compiler.lower import build_model
+    from mlcbuild.artifacts.compile import compile_recipe
+    from mlcbuild.artifacts.weights import convert_params
     from mlcbuild.models import get_architecture
-    from mlcbuild.recipe import parse_recipe
-    from mlcbuild.target import tvm_target
-    from mlcbuild.weights import convert_params
+    from mlcbuild.quant.build import build_model
+    from mlcbuild.spec.recipe import parse_recipe
 
     config = CONFIGS[hf.config.model_type]
     recipe = parse_recipe(
@@ -145,7 +144,7 @@ def build(hf, scheme: str, target, cache) -> tuple[Path, list[np.ndarray], objec
     res = compile_recipe(recipe, target, cache=cache)
     info = json.loads((res.artifact / "build.json").read_text())
     params = [(p["name"], tuple(p["shape"]), p["dtype"]) for p in info["params"]]
-    model = build_model(recipe, tvm_target(target))
+    model = build_model(recipe)
     arch = get_architecture(recipe.architecture)
     state = {k: v.detach().float().numpy() for k, v in hf.state_dict().items()}
     arrays = [a for _, a in convert_params(model, params, arch.hf_param_map(recipe.model_config), state.__getitem__)]
@@ -161,7 +160,7 @@ def count_instructions(lib: Path) -> dict[str, int]:
 def run_host(lib: Path, arrays, recipe, steps: int) -> tuple[np.ndarray, list[int]]:
     """The host build's logits ``[1 + steps, vocab]`` for :data:`PROMPT` and ``steps`` greedy
     decode steps, and the greedy ids fed to them."""
-    from mlcbuild.runtime import HostModel
+    from mlcbuild.runtime.host import HostModel
 
     b = recipe.build
     model = HostModel(
@@ -229,8 +228,8 @@ def main() -> None:
 
     import torch
 
-    from mlcbuild.cache import Cache
-    from mlcbuild.target import load_target, parse_target
+    from mlcbuild.artifacts.cache import Cache
+    from mlcbuild.spec.target import load_target, parse_target
 
     hf = hf_model(args.arch)
     host = load_target("host")

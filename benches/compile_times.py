@@ -35,8 +35,7 @@ def run_compile(recipe: str, target: str, cache: Path) -> tuple[float, dict]:
     env = {**os.environ, "MLCBUILD_CACHE": str(cache)}
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "mlcbuild.cli", "compile", recipe, "--target", target, "--json",
-         "--allow-over-budget"],
+        [sys.executable, "-m", "mlcbuild.cli", "compile", recipe, "--target", target, "--json", "--allow-over-budget"],
         capture_output=True,
         text=True,
         env=env,

@@ -27,9 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from mlcbuild.cache import Cache
-from mlcbuild.convert import convert_weights, param_specs
-from mlcbuild.recipe import load_recipe
+from mlcbuild.artifacts.cache import Cache
+from mlcbuild.artifacts.convert import convert_weights, param_specs
+from mlcbuild.spec.recipe import load_recipe
 import dataclasses, tvm, torch, safetensors
 
 def hwm():  # this process's peak RSS (VmHWM is reset at exec, unlike getrusage's ru_maxrss)
@@ -55,7 +55,7 @@ def write_checkpoint(recipe_path: str, out: Path) -> int:
     from safetensors.torch import save_file
 
     from mlcbuild.models import get_architecture
-    from mlcbuild.recipe import load_recipe
+    from mlcbuild.spec.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
     cfg = recipe.model_config

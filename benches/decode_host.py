@@ -52,7 +52,8 @@ def read_bandwidth(nbytes: int = 1 << 30, repeats: int = 5) -> float:
     import tvm
     from tvm.script import tirx as T
 
-    from mlcbuild.target import load_target, tvm_target
+    from mlcbuild.compiler.target import tvm_target
+    from mlcbuild.spec.target import load_target
 
     n = nbytes // 4
     chunk, lanes, streams = 1 << 18, 16, 8  # 1 MiB per task, read as 8 interleaved streams
@@ -94,8 +95,8 @@ def random_params(specs, seed: int = 0) -> list[np.ndarray]:
 
 def our_params(recipe, model, specs, weights: dict[str, np.ndarray]) -> list[np.ndarray]:
     """``weights`` (HF names) through our converter, in entry-function order."""
+    from mlcbuild.artifacts.weights import convert_params
     from mlcbuild.models import get_architecture
-    from mlcbuild.weights import convert_params
 
     pmap = get_architecture(recipe.architecture).hf_param_map(recipe.model_config)
     return [arr for _, arr in convert_params(model, specs, pmap, weights.__getitem__)]
@@ -117,12 +118,12 @@ def _median_rates(samples: list[dict]) -> tuple[float, float]:
 
 
 def bench_one(recipe_path: str, scheme: str, args, bandwidth: float, weights: dict[str, np.ndarray]) -> dict:
-    from mlcbuild.cache import Cache
-    from mlcbuild.compile import compile_recipe
-    from mlcbuild.convert import param_specs
-    from mlcbuild.recipe import load_recipe
-    from mlcbuild.runtime import HostModel
-    from mlcbuild.target import load_target
+    from mlcbuild.artifacts.cache import Cache
+    from mlcbuild.artifacts.compile import compile_recipe
+    from mlcbuild.artifacts.convert import param_specs
+    from mlcbuild.runtime.host import HostModel
+    from mlcbuild.spec.recipe import load_recipe
+    from mlcbuild.spec.target import load_target
 
     recipe = dataclasses.replace(load_recipe(recipe_path), scheme=scheme)
     res = compile_recipe(recipe, load_target("host"), cache=Cache())
@@ -216,7 +217,7 @@ def main() -> None:
     from llamacpp import hf_llama_weights
     from results_io import write_results
 
-    from mlcbuild.recipe import load_recipe
+    from mlcbuild.spec.recipe import load_recipe
 
     # The roofline uses the best read bandwidth measured over the whole run (before every
     # model and at the end): on this noisy machine one measurement ranged 18-32 GB/s, and a

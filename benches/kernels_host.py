@@ -39,9 +39,10 @@ def main() -> None:
     from results_io import write_results
 
     from mlcbuild.compiler import schedules
-    from mlcbuild.recipe import load_recipe
-    from mlcbuild.target import load_target, tvm_target
-    from mlcbuild.tune import extract_tasks
+    from mlcbuild.compiler.target import tvm_target
+    from mlcbuild.device.tune import extract_tasks
+    from mlcbuild.spec.recipe import load_recipe
+    from mlcbuild.spec.target import load_target
 
     recipe = load_recipe(args.recipe)
     if args.scheme:

@@ -27,7 +27,7 @@ def main() -> None:
     if not info.exists():  # not Linux x86: llama.cpp's own native build
         print("-DGGML_NATIVE=ON")
         return
-    from mlcbuild.target import linux_cpu_flags
+    from mlcbuild.spec.target import linux_cpu_flags
 
     have = linux_cpu_flags()
     args = ["-DGGML_NATIVE=OFF", "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"]

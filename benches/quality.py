@@ -150,7 +150,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from mlcbuild.evaluate import reference_perplexity, text_ids
+    from mlcbuild.runtime.evaluate import reference_perplexity, text_ids
 
     ids = text_ids(MODEL, HELDOUT)
     hf = transformers.AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).eval()

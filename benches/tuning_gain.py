@@ -63,7 +63,7 @@ def tuned_scheduled(mod, target, logs: Path):
 def decode_tps(artifact: Path, recipe, specs, gen: int, runs: int) -> list[float]:
     from decode_host import random_params
 
-    from mlcbuild.runtime import HostModel
+    from mlcbuild.runtime.host import HostModel
 
     build = json.loads((artifact / "build.json").read_text())
     m = HostModel(
@@ -98,15 +98,16 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benches" / "results" / "tuning_gain.json"))
     args = ap.parse_args()
 
-    from mlcbuild.cache import Cache
-    from mlcbuild.compile import compile_recipe
+    from mlcbuild.artifacts.cache import Cache
+    from mlcbuild.artifacts.compile import compile_recipe
+    from mlcbuild.artifacts.convert import param_specs
     from mlcbuild.compiler.schedules import default_schedule
-    from mlcbuild.convert import param_specs
-    from mlcbuild.recipe import load_recipe
-    from mlcbuild.rpc import LocalCluster
-    from mlcbuild.runtime import use_all_cores
-    from mlcbuild.target import load_target, tvm_target
-    from mlcbuild.tune import extract_tasks, tune
+    from mlcbuild.compiler.target import tvm_target
+    from mlcbuild.device.rpc import LocalCluster
+    from mlcbuild.device.tune import extract_tasks, tune
+    from mlcbuild.runtime.host import use_all_cores
+    from mlcbuild.spec.recipe import load_recipe
+    from mlcbuild.spec.target import load_target
 
     use_all_cores()  # time kernels here with the same thread count as the device (its server)
     recipe = dataclasses.replace(load_recipe(args.recipe), scheme=args.scheme)

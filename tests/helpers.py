@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlcbuild.cache import Cache
-from mlcbuild.compile import compile_recipe
-from mlcbuild.compiler.lower import build_model
+from mlcbuild.artifacts.cache import Cache
+from mlcbuild.artifacts.compile import compile_recipe
+from mlcbuild.artifacts.weights import convert_params
 from mlcbuild.models import get_architecture
-from mlcbuild.recipe import parse_recipe
-from mlcbuild.runtime import HostModel
-from mlcbuild.target import load_target, tvm_target
-from mlcbuild.weights import convert_params
+from mlcbuild.quant.build import build_model
+from mlcbuild.runtime.host import HostModel
+from mlcbuild.spec.recipe import parse_recipe
+from mlcbuild.spec.target import load_target
 
 
 def compile_and_load(data: dict, state_dict: dict[str, np.ndarray], cache_dir) -> HostModel:
@@ -23,7 +23,7 @@ def compile_and_load(data: dict, state_dict: dict[str, np.ndarray], cache_dir) -
     result = compile_recipe(recipe, desc, cache=Cache(cache_dir))
     build = json.loads((result.artifact / "build.json").read_text())
     params = [(p["name"], tuple(p["shape"]), p["dtype"]) for p in build["params"]]
-    model = build_model(recipe, tvm_target(desc))
+    model = build_model(recipe)
     arch = get_architecture(recipe.architecture)
     cfg = recipe.model_config
     arrays = [a for _, a in convert_params(model, params, arch.hf_param_map(cfg), state_dict.__getitem__)]

@@ -33,8 +33,8 @@ def test_q4_sdot_build_on_emulated_arm_equals_host(tmp_path, cache_dir):
     import arm_emulated as A
     import torch
 
-    from mlcbuild.cache import Cache
-    from mlcbuild.target import load_target, parse_target
+    from mlcbuild.artifacts.cache import Cache
+    from mlcbuild.spec.target import load_target, parse_target
 
     hf = A.hf_model()
     cache = Cache(cache_dir)

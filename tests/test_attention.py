@@ -12,11 +12,12 @@ from tvm import tirx
 from tvm.relax.frontend.nn.llm._decode_kernels import _attention_decode_cpu
 from tvm.relax.frontend.nn.llm._prefill_kernels import _attention_prefill_cpu, _attention_prefill_ragged_cpu
 
-from mlcbuild.compiler.attention import paged_decode, paged_prefill, ragged_prefill
-from mlcbuild.compiler.cpu_rope import split_rotary_cpu
-from mlcbuild.compiler.lower import lower_module
-from mlcbuild.recipe import parse_recipe
-from mlcbuild.target import load_target, tvm_target
+from mlcbuild.compiler.export import lower_module
+from mlcbuild.compiler.target import tvm_target
+from mlcbuild.kernels.attention import paged_decode, paged_prefill, ragged_prefill
+from mlcbuild.kernels.rope_cpu import split_rotary_cpu
+from mlcbuild.spec.recipe import parse_recipe
+from mlcbuild.spec.target import load_target
 
 
 def _call(func, q, arrays, scalars):

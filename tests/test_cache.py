@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO, recipe_data, tiny_config
 
-import mlcbuild.compile as compile_mod
-from mlcbuild.cache import Cache, content_key
-from mlcbuild.compile import compile_recipe, key_inputs
-from mlcbuild.recipe import parse_recipe
-from mlcbuild.target import load_target
+import mlcbuild.artifacts.compile as compile_mod
+from mlcbuild.artifacts.cache import Cache, content_key
+from mlcbuild.artifacts.compile import compile_recipe, key_inputs
+from mlcbuild.spec.recipe import parse_recipe
+from mlcbuild.spec.target import load_target
 
 TINY = tiny_config()
 
@@ -57,7 +57,7 @@ def test_key_is_stable_and_every_input_changes_it(tmp_path, monkeypatch):
     monkeypatch.setattr(compile_mod, "toolchain_stamp", lambda memo=None: {**real_stamp(memo), "tvm_commit": "other"})
     keys["tvm_commit"] = _key(base, cache=cache)
     monkeypatch.undo()
-    import mlcbuild.stamp as stamp_mod
+    import mlcbuild.artifacts.stamp as stamp_mod
 
     # mlcbuild's own source is an input: an edited schedule or pass must not hit old builds.
     monkeypatch.setattr(stamp_mod, "source_digest", lambda: "edited")
@@ -69,8 +69,8 @@ def test_weights_key_follows_the_conversion_code(tmp_path, monkeypatch):
     """An edited quantizer (or loader) must not hit weights converted by the old code."""
     from conftest import make_checkpoint
 
-    import mlcbuild.convert as convert_mod
-    from mlcbuild.checkpoint import Checkpoint
+    import mlcbuild.artifacts.convert as convert_mod
+    from mlcbuild.artifacts.checkpoint import Checkpoint
 
     make_checkpoint(tmp_path / "ckpt", TINY)
     recipe, ckpt = parse_recipe(recipe_data(TINY, "q4f16_1")), Checkpoint(tmp_path / "ckpt")
@@ -121,7 +121,7 @@ def _toml(data) -> str:
 
 
 def test_failed_build_leaves_no_entry(tmp_path, monkeypatch):
-    import mlcbuild.compiler.lower as lower
+    import mlcbuild.compiler.build as lower
 
     def broken(recipe, desc, out_dir, timings, **kw):
         (out_dir / "lib.tar").write_bytes(b"partial")

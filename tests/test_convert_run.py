@@ -13,8 +13,8 @@ from conftest import make_checkpoint, tiny_config
 from test_cache import _toml
 from test_parity import GEMMA2, GEMMA3, LLAMA3_ROPE, MISTRAL
 
+from mlcbuild.artifacts.tensor_cache import SHARD_CAP, read_tensor_cache
 from mlcbuild.cli import main
-from mlcbuild.tensor_cache import SHARD_CAP, read_tensor_cache
 
 PROMPT = [1, 5, 9, 22, 7, 60, 3]
 CASES = {
@@ -266,7 +266,7 @@ def test_library_carries_its_abi_stamp_and_run_refuses_another(tmp_path, cache_d
     import tvm
     from tvm import relax
 
-    from mlcbuild.stamp import read_library_stamp
+    from mlcbuild.artifacts.stamp import read_library_stamp
 
     cfg = tiny_config()
     make_checkpoint(tmp_path / "ckpt", cfg)

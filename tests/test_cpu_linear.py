@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import tvm
 
+from mlcbuild.compiler.target import int8_dot_isa, tvm_target
+from mlcbuild.kernels.int8_gemv import activation_reference, int8_gemv
 from mlcbuild.quant import get_scheme
-from mlcbuild.quant.group_int8_gemv import activation_reference, int8_gemv
-from mlcbuild.target import int8_dot_isa, load_target, tvm_target
+from mlcbuild.spec.target import load_target
 
 HOST = tvm_target(load_target("host"))
 HOST_ISA = int8_dot_isa(HOST)
@@ -85,7 +86,7 @@ def test_fused_int8_gemv_matches_numpy(prologue, residual):
 @pytest.mark.parametrize("n,k", [(97, 64), (256, 576)])  # 97: a tail of 1 row past 4 stretches
 def test_float_gemv_matches_numpy(n, k):
     """The q0f32 decode GEMV (``float_gemv``) within 1e-5 x max |y| of NumPy (summation order only)."""
-    from mlcbuild.quant.float_gemv import float_gemv
+    from mlcbuild.kernels.float_gemv import float_gemv
 
     _needs("avx2")
     rng = np.random.default_rng(n)
@@ -120,7 +121,7 @@ def _vectorized(fn, xs: np.ndarray) -> np.ndarray:
 
 def test_fast_exp_relative_error():
     """``tir_math.fast_exp`` (Cephes expf) within 2e-7 of float64 ``exp`` on [-87, 88]; vectorized."""
-    from mlcbuild.compiler.tir_math import fast_exp
+    from mlcbuild.kernels.tir_math import fast_exp
 
     xs = np.linspace(-87, 88, 1 << 16).astype(np.float32)
     ref = np.exp(xs.astype(np.float64))
@@ -130,7 +131,7 @@ def test_fast_exp_relative_error():
 def test_fast_tanh_absolute_error():
     """``tir_math.fast_tanh`` within 3e-7 of float64 ``tanh`` on [-60, 60] (the attention
     soft-cap's: scores / cap); exactly +-1 far out."""
-    from mlcbuild.compiler.tir_math import fast_tanh
+    from mlcbuild.kernels.tir_math import fast_tanh
 
     xs = np.concatenate([np.linspace(-60, 60, 1 << 16), np.linspace(-1e-3, 1e-3, 1 << 10)]).astype(np.float32)
     ys = _vectorized(fast_tanh, xs)
@@ -164,7 +165,7 @@ def test_arm_dotprod_kernel_compiles_to_sdot():
 )
 def test_prefill_matmul_matches_numpy(m, n, k, scheme):
     """The x86 prefill kernel (``group_cpu_matmul``) equals ``x @ dequant(W)^T`` in fp32 (1e-5 x max)."""
-    from mlcbuild.quant.group_cpu_matmul import prefill_matmul
+    from mlcbuild.kernels.cpu_matmul import prefill_matmul
 
     if HOST_ISA not in ("avx2", "avxvnni"):
         pytest.skip("x86 with AVX2 only")
@@ -185,7 +186,7 @@ def test_prefill_matmul_matches_numpy(m, n, k, scheme):
 @pytest.mark.parametrize("m,n,k", [(7, 128, 100), (1, 64, 64), (130, 192, 96)])
 def test_prefill_matmul_float_matches_numpy(m, n, k):
     """The q0f32 prefill kernel (``prefill_matmul_float``) equals ``x @ W^T`` (1e-5 x max)."""
-    from mlcbuild.quant.group_cpu_matmul import prefill_matmul_float
+    from mlcbuild.kernels.cpu_matmul import prefill_matmul_float
 
     if HOST_ISA not in ("avx2", "avxvnni"):
         pytest.skip("x86 with AVX2 only")

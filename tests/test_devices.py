@@ -15,10 +15,10 @@ import pytest
 from conftest import make_checkpoint, tiny_config
 from test_convert_run import cli, recipe_file
 
-from mlcbuild.cache import Cache
+from mlcbuild.artifacts.cache import Cache
+from mlcbuild.device.rpc import DeviceError, LocalCluster, list_devices, request_session
 from mlcbuild.errors import MlcbuildError
-from mlcbuild.rpc import DeviceError, LocalCluster, list_devices, request_session
-from mlcbuild.target import load_target
+from mlcbuild.spec.target import load_target
 
 CFG = tiny_config()
 # The decode GEMV of the MLP down projection (batch 1, fused q4 dequantization).
@@ -94,9 +94,9 @@ def test_tune_one_kernel_end_to_end(cluster, built, tmp_path, cache_dir):
     """tune -> records in TVM's format -> a tuned compile with a new key that uses them."""
     from tvm.s_tir import meta_schedule as ms
 
-    from mlcbuild.compile import compile_recipe
-    from mlcbuild.recipe import load_recipe
-    from mlcbuild.tune import extract_tasks, tune
+    from mlcbuild.artifacts.compile import compile_recipe
+    from mlcbuild.device.tune import extract_tasks, tune
+    from mlcbuild.spec.recipe import load_recipe
 
     recipe = load_recipe(built["recipe"])
     host = load_target("host")
@@ -105,12 +105,12 @@ def test_tune_one_kernel_end_to_end(cluster, built, tmp_path, cache_dir):
     # Batch-1 decode kernels only: 4 GEMVs (qkv, o, gate_up, down) + LM head, the norm, the
     # activation; where the host has an int8 dot product the GEMVs are our fixed int8 kernels
     # (quant/group_int8_gemv.py, already scheduled): nothing to tune there.
+    from mlcbuild.compiler.target import int8_dot_isa, tvm_target
+    from mlcbuild.kernels.int8_gemv import supports
     from mlcbuild.quant import get_scheme
-    from mlcbuild.quant.group_int8_gemv import supports
-    from mlcbuild.target import int8_dot_isa, tvm_target
 
     recipe_path = built["recipe"]
-    if supports(get_scheme(recipe.scheme), int8_dot_isa(tvm_target(host))):
+    if supports(get_scheme(recipe.scheme).dequantize_info(), int8_dot_isa(tvm_target(host))):
         # every q4 decode kernel is a fixed one here (int8 GEMVs with the norms, SwiGLU and
         # residual adds fused in): nothing to tune. Tune a q3 build (float GEMVs) instead.
         assert names == []
@@ -153,8 +153,8 @@ def test_tune_one_kernel_end_to_end(cluster, built, tmp_path, cache_dir):
 
 
 def test_tune_refuses_android_without_ndk_and_unknown_keys(cluster, built, monkeypatch, cache_dir):
-    from mlcbuild.recipe import load_recipe
-    from mlcbuild.tune import tune
+    from mlcbuild.device.tune import tune
+    from mlcbuild.spec.recipe import load_recipe
 
     recipe = load_recipe(built["recipe"])
     monkeypatch.delenv("TVM_NDK_CC", raising=False)
@@ -168,9 +168,9 @@ def test_bench_local_and_over_rpc(cluster, built, tmp_path):
     """llama-bench records from both paths; the device's logits equal the host runtime's."""
     from pathlib import Path
 
-    from mlcbuild.bench import DeviceModel
-    from mlcbuild.rpc import local_session
-    from mlcbuild.runtime import load_host_model
+    from mlcbuild.device.bench import DeviceModel
+    from mlcbuild.device.rpc import local_session
+    from mlcbuild.runtime.host import load_host_model
 
     args = [built["artifact"], "--weights", built["weights"], "--prompt-tokens", 40, "--gen-tokens", 8,
             "--repeat", 3, "--json"]  # fmt: skip
@@ -205,7 +205,7 @@ def test_bench_local_and_over_rpc(cluster, built, tmp_path):
 def test_server_killed_mid_bench_is_a_clear_error_within_seconds(built):
     from pathlib import Path
 
-    from mlcbuild.bench import DeviceModel
+    from mlcbuild.device.bench import DeviceModel
 
     with LocalCluster(key="doomed") as c:
         sess = request_session(c.tracker, "doomed", wait_s=10)
@@ -221,7 +221,7 @@ def test_server_killed_mid_bench_is_a_clear_error_within_seconds(built):
 
 
 def test_records_merge_keeps_the_best_per_workload(tmp_path):
-    from mlcbuild.records import merge_records, read_database
+    from mlcbuild.artifacts.records import merge_records, read_database
 
     def db(d, workloads, records):
         d.mkdir()
@@ -265,8 +265,8 @@ def test_ir_serialization_works_with_the_pinned_ffi():
 def test_android_shared_library_needs_the_ndk(built, tmp_path, monkeypatch):
     """The failed build leaves nothing behind (its own cache: the session's is shared with
     other pytest-xdist workers' builds in progress)."""
-    from mlcbuild.compile import compile_recipe
-    from mlcbuild.recipe import load_recipe
+    from mlcbuild.artifacts.compile import compile_recipe
+    from mlcbuild.spec.recipe import load_recipe
 
     monkeypatch.delenv("TVM_NDK_CC", raising=False)
     t = tmp_path / "android-so.toml"

@@ -8,9 +8,9 @@ import pytest
 from conftest import recipe_data, tiny_config
 from tvm import tirx
 
-from mlcbuild.compiler.lower import lower_module
-from mlcbuild.recipe import parse_recipe
-from mlcbuild.target import load_target
+from mlcbuild.compiler.export import lower_module
+from mlcbuild.spec.recipe import parse_recipe
+from mlcbuild.spec.target import load_target
 
 REDUCTION = re.compile(r'T\.axis\.reduce|T\.axis\.remap\("[SR]*R')
 
@@ -64,7 +64,7 @@ def test_cpu_kernels_keep_per_buffer_alias_info():
     """
     import tvm
 
-    from mlcbuild.target import tvm_target
+    from mlcbuild.compiler.target import tvm_target
 
     desc = load_target("host")
     mod = lower_module(parse_recipe(recipe_data(tiny_config(), "q4f32_1")), desc)

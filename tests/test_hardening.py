@@ -18,17 +18,17 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_checkpoint, recipe_data, tiny_config
 
-from mlcbuild.cache import Cache, CacheCorruptError, LockTimeout, file_sha256, write_manifest
+from mlcbuild.artifacts.cache import Cache, CacheCorruptError, LockTimeout, file_sha256, write_manifest
+from mlcbuild.artifacts.compile import compile_recipe
+from mlcbuild.artifacts.convert import convert_weights, same_value
+from mlcbuild.artifacts.remote import RemoteCache
 from mlcbuild.cli import main
-from mlcbuild.compile import compile_recipe
-from mlcbuild.convert import convert_weights, same_value
+from mlcbuild.device.rpc import DeviceError, list_devices, parse_tracker
 from mlcbuild.errors import CompileError, MlcbuildError, RecipeError
-from mlcbuild.package import MANIFEST, PackageModel, package, read_package_config, verify
-from mlcbuild.recipe import parse_recipe
-from mlcbuild.remote import RemoteCache
-from mlcbuild.rpc import DeviceError, list_devices, parse_tracker
-from mlcbuild.runtime import library_path, read_artifact
-from mlcbuild.target import load_target
+from mlcbuild.runtime.host import library_path, read_artifact
+from mlcbuild.ship.package import MANIFEST, PackageModel, package, read_package_config, verify
+from mlcbuild.spec.recipe import parse_recipe
+from mlcbuild.spec.target import load_target
 
 
 def _cli(*args, env=None):
@@ -126,7 +126,7 @@ def test_lock_timeout_names_the_holder(tmp_path):
     cache.locks.mkdir(parents=True)
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from mlcbuild.cache import Cache\n"
+         "import sys, time; from mlcbuild.artifacts.cache import Cache\n"
          f"c = Cache({str(tmp_path / 'c')!r})\n"
          "with c._lock('k' * 64):\n    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
@@ -151,7 +151,11 @@ def test_verify_refuses_paths_outside_symlinks_and_missing_app_files(tmp_path):
     dist.mkdir()
     (tmp_path / "x_tokenizer.json").write_text("{}")
     (dist / "link.json").symlink_to(tmp_path / "x_tokenizer.json")
-    app = {"target": "host", "platform": "so", "model_list": [{"model_id": "m", "model_lib": "lib/m.so", "model_path": "m"}]}
+    app = {
+        "target": "host",
+        "platform": "so",
+        "model_list": [{"model_id": "m", "model_lib": "lib/m.so", "model_path": "m"}],
+    }
     (dist / "mlc-app-config.json").write_text(json.dumps(app))
     outside = file_sha256(tmp_path / "x_tokenizer.json")
     manifest = {
@@ -262,9 +266,9 @@ def test_convert_refuses_nan_and_non_float_tensors(tmp_path, bad):
 
 def test_eval_json_is_valid_for_a_nan_perplexity(tmp_path, monkeypatch):
     import mlcbuild.cli as cli
-    import mlcbuild.evaluate as ev
+    import mlcbuild.runtime.evaluate as ev
 
-    monkeypatch.setattr(cli, "_host_model", lambda a, w, c: (None, {}, a, w))
+    monkeypatch.setattr(cli.run, "_host_model", lambda a, w, c: (None, {}, a, w))
     monkeypatch.setattr(ev, "text_ids", lambda *a: [1, 2, 3])
 
     @dataclasses.dataclass
@@ -294,7 +298,11 @@ def test_errors_print_literally_without_tracebacks(tmp_path):
     odd = tmp_path / "a[/b]dir"
     odd.mkdir(parents=True)
     r = _cli("compile", str(_write_recipe(odd / "r[bold].toml", data)))
-    assert r.exit_code == 2 and "[quantization.calibration]" in r.stderr and "a[/b]dir/r[bold].toml" in r.stderr.replace("\n", "")
+    assert (
+        r.exit_code == 2
+        and "[quantization.calibration]" in r.stderr
+        and "a[/b]dir/r[bold].toml" in r.stderr.replace("\n", "")
+    )
     for key, value in (("num_key_value_heads", "2"), ("rms_norm_eps", "abc")):
         r = _cli("compile", str(_write_recipe(tmp_path / f"{key}.toml", recipe_data(tiny_config(**{key: value})))))
         assert r.exit_code == 2 and f"{key}.toml" in r.stderr and not isinstance(r.exception, TypeError), r.output
@@ -382,4 +390,3 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-

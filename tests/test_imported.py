@@ -17,8 +17,8 @@ from test_convert_run import cli
 from test_quality import HELDOUT, MODEL
 
 from mlcbuild.errors import RecipeError
-from mlcbuild.evaluate import reference_perplexity, text_ids
-from mlcbuild.recipe import parse_recipe
+from mlcbuild.runtime.evaluate import reference_perplexity, text_ids
+from mlcbuild.spec.recipe import parse_recipe
 
 pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason="quality/tiny-kjv not trained")
 
@@ -233,7 +233,7 @@ def test_imported_gptq_checkpoint_of_each_layout_matches_transformers(case, tmp_
     from conftest import make_checkpoint
     from test_convert_run import CASES, PROMPT
 
-    from mlcbuild.runtime import load_host_model
+    from mlcbuild.runtime.host import load_host_model
 
     cfg = CASES[case]
     hf = make_checkpoint(tmp_path / "ckpt", cfg)

@@ -15,15 +15,16 @@ from conftest import make_checkpoint, recipe_data, tiny_config
 from test_cache import _toml
 from test_convert_run import PROMPT, cli
 
-from mlcbuild.cache import Cache, content_key
-from mlcbuild.compile import key_inputs
+from mlcbuild.artifacts.cache import Cache, content_key
+from mlcbuild.artifacts.compile import key_inputs
+from mlcbuild.compiler.target import int8_dot_isa, tvm_target
 from mlcbuild.errors import RecipeError
+from mlcbuild.kernels.int8_gemv import activation_reference, supports
 from mlcbuild.quant import GroupQuant, get_scheme
-from mlcbuild.quant.group_int8_gemv import activation_reference, supports
 from mlcbuild.quant.mixed import scheme_for
-from mlcbuild.recipe import parse_recipe
-from mlcbuild.runtime import load_host_model
-from mlcbuild.target import int8_dot_isa, load_target, tvm_target
+from mlcbuild.runtime.host import load_host_model
+from mlcbuild.spec.recipe import parse_recipe
+from mlcbuild.spec.target import load_target
 
 CASES = {
     # fp32 model: first block unquantized, untied LM head in 8 bits, the rest 4-bit
@@ -86,7 +87,7 @@ def test_mixed_recipe_runs_each_module_in_its_scheme(case, tmp_path, cache_dir):
     got = model.prefill(PROMPT)
     hf = fake_quantized(hf, base, overrides)
     head = scheme_for("model.embed_tokens" if cfg["tie_word_embeddings"] else "lm_head", get_scheme(base), overrides)
-    if supports(head, int8_dot_isa(tvm_target(load_target("host")))):  # the LM head's row runs the int8 GEMV
+    if supports(head.dequantize_info(), int8_dot_isa(tvm_target(load_target("host")))):  # the LM head's row runs the int8 GEMV
         hf.lm_head.register_forward_pre_hook(
             lambda _m, args: (torch.from_numpy(activation_reference(args[0].numpy())),)
         )
@@ -164,7 +165,7 @@ def test_override_matching_nothing_is_an_error(tmp_path, cache_dir):
 def test_sizes_of_a_mixed_recipe():
     """Bits per weight of the issue's example: lm_head q8 and the first and last blocks q0f16
     under q4f16_1, from the parameter shapes (fp16 scales, 32 weights per scale)."""
-    from mlcbuild.convert import param_specs
+    from mlcbuild.artifacts.convert import param_specs
 
     cfg = tiny_config(num_hidden_layers=4)
     data = recipe_data(cfg, "q4f16_1")
@@ -183,7 +184,7 @@ def test_sizes_of_a_mixed_recipe():
 def test_weights_with_other_overrides_are_refused(tmp_path):
     """``run``/``eval`` check the weights' overrides against the library's (runtime.check_weights)."""
     from mlcbuild.errors import MlcbuildError
-    from mlcbuild.runtime import check_weights
+    from mlcbuild.runtime.host import check_weights
 
     params = [{"name": "w", "shape": [2], "dtype": "float16"}]
     build = {"inputs": {"recipe": {"quantization": {"scheme": "q4f16_1", "overrides": [["lm_head", "q8f16_1"]]}}},

@@ -15,9 +15,10 @@ import torch
 from conftest import hf_model, recipe_data, state_dict_numpy, tiny_config
 from helpers import compile_and_load
 
+from mlcbuild.compiler.target import int8_dot_isa, tvm_target
+from mlcbuild.kernels.int8_gemv import activation_reference, supports
 from mlcbuild.quant import get_scheme
-from mlcbuild.quant.group_int8_gemv import activation_reference, supports
-from mlcbuild.target import int8_dot_isa, load_target, tvm_target
+from mlcbuild.spec.target import load_target
 
 LLAMA3_ROPE = {
     "factor": 32.0,
@@ -250,7 +251,7 @@ def test_group_scheme_matches_numpy_quantization(scheme_name, case, cache_dir):
                 p.copy_(torch.from_numpy(scheme.dequantize(q, s, w.shape[1])))
             elif scheme.model_dtype == "float16":  # norm weights and biases are stored in fp16
                 p.copy_(p.half().float())
-    int8 = supports(scheme, int8_dot_isa(tvm_target(load_target("host"))))
+    int8 = supports(scheme.dequantize_info(), int8_dot_isa(tvm_target(load_target("host"))))
     if int8:
         emulate_int8_decode_activations(hf)
     check_against(hf, ours, int8_activations=int8)

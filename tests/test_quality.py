@@ -11,7 +11,7 @@ import torch
 from conftest import REPO
 from test_convert_run import cli
 
-from mlcbuild.evaluate import reference_perplexity, text_ids, windows
+from mlcbuild.runtime.evaluate import reference_perplexity, text_ids, windows
 
 MODEL = REPO / "quality" / "tiny-kjv"
 HELDOUT = REPO / "quality" / "kjv_heldout.txt"
@@ -66,7 +66,7 @@ def test_q0f32_perplexity_equals_transformers(tmp_path, cache_dir):
 
 def test_eval_refuses_a_context_longer_than_the_build(tmp_path):
     from mlcbuild.errors import MlcbuildError
-    from mlcbuild.evaluate import perplexity
+    from mlcbuild.runtime.evaluate import perplexity
 
     class Model:
         context_window_size = 64

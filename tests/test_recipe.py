@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, recipe_data, tiny_config
 
 from mlcbuild.errors import RecipeError
-from mlcbuild.recipe import load_recipe, parse_recipe
+from mlcbuild.spec.recipe import load_recipe, parse_recipe
 
 SHIPPED = sorted((REPO / "recipes").glob("*.toml"))
 
@@ -156,8 +156,9 @@ def test_model_type_of_another_architecture_is_an_error():
 def test_sliding_window_and_softcap_reach_every_target():
     """The window applies where the context outgrows it, the soft-cap always; on CPU and GPU
     targets alike (our attention kernels on both)."""
-    from mlcbuild.compiler.lower import attention_softcap, attention_window
-    from mlcbuild.target import load_target, tvm_target
+    from mlcbuild.compiler.export import attention_softcap, attention_window
+    from mlcbuild.compiler.target import tvm_target
+    from mlcbuild.spec.target import load_target
 
     recipe = parse_recipe(recipe_data(tiny_config(model_type="mistral", sliding_window=64)))  # context 128
     cfg = recipe.model_config

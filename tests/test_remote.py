@@ -10,10 +10,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 from conftest import recipe_data, tiny_config
 
-from mlcbuild.cache import Cache, verify_dir
-from mlcbuild.compile import compile_recipe
-from mlcbuild.recipe import parse_recipe
-from mlcbuild.target import load_target
+from mlcbuild.artifacts.cache import Cache, verify_dir
+from mlcbuild.artifacts.compile import compile_recipe
+from mlcbuild.spec.recipe import parse_recipe
+from mlcbuild.spec.target import load_target
 
 
 class _Quiet(SimpleHTTPRequestHandler):

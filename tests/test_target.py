@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mlcbuild.compiler.target import check_codegen, target_json
 from mlcbuild.errors import TargetError
-from mlcbuild.target import list_targets, load_target, parse_target, target_json
+from mlcbuild.spec.target import list_targets, load_target, parse_target
 
 EXPECTED = {"host", "s24", "pixel8", "iphone15pro", "android-cpu"}
 
@@ -57,7 +58,7 @@ format = "tar"
 def test_vulkan_fails_at_once_with_what_to_install(tmp_path):
     desc = load_target(_vulkan(tmp_path))
     with pytest.raises(TargetError) as e:
-        desc.check_codegen()
+        check_codegen(desc)
     msg = str(e.value)
     assert "vulkan" in msg and "USE_VULKAN" in msg and "vk.toml" in msg
 
@@ -90,7 +91,7 @@ def test_shared_library_linking_per_triple(monkeypatch, tmp_path):
     Linux without the cross compiler), naming the fix."""
     import stat
 
-    from mlcbuild.target import cross_linker, link_kind
+    from mlcbuild.compiler.link import cross_linker, link_kind
 
     def desc(triple: str):
         return parse_target(

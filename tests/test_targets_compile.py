@@ -9,11 +9,11 @@ import pytest
 from conftest import recipe_data, tiny_config
 from test_parity import GEMMA2, GEMMA3
 
-from mlcbuild.cache import Cache
-from mlcbuild.compile import compile_recipe
-from mlcbuild.recipe import parse_recipe
-from mlcbuild.stamp import read_library_stamp
-from mlcbuild.target import list_targets
+from mlcbuild.artifacts.cache import Cache
+from mlcbuild.artifacts.compile import compile_recipe
+from mlcbuild.artifacts.stamp import read_library_stamp
+from mlcbuild.spec.recipe import parse_recipe
+from mlcbuild.spec.target import list_targets
 
 TARGETS = [d.name for d in list_targets()]
 # Shapes a user might bring: 5 heads of 16 with 1 KV head (GQA 5), a vocabulary of 1001,

@@ -1,18 +1,21 @@
-"""The Relax pipeline, in named phases.
+"""The Relax pipeline, in named phases: the one list of what runs, in order (MLC-LLM's
+``compiler_pass/pipeline.py``). Each pass lives in its own module of :mod:`.passes`.
 
-graph     FuseTransposeMatmul (``x @ W^T`` as one NT matmul); CPU: FuseDecodeGEMV (RMSNorm,
-          SwiGLU and residual adds into the int8 decode GEMVs)
+graph     AttachVariableBounds; DispatchKVCache (TVM's paged KV cache built for the target);
+          CPU: DispatchKernels (our GEMVs and prefill matmuls, :mod:`mlcbuild.kernels`, by
+          shape and ISA); FuseTransposeMatmul (``x @ W^T`` as one NT matmul); CPU:
+          FuseDecodeGEMV (RMSNorm, SwiGLU and residual adds into the int8 decode GEMVs)
 lower     LegalizeOps (CPU: SiLU with a polynomial exp), AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
-tir       FuseDequantizeMatmul (our pass), DeadCodeElimination
-schedule  tuned records from ``tuning_logs/<target>/`` (MetaScheduleApplyDatabase),
-          then the rules of :mod:`.schedules` (dlight defaults, fixed where they break); GPU builds are
-          checked to have no host-bound kernel; CPU builds get our prefill and decode attention
-          (:mod:`.attention`) and ``noalias`` on every kernel (``passes.mark_noalias``); GPU
-          builds of a model with a sliding window or logit soft-cap get ours too
+tir       FuseDequantizeMatmul, DeadCodeElimination
+schedule  ApplyTuningRecords (``tuning_logs/<target>/``), then the rules of :mod:`.schedules`
+          (dlight defaults, fixed where they break); then ReplaceAttention (ours in place of
+          TVM's: CPU always, GPU for a sliding window or a logit soft-cap); GPU:
+          CheckDeviceKernels (no host-bound kernel, the descriptor's limits); CPU: MarkNoAlias
 vm        memory planning and VM lowering
 codegen   (announced last; done by ``tvm.relax.build`` after the pipeline)
 
-Each phase is timed (seconds) into the ``timings`` dict handed in.
+Each phase is timed (seconds) into the ``timings`` dict handed in; with ``dump_ir`` each
+phase's output is written as TVMScript (``01-graph.py``, ...).
 """
 
 from __future__ import annotations
@@ -25,20 +28,28 @@ import tvm
 from tvm import relax
 from tvm.s_tir import dlight as dl
 
-from .attention import replace_attention
-from .passes import (
-    DEVICE_LIMITS,
-    attach_variable_bounds,
-    check_device_kernels,
-    cpu_legalize_map,
-    fuse_decode_gemv,
-    fuse_dequantize_matmul,
-    mark_noalias,
-)
-from .schedules import schedule_rules
+from mlcbuild.compiler.passes.apply_tuning_records import apply_tuning_records
+from mlcbuild.compiler.passes.attach_variable_bounds import attach_variable_bounds
+from mlcbuild.compiler.passes.check_device_kernels import DEVICE_LIMITS, check_device_kernels
+from mlcbuild.compiler.passes.cpu_legalize import cpu_legalize_map
+from mlcbuild.compiler.passes.dispatch_kernels import dispatch_kernels
+from mlcbuild.compiler.passes.dispatch_kv_cache import dispatch_kv_cache
+from mlcbuild.compiler.passes.fuse_decode_gemv import fuse_decode_gemv
+from mlcbuild.compiler.passes.fuse_dequantize_matmul import fuse_dequantize_matmul
+from mlcbuild.compiler.passes.mark_noalias import mark_noalias
+from mlcbuild.compiler.passes.replace_attention import replace_attention
+from mlcbuild.compiler.schedules import schedule_rules
+from mlcbuild.compiler.target import int8_dot_isa
 
 
-def _timed(name: str, passes: list, timings: dict[str, float], on_phase: Callable[[str], None] | None):
+def _timed(
+    index: int,
+    name: str,
+    passes: list,
+    timings: dict[str, float],
+    on_phase: Callable[[str], None] | None,
+    dump_ir: Path | None = None,
+):
     seq = tvm.transform.Sequential(passes, name=name)
 
     @tvm.transform.module_pass(opt_level=0, name=f"phase_{name}")
@@ -48,42 +59,12 @@ def _timed(name: str, passes: list, timings: dict[str, float], on_phase: Callabl
         t0 = time.perf_counter()
         mod = seq(mod)
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        if dump_ir is not None:
+            dump_ir.mkdir(parents=True, exist_ok=True)
+            (dump_ir / f"{index:02d}-{name}.py").write_text(mod.script(show_meta=False))
         return mod
 
     return _phase
-
-
-def is_scheduled(func) -> bool:
-    """Whether a function is a PrimFunc already marked ``tirx.is_scheduled`` (dlight skips those)."""
-    attrs = getattr(func, "attrs", None)
-    return isinstance(func, tvm.tirx.PrimFunc) and attrs is not None and int(attrs.get("tirx.is_scheduled", 0)) == 1
-
-
-def apply_tuning_records(work_dir: Path | None, tuned: list[str] | None = None):
-    """``MetaScheduleApplyDatabase`` over a JSON database directory, or a no-op.
-
-    Kernels it schedules are marked ``tirx.is_scheduled`` (dlight then leaves them
-    alone); their names are appended to ``tuned``.
-    """
-    if work_dir is None:
-        return tvm.transform.Sequential([])
-    from tvm.s_tir import meta_schedule as ms
-
-    @tvm.transform.module_pass(opt_level=0, name="ApplyTuningRecords")
-    def _pass(mod, _ctx):
-        db = ms.database.JSONDatabase(
-            path_workload=str(work_dir / "database_workload.json"),
-            path_tuning_record=str(work_dir / "database_tuning_record.json"),
-        )
-        before = {gv.name_hint for gv, f in mod.functions.items() if is_scheduled(f)}
-        with db:
-            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-        if tuned is not None:
-            now = {gv.name_hint for gv, f in mod.functions.items() if is_scheduled(f)}
-            tuned.extend(sorted(now - before))
-        return mod
-
-    return _pass
 
 
 def front_phases(variable_bounds: dict[str, int], target) -> list[tuple[str, list]]:
@@ -94,9 +75,11 @@ def front_phases(variable_bounds: dict[str, int], target) -> list[tuple[str, lis
     """
     cpu = target.kind.name == "llvm"
     legalize = cpu_legalize_map() if cpu else None
-    graph = [attach_variable_bounds(variable_bounds), relax.transform.FuseTransposeMatmul()]
+    graph = [attach_variable_bounds(variable_bounds), dispatch_kv_cache(target)]
+    graph += [dispatch_kernels(int8_dot_isa(target))] if cpu else []
+    graph += [relax.transform.FuseTransposeMatmul()] + ([fuse_decode_gemv] if cpu else [])
     return [
-        ("graph", graph + ([fuse_decode_gemv] if cpu else [])),
+        ("graph", graph),
         (
             "lower",
             [
@@ -119,6 +102,7 @@ def build_pipeline(
     on_phase: Callable[[str], None] | None = None,
     tuned: list[str] | None = None,
     device_file: str | None = None,
+    dump_ir: Path | None = None,
 ):
     """The whole Relax pipeline for ``target``, as one pass for ``tvm.relax.build``.
 
@@ -130,6 +114,7 @@ def build_pipeline(
         on_phase: called with each phase's name as it starts (progress display).
         tuned: if given, receives the names of the kernels scheduled from tuning records.
         device_file: the target descriptor, named when a kernel exceeds its ``[device]`` limits.
+        dump_ir: a directory that gets each phase's output as TVMScript (``NN-<phase>.py``).
     """
     is_gpu = "gpu" in target.keys
     phases = front_phases(variable_bounds, target) + [
@@ -171,4 +156,5 @@ def build_pipeline(
             on_phase("codegen")  # tvm.relax.build generates machine code after the pipeline
         return mod
 
-    return tvm.transform.Sequential([_timed(n, p, timings, on_phase) for n, p in phases] + [_codegen_starts])
+    timed = [_timed(i, n, p, timings, on_phase, dump_ir) for i, (n, p) in enumerate(phases, 1)]
+    return tvm.transform.Sequential(timed + [_codegen_starts])

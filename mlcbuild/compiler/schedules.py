@@ -116,7 +116,7 @@ def vector_registers(target) -> tuple[int, int]:
     32 x 128-bit NEON registers; x86 with AVX-512 32 x 512, with AVX/AVX2 16 x 256,
     otherwise 16 x 128 (SSE).
     """
-    from ..target import cpu_family
+    from mlcbuild.compiler.target import cpu_family
 
     cpu = str(target.attrs.get("mcpu", "")).lower()
     mattr = [str(a).lower() for a in (target.attrs.get("mattr") or [])]

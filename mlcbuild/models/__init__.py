@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from ..errors import RecipeError
+from mlcbuild.errors import RecipeError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,7 +16,7 @@ class Architecture:
         name: the recipe's ``model.architecture`` value.
         config_from_hf: ``(config_dict, path) -> DecoderConfig``; raises ``RecipeError``
             (also for a ``model_type`` of another architecture).
-        model_class: ``(Config, dtype, target) -> nn.Module`` with MLC's entry functions.
+        model_class: ``(Config, dtype, attention_window=0) -> nn.Module`` with MLC's entry functions.
         hf_param_map: ``Config -> {our_name: ([hf_name, ...], combine)}``.
     """
 
@@ -29,15 +29,15 @@ class Architecture:
 def _decoder(name: str, config_from_hf, param_map=None) -> Architecture:
     """An architecture built as :class:`.decoder.DecoderForCausalLM`; checkpoint names from
     ``param_map`` (default: Llama's layout, :func:`.loader.decoder_param_map`)."""
-    from .config_keys import check_types
-    from .loader import decoder_param_map
+    from mlcbuild.models.config_keys import check_types
+    from mlcbuild.models.loader import decoder_param_map
 
     def parse(cfg: dict, path=None):
         check_types(cfg, path or "<recipe>")  # before any key is read (a "2" or "abc" would raise TypeError)
         return config_from_hf(cfg, path)
 
     def model_class(*args, **kwargs):
-        from .decoder import DecoderForCausalLM  # imports TVM on first use
+        from mlcbuild.models.decoder import DecoderForCausalLM  # imports TVM on first use
 
         return DecoderForCausalLM(*args, **kwargs)
 
@@ -45,43 +45,43 @@ def _decoder(name: str, config_from_hf, param_map=None) -> Architecture:
 
 
 def _llama() -> Architecture:
-    from .llama import llama_config
+    from mlcbuild.models.llama import llama_config
 
     return _decoder("llama", llama_config)
 
 
 def _qwen2() -> Architecture:
-    from .qwen2 import qwen2_config
+    from mlcbuild.models.qwen2 import qwen2_config
 
     return _decoder("qwen2", qwen2_config)
 
 
 def _qwen3() -> Architecture:
-    from .qwen3 import qwen3_config
+    from mlcbuild.models.qwen3 import qwen3_config
 
     return _decoder("qwen3", qwen3_config)
 
 
 def _phi3() -> Architecture:
-    from .phi3 import phi3_config, phi3_param_map
+    from mlcbuild.models.phi3 import phi3_config, phi3_param_map
 
     return _decoder("phi3", phi3_config, phi3_param_map)
 
 
 def _mistral() -> Architecture:
-    from .mistral import mistral_config
+    from mlcbuild.models.mistral import mistral_config
 
     return _decoder("mistral", mistral_config)
 
 
 def _gemma2() -> Architecture:
-    from .gemma2 import gemma2_config, gemma2_param_map
+    from mlcbuild.models.gemma2 import gemma2_config, gemma2_param_map
 
     return _decoder("gemma2", gemma2_config, gemma2_param_map)
 
 
 def _gemma3() -> Architecture:
-    from .gemma3 import gemma3_config, gemma3_param_map
+    from mlcbuild.models.gemma3 import gemma3_config, gemma3_param_map
 
     return _decoder("gemma3_text", gemma3_config, gemma3_param_map)
 

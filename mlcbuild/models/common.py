@@ -9,15 +9,15 @@ gate/up projections fused (the loader concatenates the checkpoint's tensors).
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from tvm import relax as rx
 from tvm import te
+from tvm.ir.expr import StringImm
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
-from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
-
-from ..compiler import cpu_rope
+from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
 
 class Embedding(nn.Embedding):
@@ -69,7 +69,7 @@ class PagedAttention(nn.Module):
     the KV cache, for models whose layers use different bases (Gemma 3); the cache is then
     built with ``RopeMode.NONE``. ``windowed``: the layer attends within the model's sliding
     window; the KV cache's attention is called with ``-sm_scale``, the mark our CPU kernels
-    read (:func:`mlcbuild.compiler.attention_common.window_start`: TVM's cache passes no layer id).
+    read (:func:`mlcbuild.kernels.attention_common.window_start`: TVM's cache passes no layer id).
     """
 
     def __init__(
@@ -162,57 +162,31 @@ class KVCacheSpec:
     rope_in_model: bool = False  # RoPE applied by the model (PagedAttention.rope): RopeMode.NONE
 
 
-def create_tir_paged_kv_cache(
+KV_CACHE_GENERIC = "mlcbuild.create_paged_kv_cache_generic"
+"""The extern a model's ``create_paged_kv_cache`` calls: a placeholder that the compiler's
+:mod:`mlcbuild.compiler.passes.dispatch_kv_cache` replaces with TVM's ``TIRPagedKVCache``
+built for the target (MLC-LLM's ``mlc.create_paged_kv_cache_generic`` and its
+``DispatchKVCacheCreation`` pass work the same way): models know nothing of targets."""
+
+
+def create_generic_paged_kv_cache(
     spec: KVCacheSpec,
     dtype: str,
-    target,
     max_batch_size: Any,
     max_total_seq_len: Any,
     prefill_chunk_size: Any,
     page_size: Any,
     support_sliding_window: Any,
 ) -> PagedKVCache:
-    """Build TVM's TIR paged KV cache (``TIRPagedKVCache``) for ``target``.
-
-    The size arguments are symbolic ints bound at run time by the caller of
-    ``create_paged_kv_cache``: batch (sequences), total tokens, tokens per prefill,
-    tokens per page, and 0/1 for sliding-window support. On CPU targets the cache's RoPE
-    split is :func:`mlcbuild.compiler.cpu_rope.split_rotary_cpu`.
-    """
-    rope_scaling = {} if spec.rope_scaling.get("rope_type") == "default" else dict(spec.rope_scaling)
-    cache = TIRPagedKVCache(
-        attn_kind="mha",
-        max_batch_size=max_batch_size,
-        max_total_seq_len=max_total_seq_len,
-        prefill_chunk_size=prefill_chunk_size,
-        page_size=page_size,
-        support_sliding_window=support_sliding_window,
-        layer_partition=rx.ShapeExpr([0, spec.num_hidden_layers]),
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        qk_head_dim=spec.head_dim,
-        v_head_dim=spec.head_dim,
-        mla_original_qk_head_dim=0,
-        mla_original_v_head_dim=0,
-        rope_mode=RopeMode.NONE if spec.rope_in_model else RopeMode.NORMAL,
-        rope_scale=1,
-        rope_theta=spec.rope_theta,
-        rope_scaling=rope_scaling,  # TVM's kernels take {} for plain RoPE, reject "default"
-        rope_ext_factors=rx.prim_value(0),
-        rotary_dim=spec.head_dim,
-        enable_disaggregation=False,
-        dtype=dtype,
-        target=target,
+    """A paged KV cache of ``spec`` in ``dtype``, target-independent: one call of
+    :data:`KV_CACHE_GENERIC` with the five symbolic sizes (sequences, total tokens, tokens per
+    prefill, tokens per page, 0/1 sliding window) as a shape and the spec as a JSON string."""
+    data = {**dataclasses.asdict(spec), "dtype": dtype}
+    sizes = rx.ShapeExpr([max_batch_size, max_total_seq_len, prefill_chunk_size, page_size, support_sliding_window])
+    expr = rx.call_pure_packed(
+        KV_CACHE_GENERIC, sizes, StringImm(json.dumps(data, sort_keys=True)), ty_args=rx.ObjectType()
     )
-    if target.kind.name == "llvm" and cpu_rope.supports(rope_scaling, spec.head_dim, spec.head_dim):
-        # our RoPE split in place of TVM's (cos/sin once per token and frequency, vectorized)
-        bb = rx.BlockBuilder.current()
-        kernel = cpu_rope.split_rotary_cpu(
-            spec.rope_theta, spec.num_attention_heads, spec.num_key_value_heads, spec.head_dim, dtype, rope_scaling
-        )
-        bb.update_func(bb.get().get_global_var("tir_split_rotary"), kernel)
-    return cache
+    return PagedKVCache(_expr=expr, _name="paged_kv_cache")
 
 
 def last_token(x: Tensor) -> Tensor:
@@ -239,21 +213,3 @@ class StoredRMSNorm(nn.Module):
 
     def forward(self, x):
         return op.rms_norm(x, op.astype(self.weight, x.dtype), axes=-1, epsilon=self.epsilon)
-
-
-def store_norms_as(model, storage_dtype: str):
-    """Replace every bias-free last-axis ``nn.RMSNorm`` of ``model`` with :class:`StoredRMSNorm`.
-
-    Raises:
-        NotImplementedError: a norm with a bias or other axes (no architecture has one yet).
-    """
-    from ..quant.base import replace_modules
-
-    def swap(m, _name):
-        if isinstance(m, nn.RMSNorm):
-            if m.bias is not None or m.axes not in (-1, [-1]):
-                raise NotImplementedError("stored-dtype RMSNorm with a bias or other axes")
-            return StoredRMSNorm(m.weight.shape[0], m.epsilon, storage_dtype)
-        return None
-
-    return replace_modules(model, swap)

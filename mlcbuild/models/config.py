@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..errors import RecipeError
-from .rope import RopeSpec, parse_rope_scaling
+from mlcbuild.errors import RecipeError
+from mlcbuild.models.rope import RopeSpec, parse_rope_scaling
 
 ARCH_FIX = "set model.architecture to the checkpoint's model_type (architectures are named after them)"
 _REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
@@ -39,7 +39,7 @@ class DecoderConfig:
         qk_norm: RMSNorm over each head's q and k before RoPE (Qwen3).
         sliding_window: keys a query attends to, itself included (Mistral v0.1, Phi-3; Gemma 3's
             sliding layers); ``None`` for full attention. Applied by our attention kernels
-            (:mod:`mlcbuild.compiler.attention`, CPU and GPU).
+            (:mod:`mlcbuild.kernels.attention`, CPU and GPU).
         sliding_layers: per layer whether it uses ``sliding_window`` (Gemma 3's
             ``layer_types``); ``None``: every layer does.
         hidden_act: the gated MLP's activation, ``"silu"`` or ``"gelu_pytorch_tanh"`` (Gemma).
@@ -98,7 +98,7 @@ class DecoderConfig:
 
     def kv_cache_spec(self):
         """What the paged KV cache needs (a :class:`mlcbuild.models.common.KVCacheSpec`)."""
-        from .common import KVCacheSpec
+        from mlcbuild.models.common import KVCacheSpec
 
         return KVCacheSpec(
             num_hidden_layers=self.num_hidden_layers,

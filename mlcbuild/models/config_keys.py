@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from ..errors import RecipeError
+from mlcbuild.errors import RecipeError
 
 # PretrainedConfig's own keys (4.x and 5.x) and what checkpoints' config.json files carry besides
 HF_COMMON = frozenset(

@@ -17,8 +17,8 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
-from .common import Embedding, GatedMLP, PagedAttention, create_tir_paged_kv_cache, last_token
-from .config import DecoderConfig
+from mlcbuild.models.common import Embedding, GatedMLP, PagedAttention, create_generic_paged_kv_cache, last_token
+from mlcbuild.models.config import DecoderConfig
 
 
 class DecoderLayer(nn.Module):
@@ -87,15 +87,13 @@ class DecoderForCausalLM(nn.Module):
     Args:
         cfg: the parsed config.
         dtype: activation and unquantized-weight dtype, ``"float32"`` or ``"float16"``.
-        target: the ``tvm.target.Target`` the KV-cache kernels are generated for.
         attention_window: ``cfg.sliding_window`` where a sequence can outgrow it (our
-            attention kernels then apply it, :mod:`mlcbuild.compiler.attention`), else 0.
+            attention kernels then apply it, :mod:`mlcbuild.kernels.attention`), else 0.
     """
 
-    def __init__(self, cfg: DecoderConfig, dtype: str, target, attention_window: int = 0):
+    def __init__(self, cfg: DecoderConfig, dtype: str, attention_window: int = 0):
         self.cfg = cfg
         self.dtype = dtype
-        self.target = target
         self.attention_window = attention_window
         self.model = DecoderModel(cfg, dtype, windowed=attention_window > 0)
         if not cfg.tie_word_embeddings:
@@ -143,11 +141,11 @@ class DecoderForCausalLM(nn.Module):
     def create_paged_kv_cache(
         self, max_batch_size, max_total_seq_len, prefill_chunk_size, page_size, support_sliding_window
     ) -> PagedKVCache:
-        """A fresh paged KV cache; sizes in sequences, tokens, tokens, tokens per page, 0/1."""
-        return create_tir_paged_kv_cache(
+        """A fresh paged KV cache; sizes in sequences, tokens, tokens, tokens per page, 0/1
+        (target-independent: the compiler builds it for the target)."""
+        return create_generic_paged_kv_cache(
             self.cfg.kv_cache_spec(),
             self.dtype,
-            self.target,
             max_batch_size,
             max_total_seq_len,
             prefill_chunk_size,

@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from .config import DecoderConfig
+from mlcbuild.models.config import DecoderConfig
 
 ParamMap = dict[str, tuple[list[str], Callable[..., np.ndarray]]]
 

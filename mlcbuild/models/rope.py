@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RecipeError
+from mlcbuild.errors import RecipeError
 
 
 @dataclasses.dataclass(frozen=True)

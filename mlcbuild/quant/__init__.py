@@ -6,10 +6,10 @@ so that numbers are comparable: ``q{bits}f{act bits}_{layout}``.
 
 from __future__ import annotations
 
-from .base import Scheme
-from .group import GroupQuant
-from .none import NoQuant
-from .zeropoint import ZeroPointGroupQuant
+from mlcbuild.quant.base import Scheme
+from mlcbuild.quant.group import GroupQuant
+from mlcbuild.quant.none import NoQuant
+from mlcbuild.quant.zeropoint import ZeroPointGroupQuant
 
 SCHEMES: dict[str, Scheme] = {
     s.name: s

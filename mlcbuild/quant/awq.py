@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .calibrate import layer_output
-from .fold import keep_input, scale_layers
+from mlcbuild.quant.calibrate import layer_output
+from mlcbuild.quant.fold import keep_input, scale_layers
 
 
 def _rtn(w, scheme):

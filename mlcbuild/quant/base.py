@@ -23,44 +23,58 @@ class Scheme:
     def check_model(self, cfg: Any, path=None) -> None:
         """Raise ``RecipeError`` if the scheme cannot quantize a model of this config."""
 
-    def quantize_module(self, module, compute_dtype: str, int8_isa: str | None = None):
+    packed: bool = False
+    """Weights packed in integer words and dequantized inside the kernels: the model may then
+    compute in fp32 while scales stay fp16 (:func:`mlcbuild.compiler.export.compute_dtype`)."""
+
+    def for_config(self, config: dict[str, Any]) -> "Scheme":
+        """The scheme with the format details of a checkpoint's ``config.json`` (an imported
+        GPTQ checkpoint's act-order); ``self`` for schemes that have none."""
+        return self
+
+    keeps_float: tuple[str, ...] = ()
+    """Module-name globs this scheme leaves float (an imported checkpoint's unquantized layers)."""
+
+    def dequantize_info(self, layout: str | None = None) -> dict[str, Any] | None:
+        """How a weight of this scheme is stored, for the kernels that read it packed:
+        ``{"kind", "bits", "group_size", "max_int", "layout", "scale_dtype"}`` (``layout``
+        the weight's, default the scheme's), or ``None`` (no such kernel reads it)."""
+        return None
+
+    def quantize_module(self, module, compute_dtype: str):
         """The quantized replacement of one ``nn.Linear`` or ``nn.Embedding`` (same logical
         shapes; its parameters are this scheme's), or ``None`` to keep ``module`` as it is.
 
         ``compute_dtype``: the activations' dtype of the whole model (it differs from
-        ``model_dtype`` for fp16 group schemes on x86, :func:`mlcbuild.compiler.lower.compute_dtype`).
-        ``int8_isa``: the target's integer dot product (:func:`mlcbuild.target.int8_dot_isa`).
+        ``model_dtype`` for fp16 group schemes on x86, :func:`mlcbuild.compiler.export.compute_dtype`).
+        Target-specific kernels are the compiler's business (:mod:`mlcbuild.compiler.passes.dispatch_kernels`).
         """
         return None
 
-    def quantize_model(self, model, compute_dtype: str | None = None, int8_isa: str | None = None):
+    def quantize_model(self, model, compute_dtype: str | None = None):
         """Swap every linear and embedding of ``model`` for this scheme's (in place); returns the root."""
-        from .mixed import quantize_model
+        from mlcbuild.quant.mixed import quantize_model
 
-        return quantize_model(model, self, {}, compute_dtype or self.model_dtype, int8_isa)
+        return quantize_model(model, self, {}, compute_dtype or self.model_dtype)
 
     def describe(self) -> dict[str, Any]:
         """Plain-data description, for ``mlc-chat-config.json`` and tables."""
         return {"name": self.name, "model_dtype": self.model_dtype}
 
 
-def replace_modules(module, fn: Callable[[Any, str], Any], prefix: str = ""):
-    """Walk ``module``'s children depth first; where ``fn(child, dotted_name)`` returns a module,
-    put it in the child's place. Names are the parameters' prefixes (``"model.layers.0.mlp"``).
+def replace_modules(module, fn: Callable[[Any, str], Any]):
+    """Walk ``module``'s children depth first with TVM's ``nn.Mutator``; where
+    ``fn(child, dotted_name)`` returns a module, put it in the child's place (its own children
+    are then not visited). Names are the parameters' prefixes (``"model.layers.0.mlp"``).
 
     Returns the (possibly replaced) root ``nn.Module``.
     """
     from tvm.relax.frontend import nn
 
-    new = fn(module, prefix)
-    if new is not None:
-        return new
-    dot = prefix + "." if prefix else ""
-    if isinstance(module, nn.ModuleList):
-        for i, child in enumerate(module.modules):
-            module.modules[i] = replace_modules(child, fn, f"{dot}{i}")
-        return module
-    for key, child in list(vars(module).items()):
-        if isinstance(child, nn.Module):
-            setattr(module, key, replace_modules(child, fn, f"{dot}{key}"))
-    return module
+    class _Swap(nn.Mutator):
+        def visit_module(self, name: str, node):
+            new = fn(node, name)
+            return new if new is not None else self.visit(name, node)
+
+    new = fn(module, "")
+    return new if new is not None else _Swap().visit("", module)

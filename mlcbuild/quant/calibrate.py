@@ -17,8 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import MlcbuildError
-from .gptq import gptq
+from mlcbuild.errors import MlcbuildError
+from mlcbuild.quant.gptq import gptq
 
 
 def calibration_ids(tokenizer_json: Path, text_file: Path, n_samples: int, seq_len: int, seed: int):

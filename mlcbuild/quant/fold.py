@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..errors import MlcbuildError
-from .calibrate import first_layer_inputs, layer_output
+from mlcbuild.errors import MlcbuildError
+from mlcbuild.quant.calibrate import first_layer_inputs, layer_output
 
 
 def fold_groups(layer) -> list[tuple[object, list, str]]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .group import GroupQuant
+from mlcbuild.quant.group import GroupQuant
 
 
 def hessian(x):

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from .base import Scheme
+from mlcbuild.quant.base import Scheme
 
 
 class GroupQuant(Scheme):
@@ -43,6 +43,8 @@ class GroupQuant(Scheme):
             first scaled (:mod:`.awq`, :mod:`.smoothquant`), then rounded; ``None``:
             round-to-nearest.
     """
+
+    packed = True
 
     def __init__(
         self, name: str, bits: int, group_size: int, model_dtype: str, layout: str, calibration: str | None = None
@@ -147,10 +149,21 @@ class GroupQuant(Scheme):
         scale = np.repeat(q_scale.astype(np.float32), self.group_size, axis=1)
         return ((q - self.max_int) * scale)[:, :k]
 
+    def dequantize_info(self, layout: str | None = None) -> dict:
+        """``{"kind": "group", bits, group_size, max_int, layout, scale_dtype}`` (see :class:`.base.Scheme`)."""
+        return {
+            "kind": "group",
+            "bits": self.bits,
+            "group_size": self.group_size,
+            "max_int": self.max_int,
+            "layout": layout or self.layout,
+            "scale_dtype": self.model_dtype,
+        }
+
     # ---- model rewriting ----------------------------------------------------------------
-    def quantize_module(self, module, compute_dtype: str, int8_isa: str | None = None):
+    def quantize_module(self, module, compute_dtype: str):
         """``nn.Linear`` -> :class:`.group_nn.GroupQuantLinear`, ``nn.Embedding`` ->
         :class:`.group_nn.GroupQuantEmbedding`; anything else ``None``."""
-        from .group_nn import quantize_module
+        from mlcbuild.quant.group_nn import quantize_module
 
-        return quantize_module(self, module, compute_dtype, int8_isa)
+        return quantize_module(self, module, compute_dtype)

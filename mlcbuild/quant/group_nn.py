@@ -7,11 +7,24 @@ from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
-from . import group_cpu_matmul
-from .group import GroupQuant
-from .group_int8_gemv import int8_gemv, supports
+from mlcbuild.quant.group import GroupQuant
 
 DEQUANTIZE_PREFIX = "dequantize"
+DEQUANTIZE_ATTR = "mlcbuild.dequantize"
+"""Attribute of a dequantize kernel: the scheme's ``dequantize_info``, what the compiler's kernel
+dispatch (:mod:`mlcbuild.compiler.passes.dispatch_kernels`) needs to run ``x @ W^T`` in one
+kernel of :mod:`mlcbuild.kernels` instead."""
+
+
+def dequantized(scheme: GroupQuant, q_weight, q_scale, n: int, k: int, layout: str, dtype: str) -> Tensor:
+    """The ``[N, K]`` (``NK``) or ``[K, N]`` (``KN``) weight in ``dtype``, as one tagged kernel
+    (:data:`DEQUANTIZE_ATTR`)."""
+    return op.tensor_expr_op(
+        lambda qw, qs: te_dequantize(scheme, qw, qs, n, k, layout, dtype),
+        name_hint=DEQUANTIZE_PREFIX,
+        args=[q_weight, q_scale],
+        attrs={DEQUANTIZE_ATTR: scheme.dequantize_info(layout)},
+    )
 
 
 def dequant_value(scheme: GroupQuant, word, scale, k, dtype: str | None = None):
@@ -47,49 +60,25 @@ def te_dequantize(
     )
 
 
-def quantize_module(scheme: GroupQuant, m: nn.Module, compute_dtype: str, int8_isa: str | None = None):
+def quantize_module(scheme: GroupQuant, m: nn.Module, compute_dtype: str):
     """The group-quantized replacement of an ``nn.Linear`` or ``nn.Embedding``, else ``None``.
 
     ``compute_dtype``: the activations' dtype (fp32 compute of an fp16 scheme,
-    :func:`mlcbuild.compiler.lower.compute_dtype`); scales keep the scheme's dtype, so the
-    converted weights are the same for every target. ``int8_isa``: the target's integer dot
-    product (:func:`mlcbuild.target.int8_dot_isa`); where the scheme allows, decode-shaped
-    linears then run :mod:`.group_int8_gemv`.
+    :func:`mlcbuild.compiler.export.compute_dtype`); scales keep the scheme's dtype, so the
+    converted weights are the same for every target.
     """
     if isinstance(m, nn.Linear):
-        return GroupQuantLinear(m.in_features, m.out_features, scheme, compute_dtype, int8_isa, bias=m.bias is not None)
+        return GroupQuantLinear(m.in_features, m.out_features, scheme, compute_dtype, bias=m.bias is not None)
     if isinstance(m, nn.Embedding):
-        return GroupQuantEmbedding(m.num, m.dim, scheme, compute_dtype, int8_isa)
-    return None
-
-
-def cpu_linear(
-    x: Tensor, q_weight, q_scale, scheme: GroupQuant, n: int, k: int, layout: str, isa: str | None
-) -> Tensor | None:
-    """``x @ dequant(q_weight, q_scale)^T`` through one of our CPU kernels, or ``None`` where none applies.
-
-    ``isa`` is the target's :func:`mlcbuild.target.int8_dot_isa`. A ``[1, 1, K]`` row goes
-    through :func:`.group_int8_gemv.int8_gemv`, an fp32 ``[1, tokens, K]`` on x86 through
-    :func:`.group_cpu_matmul.prefill_matmul`; ``[1, *, N]`` out, ``x``'s dtype.
-    """
-    if supports(scheme, isa, layout) and group_cpu_matmul.decode_shaped(x):
-        func = int8_gemv(n, k, scheme.bits, scheme.max_int, x.dtype, scheme.model_dtype, isa)
-        return op.tensor_ir_op(
-            func, "gemv_int8", args=[x, q_weight, q_scale], out=Tensor.placeholder((1, 1, n), x.dtype)
-        )
-    if group_cpu_matmul.supports(scheme, n, isa, x.dtype) and group_cpu_matmul.prefill_shaped(x):
-        func = group_cpu_matmul.prefill_matmul(n, k, scheme.bits, scheme.group_size, scheme.max_int, scheme.model_dtype)
-        return op.tensor_ir_op(
-            func, "prefill_matmul", args=[x, q_weight, q_scale], out=Tensor.placeholder((1, x.shape[1], n), x.dtype)
-        )
+        return GroupQuantEmbedding(m.num, m.dim, scheme, compute_dtype)
     return None
 
 
 class GroupQuantLinear(nn.Module):
     """``y = x @ dequant(q_weight, q_scale)^T (+ bias)``: ``[b, s, K]`` -> ``[b, s, N]``.
 
-    ``int8_isa``: the target's integer dot product; where :func:`cpu_linear` applies (decode
-    rows, x86 prefill) our CPU kernels run instead of dequantize + matmul. ``bias``: an
+    The dequantize kernel is tagged (:data:`DEQUANTIZE_ATTR`): on CPUs the compiler puts one
+    kernel of :mod:`mlcbuild.kernels` in place of dequantize + matmul where one fits. ``bias``: an
     unquantized ``[N]`` bias stored in the scheme's dtype (Qwen2's q/k/v), added in the
     compute dtype.
     """
@@ -100,12 +89,10 @@ class GroupQuantLinear(nn.Module):
         out_features: int,
         scheme: GroupQuant,
         compute_dtype: str | None = None,
-        int8_isa: str | None = None,
         bias: bool = False,
     ):
         self.in_features, self.out_features, self.scheme = in_features, out_features, scheme
         self.compute_dtype = compute_dtype or scheme.model_dtype
-        self.int8_isa = int8_isa
         wshape, sshape = scheme.packed_shapes(out_features, in_features)
         self.q_weight = nn.Parameter(wshape, "uint32")
         self.q_scale = nn.Parameter(sshape, scheme.model_dtype)
@@ -123,16 +110,8 @@ class GroupQuantLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         s, n, k = self.scheme, self.out_features, self.in_features
-        y = cpu_linear(x, self.q_weight, self.q_scale, s, n, k, s.layout, self.int8_isa)
-        if y is None:
-            w = op.tensor_expr_op(
-                lambda qw, qs: te_dequantize(s, qw, qs, n, k, s.layout, self.compute_dtype),
-                name_hint=DEQUANTIZE_PREFIX,
-                args=[self.q_weight, self.q_scale],
-            )
-            if s.layout == "NK":
-                w = op.permute_dims(w)
-            y = op.matmul(x, w)
+        w = dequantized(s, self.q_weight, self.q_scale, n, k, s.layout, self.compute_dtype)
+        y = op.matmul(x, op.permute_dims(w) if s.layout == "NK" else w)
         if self.bias is None:
             return y
         bias = self.bias if self.bias.dtype == y.dtype else self.bias.astype(y.dtype)
@@ -142,12 +121,9 @@ class GroupQuantLinear(nn.Module):
 class GroupQuantEmbedding(nn.Module):
     """Quantized ``[vocab, d]`` table (NK layout); lookup dequantizes only the rows gathered."""
 
-    def __init__(
-        self, num: int, dim: int, scheme: GroupQuant, compute_dtype: str | None = None, int8_isa: str | None = None
-    ):
+    def __init__(self, num: int, dim: int, scheme: GroupQuant, compute_dtype: str | None = None):
         self.num, self.dim, self.scheme = num, dim, scheme
         self.compute_dtype = compute_dtype or scheme.model_dtype
-        self.int8_isa = int8_isa
         wshape, sshape = scheme.packed_shapes(num, dim, layout="NK")
         self.q_weight = nn.Parameter(wshape, "uint32")
         self.q_scale = nn.Parameter(sshape, scheme.model_dtype)
@@ -172,14 +148,6 @@ class GroupQuantEmbedding(nn.Module):
         return op.tensor_expr_op(gather, name_hint="dequantize_take", args=[self.q_weight, self.q_scale, ids])
 
     def lm_head_forward(self, x: Tensor) -> Tensor:
-        """Tied LM head: ``[b, s, d]`` -> ``[b, s, vocab]`` compute dtype (int8 GEMV for one row, as linears)."""
-        s, n, k = self.scheme, self.num, self.dim
-        ours = cpu_linear(x, self.q_weight, self.q_scale, s, n, k, "NK", self.int8_isa)
-        if ours is not None:
-            return ours
-        w = op.tensor_expr_op(
-            lambda qw, qs: te_dequantize(s, qw, qs, n, k, "NK", self.compute_dtype),
-            name_hint=DEQUANTIZE_PREFIX,
-            args=[self.q_weight, self.q_scale],
-        )
+        """Tied LM head: ``[b, s, d]`` -> ``[b, s, vocab]`` compute dtype (a tagged dequantize, as linears)."""
+        w = dequantized(self.scheme, self.q_weight, self.q_scale, self.num, self.dim, "NK", self.compute_dtype)
         return op.matmul(x, op.permute_dims(w))

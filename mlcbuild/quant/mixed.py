@@ -26,8 +26,8 @@ import re
 from fnmatch import fnmatchcase
 from typing import Any
 
-from ..errors import RecipeError
-from .base import Scheme, replace_modules
+from mlcbuild.errors import RecipeError
+from mlcbuild.quant.base import Scheme, replace_modules
 
 # the attribute each quantizable module carries after quantize_model: its scheme's name
 SCHEME_ATTR = "quantization"
@@ -82,7 +82,7 @@ def matches(pattern: str, module: str) -> bool:
 
 def scheme_for(module: str, base: Scheme, overrides: dict[str, str]) -> Scheme:
     """The scheme of the module named ``module``: the first matching override's, else ``base``."""
-    from . import get_scheme
+    from mlcbuild.quant import get_scheme
 
     for pattern, name in overrides.items():
         if matches(pattern, module):
@@ -91,7 +91,7 @@ def scheme_for(module: str, base: Scheme, overrides: dict[str, str]) -> Scheme:
 
 
 def quantize_model(
-    model, base: Scheme, overrides: dict[str, str], compute_dtype: str, int8_isa: str | None = None, where=None
+    model, base: Scheme, overrides: dict[str, str], compute_dtype: str, where=None
 ):
     """Swap every ``nn.Linear`` and ``nn.Embedding`` of ``model`` for its scheme's module
     (:func:`scheme_for`), in place; each carries its scheme's name as ``quantization``.
@@ -100,8 +100,7 @@ def quantize_model(
         model: the architecture's ``nn.Module`` (built in ``compute_dtype``).
         base: the recipe's ``[quantization] scheme``.
         overrides: pattern -> scheme name (:func:`check_overrides`).
-        compute_dtype: the activations' dtype (:func:`mlcbuild.compiler.lower.compute_dtype`).
-        int8_isa: the target's integer dot product, or ``None``.
+        compute_dtype: the activations' dtype (:func:`mlcbuild.compiler.export.compute_dtype`).
         where: the recipe file, for errors.
     Returns:
         the root module.
@@ -110,7 +109,7 @@ def quantize_model(
     """
     from tvm.relax.frontend import nn
 
-    from . import get_scheme
+    from mlcbuild.quant import get_scheme
 
     names: list[str] = []
     used: set[str] = set()
@@ -120,14 +119,14 @@ def quantize_model(
             return None
         names.append(name)
         scheme = base
-        if any(matches(p, name) for p in getattr(base, "keeps_float", ())):  # left float by imported checkpoints
+        if any(matches(p, name) for p in base.keeps_float):  # left float by imported checkpoints
             scheme = get_scheme({"float16": "q0f16", "float32": "q0f32"}[base.model_dtype])
         for pattern, scheme_name in overrides.items():
             if matches(pattern, name):
                 used.add(pattern)
                 scheme = get_scheme(scheme_name)
                 break
-        new = scheme.quantize_module(m, compute_dtype, int8_isa) or m
+        new = scheme.quantize_module(m, compute_dtype) or m
         setattr(new, SCHEME_ATTR, scheme.name)
         return new
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .fold import scale_layers
+from mlcbuild.quant.fold import scale_layers
 
 
 def smooth_scales(x, weights: list, alpha: float):

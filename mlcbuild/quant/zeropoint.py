@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MlcbuildError, RecipeError
-from .base import Scheme
+from mlcbuild.errors import MlcbuildError, RecipeError
+from mlcbuild.quant.base import Scheme
 
 # the recipe's quantization_config.quant_method for each source
 _METHODS = {"gptq": "gptq", "awq": "awq"}
@@ -45,6 +45,8 @@ class ZeroPointGroupQuant(Scheme):
         keeps_float: module-name globs the checkpoint leaves unquantized (``mlcbuild.quant.mixed``
             gives them the float scheme of ``model_dtype``).
     """
+
+    packed = True
 
     keeps_float = ("lm_head", "model.embed_tokens")
 
@@ -195,11 +197,11 @@ class ZeroPointGroupQuant(Scheme):
         return ((q - rep(q_zero)) * rep(q_scale))[:, :k]
 
     # ---- model rewriting -----------------------------------------------------------------------
-    def quantize_module(self, module, compute_dtype: str, int8_isa: str | None = None):
+    def quantize_module(self, module, compute_dtype: str):
         """``nn.Linear`` -> :class:`.zeropoint_nn.ZeroPointLinear`; anything else ``None``."""
         from tvm.relax.frontend import nn
 
-        from .zeropoint_nn import ZeroPointLinear
+        from mlcbuild.quant.zeropoint_nn import ZeroPointLinear
 
         if isinstance(module, nn.Linear):
             return ZeroPointLinear(
@@ -209,7 +211,7 @@ class ZeroPointGroupQuant(Scheme):
 
 
 def _registered() -> dict[str, ZeroPointGroupQuant]:
-    from . import SCHEMES
+    from mlcbuild.quant import SCHEMES
 
     return {n: s for n, s in SCHEMES.items() if isinstance(s, ZeroPointGroupQuant)}
 

@@ -9,10 +9,10 @@ from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
-from ..errors import MlcbuildError
-from .checkpoint_formats import unpack_awq, unpack_gptq
-from .group_nn import DEQUANTIZE_PREFIX
-from .zeropoint import ZeroPointGroupQuant
+from mlcbuild.errors import MlcbuildError
+from mlcbuild.quant.checkpoint_formats import unpack_awq, unpack_gptq
+from mlcbuild.quant.group_nn import DEQUANTIZE_PREFIX
+from mlcbuild.quant.zeropoint import ZeroPointGroupQuant
 
 
 class ZeroPointLinear(nn.Module):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ARCH_FIX, DecoderConfig, decoder_config, require
-from ..gemma3.config import GEMMA_DEFAULTS, gemma_flags, layer_types
+from mlcbuild.models.config import ARCH_FIX, DecoderConfig, decoder_config, require
+from mlcbuild.models.gemma3.config import GEMMA_DEFAULTS, gemma_flags, layer_types
 
 
 def gemma2_config(cfg: dict[str, Any], path=None) -> DecoderConfig:

@@ -8,10 +8,10 @@ Hugging Face ``transformers/models/gemma3/modeling_gemma3.py``: embeddings scale
 ``query_pre_attn_scalar ** -0.5``; local (sliding-window) and global layers with their own
 RoPE base (``rope_local_base_freq`` 10k, ``rope_theta`` 1M), applied by the model. The local
 layers' window (``sliding_window``, 512 for Gemma-3-1B) is applied by our attention
-kernels (:mod:`mlcbuild.compiler.attention`, CPU and GPU).
+kernels (:mod:`mlcbuild.kernels.attention`, CPU and GPU).
 """
 
-from .config import gemma3_config
-from .loader import gemma3_param_map
+from mlcbuild.models.gemma3.config import gemma3_config
+from mlcbuild.models.gemma3.loader import gemma3_param_map
 
 __all__ = ["gemma3_config", "gemma3_param_map"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...errors import RecipeError
-from ..config import ARCH_FIX, DecoderConfig, decoder_config, require, sliding_window
-from ..rope import RopeSpec
+from mlcbuild.errors import RecipeError
+from mlcbuild.models.config import ARCH_FIX, DecoderConfig, decoder_config, require, sliding_window
+from mlcbuild.models.rope import RopeSpec
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import DecoderConfig
-from ..loader import ParamMap, decoder_param_map
+from mlcbuild.models.config import DecoderConfig
+from mlcbuild.models.loader import ParamMap, decoder_param_map
 
 
 def plus_one(w: np.ndarray) -> np.ndarray:

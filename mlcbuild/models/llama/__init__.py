@@ -4,6 +4,6 @@ The plain decoder of :mod:`mlcbuild.models.decoder`: ``config`` parses ``config.
 the checkpoint names are :func:`mlcbuild.models.loader.decoder_param_map`'s.
 """
 
-from .config import llama_config
+from mlcbuild.models.llama.config import llama_config
 
 __all__ = ["llama_config"]

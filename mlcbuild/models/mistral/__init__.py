@@ -6,6 +6,6 @@ null). Sliding-window attention is not implemented: a recipe must keep its conte
 within the window (checked at recipe load).
 """
 
-from .config import mistral_config
+from mlcbuild.models.mistral.config import mistral_config
 
 __all__ = ["mistral_config"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ARCH_FIX, DecoderConfig, decoder_config, require, sliding_window
+from mlcbuild.models.config import ARCH_FIX, DecoderConfig, decoder_config, require, sliding_window
 
 
 def mistral_config(cfg: dict[str, Any], path=None) -> DecoderConfig:

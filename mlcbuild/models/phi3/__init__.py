@@ -6,7 +6,7 @@ so the loader maps them as they are. The 4k variants use plain RoPE; the 128k va
 ``longrope`` scaling is not implemented (an error naming the supported types).
 """
 
-from .config import phi3_config
-from .loader import phi3_param_map
+from mlcbuild.models.phi3.config import phi3_config
+from mlcbuild.models.phi3.loader import phi3_param_map
 
 __all__ = ["phi3_config", "phi3_param_map"]

@@ -9,9 +9,9 @@ import dataclasses
 import math
 from typing import Any
 
-from ...errors import RecipeError
-from ..config import ARCH_FIX, DecoderConfig, decoder_config, require, sliding_window
-from ..rope import RopeSpec
+from mlcbuild.errors import RecipeError
+from mlcbuild.models.config import ARCH_FIX, DecoderConfig, decoder_config, require, sliding_window
+from mlcbuild.models.rope import RopeSpec
 
 
 def phi3_config(cfg: dict[str, Any], path=None) -> DecoderConfig:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..config import DecoderConfig
-from ..loader import ParamMap, decoder_param_map, identity
+from mlcbuild.models.config import DecoderConfig
+from mlcbuild.models.loader import ParamMap, decoder_param_map, identity
 
 
 def phi3_param_map(cfg: DecoderConfig) -> ParamMap:

@@ -5,6 +5,6 @@ Hugging Face ``transformers/models/qwen2/modeling_qwen2.py``: ``Qwen2Attention``
 Llama's. Larger sizes untie the LM head (``tie_word_embeddings``).
 """
 
-from .config import qwen2_config
+from mlcbuild.models.qwen2.config import qwen2_config
 
 __all__ = ["qwen2_config"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ARCH_FIX, DecoderConfig, decoder_config, no_sliding_window, require
+from mlcbuild.models.config import ARCH_FIX, DecoderConfig, decoder_config, no_sliding_window, require
 
 
 def qwen2_config(cfg: dict[str, Any], path=None) -> DecoderConfig:

@@ -6,6 +6,6 @@ follows ``attention_bias`` (off in the released models); ``head_dim`` is set exp
 (128 for Qwen3-0.6B, whose ``hidden_size / num_attention_heads`` is 64).
 """
 
-from .config import qwen3_config
+from mlcbuild.models.qwen3.config import qwen3_config
 
 __all__ = ["qwen3_config"]

@@ -1,0 +1,3 @@
+from mlcbuild.cli import main
+
+main()

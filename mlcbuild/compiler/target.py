@@ -1,0 +1,154 @@
+"""A target descriptor as TVM sees it: the ``tvm.target.Target``, the host CPU's ISA, the code
+generators the installed TVM has.
+
+:func:`tvm_target` is the one function that turns a descriptor into a TVM target; ``native``
+``mtriple``/``mcpu`` resolve to this machine's CPU here (:func:`resolved_host`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from mlcbuild.errors import TargetError
+from mlcbuild.spec.target import TargetDescriptor, linux_cpu_flags
+
+
+def check_codegen(desc: TargetDescriptor, memo_dir: Path | None = None) -> None:
+    """Fail at once if the installed TVM cannot generate code for this target.
+
+    Raises:
+        TargetError: e.g. Vulkan, whose SPIR-V code generator is not in the PyPI wheel.
+    """
+    from mlcbuild.compiler.toolchain import available_codegens
+
+    if desc.kind not in available_codegens(memo_dir):
+        hint = {
+            "vulkan": "the apache-tvm wheel from PyPI is built without Vulkan (SPIR-V); build TVM from source "
+            "with -DUSE_VULKAN=ON and install it into this environment, or use an OpenCL target (s24, pixel8)",
+        }.get(desc.kind, f"install a TVM build with the {desc.kind} code generator")
+        raise TargetError(
+            f"the installed TVM cannot generate code for device kind {desc.kind!r} (no target.build.{desc.kind})",
+            path=desc.path or desc.name,
+            fix=hint,
+        )
+
+def codegen_available(desc: TargetDescriptor) -> bool:
+    try:
+        check_codegen(desc)
+        return True
+    except TargetError:
+        return False
+
+
+def _native_host() -> dict[str, Any]:
+    """This machine's CPU as LLVM sees it, with the ISA level capped where LLVM is slow.
+
+    On x86 with AVX2+FMA the CPU is given as ``x86-64-v3``: with the exact CPU name of an
+    AVX-512 machine, LLVM 22 spent ~90 s per vectorized GEMV (notes from the feasibility spike).
+    """
+    import tvm
+
+    triple = tvm.target.codegen.llvm_get_system_triple().replace("-conda-", "-unknown-")
+    cpu = tvm.target.codegen.llvm_get_system_cpu()
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        try:
+            has_avx2 = tvm.target.codegen.llvm_cpu_has_features(
+                ["avx2", "fma"], tvm.target.Target({"kind": "llvm", "mcpu": cpu})
+            )
+        except Exception:  # pragma: no cover
+            has_avx2 = False
+        cpu = "x86-64-v3" if has_avx2 else "x86-64"
+        # AVX-VNNI (256-bit vpdpbusd, used by the int8 decode GEMVs) costs LLVM no compile
+        # time. Read from the kernel: under KVM, LLVM names this machine's CPU "rocketlake",
+        # which lacks it.
+        if has_avx2 and "avx_vnni" in linux_cpu_flags():
+            return {"mtriple": triple, "mcpu": cpu, "mattr": ["+avxvnni"]}
+    return {"mtriple": triple, "mcpu": cpu}
+
+
+def resolved_host(desc: TargetDescriptor) -> dict[str, Any]:
+    """The ``[host]`` table as TVM attributes, with ``native`` resolved."""
+    host = dict(desc.host)
+    native = _native_host() if "native" in (host.get("mtriple"), host.get("mcpu")) else {}
+    out: dict[str, Any] = {"kind": "llvm"}
+    out["mtriple"] = native["mtriple"] if host["mtriple"] == "native" else host["mtriple"]
+    cpu = host.get("mcpu")
+    if cpu == "native":
+        cpu = native["mcpu"]
+    if cpu:
+        out["mcpu"] = cpu
+    mattr = list(host.get("mattr") or []) + [a for a in native.get("mattr", []) if host.get("mcpu") == "native"]
+    if mattr:
+        out["mattr"] = list(dict.fromkeys(mattr))
+    cores = host.get("num_cores")
+    out["num-cores"] = int(cores) if cores else (os.cpu_count() or 1)
+    return out
+
+
+def tvm_target(desc: TargetDescriptor):
+    """The ``tvm.target.Target`` (device + host) of a descriptor: the one place this is decided."""
+    from tvm.target import Target
+
+    host = resolved_host(desc)
+    if desc.kind == "llvm":
+        return Target(host, host=host)
+    device = {k: v for k, v in desc.device.items()}
+    return Target(device, host=host)
+
+
+def cpu_family(target) -> str | None:
+    """``"x86"`` or ``"arm"`` for an ``llvm`` ``tvm.target.Target`` (from its ``mtriple``), else ``None``."""
+    if target is None or target.kind.name != "llvm":
+        return None
+    triple = str(target.attrs.get("mtriple", "")).lower()
+    if triple.startswith(("x86_64", "i686", "i386")):
+        return "x86"
+    if triple.startswith(("aarch64", "arm64")):
+        return "arm"
+    return None
+
+
+def int8_dot_isa(target) -> str | None:
+    """The integer dot-product instructions the int8 decode GEMVs may use on an ``llvm`` target.
+
+    ``"avxvnni"`` (256-bit ``vpdpbusd``: AVX-VNNI, or AVX512-VNNI with AVX512-VL), ``"avx2"``
+    (``vpmaddubsw`` + ``vpmaddwd``), ``"dotprod"`` (aarch64 ``sdot``), or ``None``. Asked of
+    LLVM for the target's ``mcpu`` and ``mattr``.
+    """
+    import tvm
+
+    family = cpu_family(target)
+    if family not in ("x86", "arm"):
+        return None
+    has = functools.partial(tvm.target.codegen.llvm_cpu_has_features, target=target)
+    if family == "arm":
+        return "dotprod" if has(["dotprod"]) else None
+    if has(["avxvnni"]) or has(["avx512vnni", "avx512vl"]):
+        return "avxvnni"
+    if has(["avx2"]):
+        return "avx2"
+    return None
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    if hasattr(x, "items"):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if hasattr(x, "export"):
+        return _plain(x.export())
+    try:
+        return [_plain(v) for v in x]
+    except TypeError:
+        return str(x)
+
+
+def target_json(desc: TargetDescriptor) -> dict[str, Any]:
+    """The full target as TVM exports it (every attribute, defaults included), as plain data."""
+    return _plain(tvm_target(desc).export())
+

@@ -1,0 +1,1 @@
+"""Devices over TVM RPC: sessions, probing, tuning, benchmarks."""

@@ -1,0 +1,1 @@
+"""Hand-written TIR kernels (GEMVs, prefill matmuls, RoPE, attention for CPU and GPU); the compiler swaps them in by target and shape (:mod:`mlcbuild.compiler.passes.dispatch_kernels`, :mod:`mlcbuild.compiler.passes.replace_attention`)."""

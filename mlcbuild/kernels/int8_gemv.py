@@ -1,0 +1,453 @@
+"""Decode GEMVs with int8 activations and integer dot products (CPU builds).
+
+A group-quantized weight (4 or 8 bits, group of 32 along ``K``, ``NK`` layout) times one
+activation row. The activation row is quantized to int8 per block of 32, the same blocks
+as the weight groups, as llama.cpp does for its ``Q4_0 x Q8_0`` dot product
+(``ggml-quants.c``)::
+
+    d_x[g] = max_{k in g} |x[k]| / 127,     xq[k] = round(x[k] / d_x[g])          (int8)
+    y[n]   = sum_g d_w[n, g] * d_x[g] * (sum_{k in g} q[n, k] * xq[k] - Z * sum_{k in g} xq[k])
+
+with ``q`` the stored unsigned weight and ``Z`` the scheme's zero point (``max_int``: 7 for
+int4, 127 for int8). The inner sums are integer dot products of unsigned weight bytes and
+signed activation bytes: ``vpdpbusd`` with AVX-VNNI / AVX512-VNNI, ``vpmaddubsw`` +
+``vpmaddwd`` with AVX2 (int4 only: int8 weights would saturate its 16-bit pair sums), ``sdot``
+on aarch64 with the dot-product extension (int4 only: signed x signed).
+The ``- Z * sum xq`` term rides in the accumulator the dot product starts from.
+
+The loop runs in steps of one 256-bit load of weight words (int32 lanes ``4 j .. 4 j + 3`` of
+a dot product summing one group), each step's activation bytes in the matching order:
+
+- int4, even group count: a step is 2 groups, 8 packed words (8 nibbles each, ``k = 8 j + t``
+  in nibble ``t`` of word ``j``): one dot product with the words' low nibbles
+  (``w & 0x0F0F0F0F``: ``t = 0, 2, 4, 6``), one with their high nibbles; lanes 0-3 sum the
+  first group, 4-7 the second, and the per-lane scale is the pair of combined scales
+  spread by one permute. The activation kernel writes ``xq`` as: low-nibble bytes of both
+  groups, then their high-nibble bytes.
+- int4, odd group count: a step is 1 group, 4 words loaded once into both halves; low
+  nibbles in the first half, high nibbles in the second.
+- int8: a step is 1 group of 8 words whose bytes are already ``k`` in order.
+
+The activation quantization is the kernel's first (serial) loop into a scratch buffer,
+and may compute the row it quantizes: the RMSNorm before the GEMV or the SwiGLU activation
+(``prologue``), and add a residual to the output; ``passes.fuse_decode_gemv`` fuses those
+neighbours in (a decode layer's ~10 kernel launches become 5);
+the GEMV is parallel over groups of 4 rows, one from each of 4 far-apart stretches of the
+weight (independent accumulators and memory streams, activation vector loaded once for all
+four), with a software prefetch 1 KiB ahead on each row; ``d_w * d_x`` computed a chunk of
+groups at a time, vectorized. Per row and int4 pair of groups the loop is 11 instructions
+(load, 2 masks, shift, accumulator copy, 2 ``vpdpbusd``, convert, scale load + permute,
+FMA), against 16 with one group per step. Measured on host (2 threads, A/B in one
+process): SmolLM-135M's 3072 x 576 int4 GEMV ~37 us cache-hot (40-60 before pairing, 153
+for the fp32 dequantize + GEMV schedule), Llama-3.2-1B's 2048 x 8192 445 us from DRAM
+(485 before), 23-25 GB/s against ~28 for a plain parallel sum.
+
+Used for every decode-shaped (``[1, 1, K]``) linear of a group scheme it
+:func:`supports` on a target with an :func:`mlcbuild.spec.target.int8_dot_isa`, the tied LM
+head included; prefill keeps float activations.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from tvm import tirx
+from tvm.script import tirx as T
+
+from mlcbuild.kernels.tir_math import fast_silu
+
+GROUP = 32
+# software prefetch distance along a weight row: 1 KiB ahead measured 2-9 % faster from DRAM
+# than none (4-row streams; 512 B and 4 KiB ahead gained less)
+PREFETCH_WORDS = 256
+# weight bits each instruction set runs: vpmaddubsw saturates int8 x int8 pair sums, sdot is
+# signed x signed (unsigned int8 weights do not fit)
+BITS = {"avxvnni": (4, 8), "avx2": (4,), "dotprod": (4,)}
+# what may produce the activation row inside the kernel (see int8_gemv)
+PROLOGUES = (None, "rms_norm", "swiglu")
+GEMV_ATTR = "mlcbuild.int8_gemv"  # PrimFunc attribute: int8_gemv's arguments (n, k, bits, ...)
+
+
+def supports(weight: dict | None, isa: str | None) -> bool:
+    """Whether :func:`int8_gemv` runs a weight with ``isa``.
+
+    ``weight``: how the weight is stored, as a scheme's ``dequantize_info`` gives it
+    (``{"kind": "group", "bits", "group_size", "max_int", "layout", "scale_dtype"}``), or ``None``.
+    """
+    return (
+        weight is not None
+        and isa in BITS
+        and weight["kind"] == "group"
+        and weight["layout"] == "NK"
+        and weight["group_size"] == GROUP
+        and weight["bits"] in BITS[isa]
+    )
+
+
+def activation_reference(x: np.ndarray) -> np.ndarray:
+    """NumPy reference of the activation quantization: ``[..., K]`` float -> dequantized ``xq * d_x``.
+
+    Blocks of 32 along the last axis (zero-padded), ``d_x = max|x| / 127``, ``xq = round(x * (127 /
+    max|x|))`` in float32, halves away from zero: the kernel's arithmetic step for step (``x / d_x``
+    rounds differently and moves a value near a rounding boundary to the other side).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    k = x.shape[-1]
+    kp = math.ceil(k / GROUP) * GROUP
+    xp = np.zeros(x.shape[:-1] + (kp,), np.float32)
+    xp[..., :k] = x
+    blocks = xp.reshape(x.shape[:-1] + (kp // GROUP, GROUP))
+    m = np.abs(blocks).max(axis=-1, keepdims=True)
+    inv = np.where(m > 0, np.float32(127) / np.where(m > 0, m, 1), np.float32(0)).astype(np.float32)
+    v = (blocks * inv).astype(np.float32)
+    q = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+    return (q * (m / np.float32(127))).reshape(xp.shape)[..., :k].astype(np.float32)
+
+
+def _span(bits: int, k: int) -> int:
+    """Groups per step of the GEMV loop: 2 for int4 with an even group count (one 256-bit
+    load of 8 packed words, two dot products), else 1."""
+    return 2 if bits == 4 and math.ceil(k / GROUP) % 2 == 0 else 1
+
+
+def _permuted_position(g, i, bits: int, span: int):
+    """Position of ``x[32 g + i]`` within its step's activation bytes (TIR expression).
+
+    int8: ``k`` order. int4, one group per step: the group's low-nibble bytes (16), then its
+    high-nibble bytes. int4, two groups per step: low-nibble bytes of group ``2s``, of
+    ``2s + 1``, then the high-nibble bytes of both.
+    """
+    if bits == 8:
+        return i
+    word, nib = i // 8, i % 8
+    return (nib % 2) * 16 * span + (g % span) * 16 + word * 4 + nib // 2
+
+
+@functools.lru_cache(maxsize=None)  # TVMScript parsing costs ~0.1 s; shapes repeat per layer
+def int8_gemv(
+    n: int,
+    k: int,
+    bits: int,
+    max_int: int,
+    x_dtype: str,
+    scale_dtype: str,
+    isa: str,
+    prologue: str | None = None,
+    eps: float = 0.0,
+    norm_dtype: str = "float32",
+    residual: bool = False,
+) -> tirx.PrimFunc:
+    """The kernel ``y [1, 1, n] = x [1, 1, k] @ dequant(q_weight [n, kp * bits / 32], q_scale [n, kp / 32])^T``.
+
+    Args:
+        n, k: output and input features (``k`` is padded to ``kp``, a multiple of 32, in the weight).
+        bits: 4 or 8; ``max_int`` the zero point.
+        x_dtype: dtype of ``x`` and ``y`` (the compute dtype); ``scale_dtype`` of ``q_scale``.
+        isa: ``"avxvnni"`` (``vpdpbusd``, AVX-VNNI or AVX512-VNNI with VL), ``"avx2"``, or
+            ``"dotprod"`` (aarch64 ``sdot``; run on an emulated Arm CPU: ``benches/arm_emulated.py``).
+        prologue: what produces the GEMV's input inside the kernel (:data:`PROLOGUES`, used by
+            :func:`mlcbuild.compiler.passes.fuse_decode_gemv`): ``None`` (the parameters are
+            ``x, q_weight, q_scale``); ``"rms_norm"``: ``x, norm_weight [k] norm_dtype, q_weight,
+            q_scale`` and the input is ``RMSNorm(x)`` with ``eps`` (HF ``LlamaRMSNorm``:
+            ``x * rsqrt(mean(x^2) + eps) * w``; the ``rsqrt`` factor, one per row, is folded into the
+            activation scales: quantizing ``x * w`` with it and without gives the same int8 values);
+            ``"swiglu"``: ``gate_up [1, 1, 2 k], q_weight, q_scale`` and the input is
+            ``silu(gate_up[:k]) * gate_up[k:]`` (HF ``LlamaMLP``).
+        residual: a last input ``residual [1, 1, n]`` is added to the output.
+
+    Raises:
+        ValueError: an unsupported ``bits``/``isa`` pair, an unknown prologue, or a fused
+            prologue with ``k`` not a multiple of 32.
+    """
+    if bits not in BITS.get(isa, ()):
+        raise ValueError(f"no int8 GEMV for {bits}-bit weights with {isa}")
+    if prologue not in PROLOGUES or (prologue is not None and k % GROUP):
+        raise ValueError(f"no int8 GEMV prologue {prologue!r} for k={k} (known: {PROLOGUES}; k a multiple of {GROUP})")
+    epw = 32 // bits
+    kp = math.ceil(k / GROUP) * GROUP
+    groups, words = kp // GROUP, kp // epw
+    wpg = GROUP // epw  # packed words per group: 4 (int4) or 8 (int8)
+    span = _span(bits, k)  # groups per step
+    steps = groups // span
+    rows, per_task = 4, 4  # rows interleaved; row groups per parallel task
+    stretch = n // rows
+    tasks = max(1, math.ceil(stretch / per_task))
+    nibble_mask = 0x0F0F0F0F
+    # groups per chunk of combined scales: the largest divisor of `groups` up to 32 that is a
+    # whole number of steps (a [rows, chunk] float32 buffer under TVM's 1 KiB stack limit)
+    chunk = max(c for c in range(span, min(groups, 32) + 1, span) if groups % c == 0)
+
+    def step_terms(qw, row, s):
+        """The step's ``(weight bytes, activation offset)`` pairs, int32x8 each (32 bytes)."""
+        if bits == 8:
+            return [(T.reinterpret("int32x8", qw[row, T.ramp(s * wpg, 1, 8)]), 0)]
+        mask = T.broadcast(T.uint32(nibble_mask), 8)
+        if span == 2:  # 8 words = 2 groups: their low nibbles, then their high nibbles
+            w8 = qw[row, T.ramp(s * 2 * wpg, 1, 8)]
+            return [
+                (T.reinterpret("int32x8", T.bitwise_and(w8, mask)), 0),
+                (T.reinterpret("int32x8", T.bitwise_and(T.shift_right(w8, T.broadcast(T.uint32(4), 8)), mask)), 32),
+            ]
+        # one 128-bit load broadcast to both halves, then low nibbles | high nibbles
+        w8 = tirx.vectorcombine("uint32x8", qw[row, T.ramp(s * wpg, 1, 4)], qw[row, T.ramp(s * wpg, 1, 4)])
+        shifts = tirx.vectorcombine("uint32x8", T.broadcast(T.uint32(0), 4), T.broadcast(T.uint32(4), 4))
+        return [(T.reinterpret("int32x8", T.bitwise_and(T.shift_right(w8, shifts), mask)), 0)]
+
+    def step_scale(scale_of, g):
+        """The combined scale ``d_w * d_x`` per int32 lane of the step starting at group ``g``
+        (``scale_of(g, dtype)`` gives one group's, or a ramp's): float32x8."""
+        if span == 1:
+            return T.broadcast(scale_of(g, "float32"), 8)
+        pair = scale_of(T.ramp(g, 1, 2), "float32x2")  # (TIR checks the index count against the inputs' lanes)
+        return T.Shuffle([pair, pair, pair, pair], [0, 0, 0, 0, 1, 1, 1, 1])
+
+    def dot(acc, wb, xb):
+        """``acc + sum of 4 byte products`` per int32 lane (unsigned weight x signed activation)."""
+        if isa == "dotprod":
+            # Arm: two 128-bit sdot (signed x signed; int4 weights 0..14 fit in int8), halves joined
+            def half(v, hi):
+                return T.reinterpret("int8x16", tirx.vectorhigh("int32x4", v) if hi else tirx.vectorlow("int32x4", v))
+
+            return tirx.vectorcombine(
+                "int32x8",
+                T.call_llvm_pure_intrin(
+                    "int32x4",
+                    "llvm.aarch64.neon.sdot.v4i32.v16i8",
+                    tirx.vectorlow("int32x4", acc),
+                    half(wb, False),
+                    half(xb, False),
+                ),
+                T.call_llvm_pure_intrin(
+                    "int32x4",
+                    "llvm.aarch64.neon.sdot.v4i32.v16i8",
+                    tirx.vectorhigh("int32x4", acc),
+                    half(wb, True),
+                    half(xb, True),
+                ),
+            )
+        if isa == "avxvnni":
+            # LLVM >= 22 types the byte operands as <32 x i8> (older releases: <8 x i32>)
+            return T.call_llvm_pure_intrin(
+                "int32x8",
+                "llvm.x86.avx512.vpdpbusd.256",
+                acc,
+                T.reinterpret("int8x32", wb),
+                T.reinterpret("int8x32", xb),
+            )
+        pairs = T.call_llvm_pure_intrin(
+            "int16x16",
+            "llvm.x86.avx2.pmadd.ub.sw",
+            T.reinterpret("uint8x32", wb),
+            T.reinterpret("int8x32", xb),
+        )
+        return acc + T.call_llvm_pure_intrin("int32x8", "llvm.x86.avx2.pmadd.wd", pairs, T.broadcast(T.int16(1), 16))
+
+    def step_dot(qw, row, xq, xz, s):
+        """Integer dot products of step ``s`` of ``row`` with the activation, started from the
+        zero-point term ``xz[s]``: int32x8, lanes ``4 j..4 j + 3`` summing group ``span s + j``
+        (all 8 lanes when ``span`` is 1)."""
+        acc = xz[s, T.ramp(0, 1, 8)]
+        for wb, off in step_terms(qw, row, s):
+            acc = dot(acc, wb, T.reinterpret("int32x8", xq[T.ramp(s * span * GROUP + off, 1, 32)]))
+        return acc
+
+    # No TVMScript assignments (`v = expr`) below: TVM 0.27 lowers each into a one-element
+    # buffer from TVMBackendAllocWorkspace, inside the parallel loop once per iteration
+    # (~1,100 allocations per call of a 3072-row GEMV). Python helpers inline the expressions.
+    def act_at(x, nw, j):
+        """Element ``j < k`` of the activation row before quantization, float32 (for
+        ``"rms_norm"`` without the ``rsqrt`` factor)."""
+        f32 = lambda v: T.Cast("float32", v)  # noqa: E731
+        if prologue == "swiglu":
+            return fast_silu(f32(x[0, 0, j])) * f32(x[0, 0, k + j])
+        if prologue == "rms_norm":
+            return f32(x[0, 0, j]) * f32(nw[j])
+        return f32(x[0, 0, j])
+
+    def out(acc, r, res, row):
+        """Row ``row`` of the output: the sum of ``acc[r]``'s lanes (+ the residual)."""
+        return hsum(acc, r) if res is None else hsum(acc, r) + res[0, 0, row]
+
+    def row_at(task, blk, r):
+        """Row ``r`` of row group ``task * per_task + blk``: one per stretch of ``stretch`` rows."""
+        return r * stretch + task * per_task + blk
+
+    def prefetch(qw, row, word):
+        """Software prefetch of ``qw[row, word]`` + ``PREFETCH_WORDS`` (read, keep in all caches).
+
+        x86 only (where it was measured). A prefetch call in the kernel breaks TVM 0.27's
+        system-library builds (``AttachGlobalSymbol``: "Cannot treat type ir.Call as type
+        ir.Expr"), which is how the Arm targets are packaged.
+        """
+        if isa == "dotprod":
+            return T.int32(0)
+        return T.call_intrin(
+            "void", "tirx.prefetch", T.address_of(qw[row, word + PREFETCH_WORDS]), T.int32(0), T.int32(3), T.int32(1)
+        )
+
+    def xq_at(g, i):
+        """Where ``x[32 g + i]`` goes in the int8 activation buffer."""
+        return (g // span) * span * GROUP + _permuted_position(g, i, bits, span)
+
+    def fma(acc, r, prod, scale):
+        return acc[r, T.ramp(0, 1, 8)] + T.Cast("float32x8", prod) * scale
+
+    def hsum(acc, r):
+        return T.Cast(
+            x_dtype, acc[r, 0] + acc[r, 1] + acc[r, 2] + acc[r, 3] + acc[r, 4] + acc[r, 5] + acc[r, 6] + acc[r, 7]
+        )
+
+    @T.macro
+    def activation(x, nw, xq, xd, xz):
+        """The activation row into int8 blocks (``xq``), their scales (``xd``) and zero-point
+        terms (``xz``): serial, ``k`` elements (~1 us at k = 576)."""
+        xf = T.decl_buffer((kp,), "float32")  # the row before quantization
+        st = T.decl_buffer((4,), "float32")  # max |x|, 1 / d_x, sum xq; RMSNorm's rsqrt factor
+        if k == kp:
+            for j0 in range(kp // 8):
+                for j1 in T.vectorized(8):
+                    xf[j0 * 8 + j1] = act_at(x, nw, j0 * 8 + j1)
+        else:
+            for j in range(kp):
+                xf[j] = T.if_then_else(j < k, act_at(x, nw, j), T.float32(0))
+        st[3] = T.float32(1)
+        if prologue == "rms_norm":
+            part = T.decl_buffer((8,), "float32")  # lanes of sum x^2
+            for j1 in T.vectorized(8):
+                part[j1] = T.float32(0)
+            for j0 in range(k // 8):
+                for j1 in T.vectorized(8):
+                    part[j1] = part[j1] + T.Cast("float32", x[0, 0, j0 * 8 + j1]) * T.Cast(
+                        "float32", x[0, 0, j0 * 8 + j1]
+                    )
+            st[3] = T.float32(1) / T.sqrt(
+                (part[0] + part[1] + part[2] + part[3] + part[4] + part[5] + part[6] + part[7]) / T.float32(k)
+                + T.float32(eps)
+            )
+        for g in range(groups):
+            st[0] = T.float32(0)
+            for i in range(GROUP):
+                st[0] = T.max(st[0], T.abs(xf[g * GROUP + i]))
+            xd[g] = st[0] / T.float32(127) * st[3]
+            st[1] = T.if_then_else(st[0] > T.float32(0), T.float32(127) / st[0], T.float32(0))
+            st[2] = T.float32(0)
+            for i in range(GROUP):
+                xq[xq_at(g, i)] = T.Cast("int8", T.round(xf[g * GROUP + i] * st[1]))
+            for i in range(GROUP):
+                st[2] = st[2] + T.Cast("float32", xq[xq_at(g, i)])
+            for lane in range(8 // span):  # the group's lanes of the step's dot product
+                xz[g // span, (g % span) * (8 // span) + lane] = T.if_then_else(
+                    lane == 0, T.Cast("int32", st[2]) * (-max_int), 0
+                )
+
+    @T.macro
+    def gemv(x, nw, q_weight, q_scale, res, y):
+        xq = T.decl_buffer((kp,), "int8")
+        xd = T.decl_buffer((groups,), "float32")
+        xz = T.decl_buffer((steps, 8), "int32")
+        activation(x, nw, xq, xd, xz)
+        # ---- GEMV, parallel over groups of `rows` rows, one from each of `rows` far-apart
+        # stretches of the weight: independent memory streams (one stream of consecutive
+        # rows reads DRAM at ~8 GB/s here, several at 25+)
+        for task in T.parallel(tasks):
+            acc = T.decl_buffer((rows, 8), "float32")
+            cs = T.decl_buffer((rows, chunk), "float32")  # d_w * d_x of a chunk of groups
+            for blk in range(per_task):
+                if task * per_task + blk < stretch:
+                    for r in T.unroll(rows):
+                        acc[r, T.ramp(0, 1, 8)] = T.broadcast(T.float32(0), 8)
+                    for c in range(groups // chunk):
+                        for r in T.unroll(rows):
+                            for gi in T.vectorized(chunk):
+                                cs[r, gi] = (
+                                    T.Cast("float32", q_scale[row_at(task, blk, r), c * chunk + gi])
+                                    * xd[c * chunk + gi]
+                                )
+                        for si in range(chunk // span):
+                            for r in T.unroll(rows):
+                                T.evaluate(
+                                    prefetch(q_weight, row_at(task, blk, r), (c * (chunk // span) + si) * span * wpg)
+                                )
+                                acc[r, T.ramp(0, 1, 8)] = fma(
+                                    acc,
+                                    r,
+                                    step_dot(q_weight, row_at(task, blk, r), xq, xz, c * (chunk // span) + si),
+                                    step_scale(lambda gi, _: cs[r, gi], si * span),  # noqa: B023 (called at once)
+                                )
+                    for r in T.unroll(rows):
+                        y[0, 0, row_at(task, blk, r)] = out(acc, r, res, row_at(task, blk, r))
+        # the last n % rows rows, one at a time
+        for t in range(n - stretch * rows):
+            acc1 = T.decl_buffer((1, 8), "float32")
+            acc1[0, T.ramp(0, 1, 8)] = T.broadcast(T.float32(0), 8)
+            for s in range(steps):
+                acc1[0, T.ramp(0, 1, 8)] = fma(
+                    acc1,
+                    0,
+                    step_dot(q_weight, stretch * rows + t, xq, xz, s),
+                    step_scale(lambda g, f32: T.Cast(f32, q_scale[stretch * rows + t, g]) * xd[g], s * span),  # noqa: B023
+                )
+            y[0, 0, stretch * rows + t] = out(acc1, 0, res, stretch * rows + t)
+
+    x_shape = (1, 1, 2 * k) if prologue == "swiglu" else (1, 1, k)
+    attrs = {"tirx.is_scheduled": True, "tirx.noalias": True}
+    W, S, Y = (n, words), (n, groups), (1, 1, n)
+    if prologue == "rms_norm":
+        assert not residual  # (no pattern needs it)
+
+        @T.prim_func(s_tir=False)
+        def gemv_int8(
+            x: T.Buffer(x_shape, x_dtype),
+            norm_weight: T.Buffer((k,), norm_dtype),
+            q_weight: T.Buffer(W, "uint32"),
+            q_scale: T.Buffer(S, scale_dtype),
+            y: T.Buffer(Y, x_dtype),
+        ):
+            T.func_attr(attrs)
+            gemv(x, norm_weight, q_weight, q_scale, None, y)
+
+    elif residual:
+
+        @T.prim_func(s_tir=False)
+        def gemv_int8(
+            x: T.Buffer(x_shape, x_dtype),
+            q_weight: T.Buffer(W, "uint32"),
+            q_scale: T.Buffer(S, scale_dtype),
+            res: T.Buffer(Y, x_dtype),
+            y: T.Buffer(Y, x_dtype),
+        ):
+            T.func_attr(attrs)
+            gemv(x, None, q_weight, q_scale, res, y)
+
+    else:
+
+        @T.prim_func(s_tir=False)
+        def gemv_int8(
+            x: T.Buffer(x_shape, x_dtype),
+            q_weight: T.Buffer(W, "uint32"),
+            q_scale: T.Buffer(S, scale_dtype),
+            y: T.Buffer(Y, x_dtype),
+        ):
+            T.func_attr(attrs)
+            gemv(x, None, q_weight, q_scale, None, y)
+
+    config = {
+        "n": n, "k": k, "bits": bits, "max_int": max_int, "x_dtype": x_dtype, "scale_dtype": scale_dtype,
+        "isa": isa, "prologue": prologue or "", "eps": float(eps), "norm_dtype": norm_dtype, "residual": int(residual),
+    }  # fmt: skip
+    # Relax names each call site; the pass that fuses neighbours reads the arguments back (gemv_arguments)
+    return gemv_int8.without_attr("global_symbol").with_attr(GEMV_ATTR, config)
+
+
+def gemv_arguments(func) -> dict | None:
+    """The :func:`int8_gemv` arguments a PrimFunc was made with (its ``GEMV_ATTR``), or ``None``."""
+    attrs = getattr(func, "attrs", None)
+    if attrs is None or GEMV_ATTR not in attrs:
+        return None
+    a = attrs[GEMV_ATTR]
+    out = {key: int(a[key]) for key in ("n", "k", "bits", "max_int")}
+    out.update({key: str(a[key]) for key in ("x_dtype", "scale_dtype", "isa", "norm_dtype")})
+    out.update(prologue=str(a["prologue"]) or None, eps=float(a["eps"]), residual=bool(int(a["residual"])))
+    return out

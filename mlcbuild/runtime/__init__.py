@@ -1,0 +1,1 @@
+"""Running a compiled model on this machine: the host runtime and perplexity."""

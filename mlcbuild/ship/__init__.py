@@ -1,0 +1,1 @@
+"""What app teams get: packages and build matrices."""

@@ -1,0 +1,1 @@
+"""Declarative inputs: recipes and target descriptors (no TVM)."""
