@@ -26,13 +26,23 @@ from mlcbuild.cli.app import (
 @click.option("--json", "as_json", is_flag=True, help="print {artifact, key, cache, seconds} as JSON")
 @click.option("--allow-over-budget", is_flag=True,
               help="build even if the memory estimate exceeds the target's memory_budget_bytes (recorded)")  # fmt: skip
+@click.option("--dump-ir", type=click.Path(file_okay=False, path_type=Path),
+              help="also write the module's TVMScript after export and after each pipeline phase here")  # fmt: skip
 @cache_options
 def compile_cmd(recipe: Path, target_name: str, out: Path | None, as_json: bool, allow_over_budget: bool,
-                cache) -> None:  # fmt: skip
+                dump_ir: Path | None, cache) -> None:  # fmt: skip
     """Compile RECIPE for a target (default: host) into a cached library."""
-    _, result = _compile_with_progress(
+    r, result = _compile_with_progress(
         recipe, target_name, cache, out=out, show_phases=not as_json, allow_over_budget=allow_over_budget
     )
+    if dump_ir is not None:  # the pipeline again, up to machine code (a cache hit has no IR to show)
+        from mlcbuild.artifacts.compile import tuning_dir
+        from mlcbuild.compiler.export import lower_module
+        from mlcbuild.spec.target import load_target
+
+        desc = load_target(target_name)
+        tdir = tuning_dir(desc)
+        lower_module(r, desc, tdir if (tdir / "database_tuning_record.json").is_file() else None, dump_ir=dump_ir)
     if as_json:
         click.echo(json.dumps(result.to_json()))
     else:
