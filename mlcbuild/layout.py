@@ -128,13 +128,15 @@ BUILD_ENTRY = "mlcbuild.artifacts.compile"
 CONVERT_ENTRY = "mlcbuild.artifacts.convert"
 
 
+@functools.lru_cache(maxsize=None)
 def source_digest(entry: str = BUILD_ENTRY, root: Path = PACKAGE_DIR) -> str:
     """sha256 (hex) of the source of ``entry`` and of every mlcbuild module it imports
     (:func:`closure`): module name and bytes of each file, in name order.
 
     The compiler is code: a changed schedule, pass, kernel or model definition must give a
     new key even when the version string stays the same; a changed CLI must not.
-    ``root``: the package directory (default this one; tests pass an edited copy).
+    ``root``: the package directory (default this one; tests pass an edited copy). Computed
+    once per process (a key is computed several times per build).
     """
     files = _module_files(root)
     h = hashlib.sha256()

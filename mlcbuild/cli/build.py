@@ -32,30 +32,29 @@ from mlcbuild.cli.app import (
 def compile_cmd(recipe: Path, target_name: str, out: Path | None, as_json: bool, allow_over_budget: bool,
                 dump_ir: Path | None, cache) -> None:  # fmt: skip
     """Compile RECIPE for a target (default: host) into a cached library."""
-    r, result = _compile_with_progress(
-        recipe, target_name, cache, out=out, show_phases=not as_json, allow_over_budget=allow_over_budget
+    _, result = compile_with_progress(
+        recipe,
+        target_name,
+        cache,
+        out=out,
+        show_phases=not as_json,
+        allow_over_budget=allow_over_budget,
+        dump_ir=dump_ir,
     )
-    if dump_ir is not None:  # the pipeline again, up to machine code (a cache hit has no IR to show)
-        from mlcbuild.artifacts.compile import tuning_dir
-        from mlcbuild.compiler.export import lower_module
-        from mlcbuild.spec.target import load_target
-
-        desc = load_target(target_name)
-        tdir = tuning_dir(desc)
-        lower_module(r, desc, tdir if (tdir / "database_tuning_record.json").is_file() else None, dump_ir=dump_ir)
     if as_json:
         click.echo(json.dumps(result.to_json()))
     else:
         _say(stdout, f"[green]{result.cache}[/] ", f"{result.artifact}  key {result.key[:16]}  {result.seconds:.2f} s")
 
 
-def _compile_with_progress(
+def compile_with_progress(
     recipe_path: Path,
     target_name: str,
     cache,
     out: Path | None = None,
     show_phases: bool = False,
     allow_over_budget: bool = False,
+    dump_ir: Path | None = None,
 ):
     """Compile with a rich spinner naming the phase; ``show_phases`` also prints seconds per phase."""
     from mlcbuild.artifacts.compile import compile_recipe
@@ -83,11 +82,13 @@ def _compile_with_progress(
             started.update(t=time.perf_counter(), name=name)
             progress.update(task, description=f"{r.name} -> {desc.name}: {name}")
 
-        res = compile_recipe(r, desc, cache=cache, out=out, on_phase=on_phase, allow_over_budget=allow_over_budget)
+        res = compile_recipe(
+            r, desc, cache=cache, out=out, on_phase=on_phase, allow_over_budget=allow_over_budget, dump_ir=dump_ir
+        )
     return r, res
 
 
-def _convert_with_progress(recipe, weights_dir: Path, cache, out: Path | None, quiet: bool):
+def convert_with_progress(recipe, weights_dir: Path, cache, out: Path | None, quiet: bool):
 
     from mlcbuild.artifacts.convert import convert_weights
 
@@ -127,7 +128,7 @@ def convert_cmd(recipe: Path, weights_dir: Path | None, out: Path | None, as_jso
 
     r = load_recipe(recipe)
     src = weights_dir if weights_dir is not None else fetch(r.source)
-    res = _convert_with_progress(r, src, cache, out, as_json)
+    res = convert_with_progress(r, src, cache, out, as_json)
     if as_json:
         click.echo(json.dumps(res.to_json()))
     else:

@@ -18,7 +18,7 @@ from mlcbuild.cli.app import (
     main,
     stdout,
 )
-from mlcbuild.cli.build import _compile_with_progress, _convert_with_progress
+from mlcbuild.cli.build import compile_with_progress, convert_with_progress
 from mlcbuild.errors import MlcbuildError
 
 
@@ -40,10 +40,10 @@ def _host_model(artifact: Path, weights_dir: Path, cache):
     from mlcbuild.runtime.host import load_host_model
 
     if artifact.suffix == ".toml":
-        r, res = _compile_with_progress(artifact, "host", cache)
+        r, res = compile_with_progress(artifact, "host", cache)
         artifact = res.artifact
         if not (weights_dir / "tensor-cache.json").is_file() and (weights_dir / "config.json").is_file():
-            weights_dir = _convert_with_progress(r, weights_dir, cache, None, True).weights
+            weights_dir = convert_with_progress(r, weights_dir, cache, None, True).weights
     model, chat = load_host_model(artifact, weights_dir)
     return model, chat, artifact, weights_dir
 

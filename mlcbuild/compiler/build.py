@@ -114,4 +114,3 @@ def build_library(
         ex.export_library(str(lib_path))
     timings["export_library"] = time.perf_counter() - t0
     return lib_path, exported
-

@@ -111,12 +111,9 @@ def lower_module(
     ``dump_ir``: a directory that gets the exported module (``00-export.py``) and each phase's
     output as TVMScript (``01-graph.py`` ...)."""
     target = tvm_target(desc)
-    mod = export_model(recipe, desc).mod
-    if dump_ir is not None:
-        dump_ir.mkdir(parents=True, exist_ok=True)
-        (dump_ir / "00-export.py").write_text(mod.script(show_meta=False))
     with target:
-        return build_pipeline(target, variable_bounds(recipe), {}, tuning_dir, dump_ir=dump_ir)(mod)
+        pipeline = build_pipeline(target, variable_bounds(recipe), {}, tuning_dir, dump_ir=dump_ir)
+        return pipeline(export_model(recipe, desc).mod)
 
 
 def front_module(recipe: Recipe, desc: TargetDescriptor) -> tvm.IRModule:

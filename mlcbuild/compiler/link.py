@@ -57,4 +57,3 @@ def link_kind(desc: TargetDescriptor) -> str:
             'install its GNU cross compiler (apt install gcc-aarch64-linux-gnu); or use output.format = "tar"',
         )
     return "cc"
-

@@ -114,7 +114,8 @@ def build_pipeline(
         on_phase: called with each phase's name as it starts (progress display).
         tuned: if given, receives the names of the kernels scheduled from tuning records.
         device_file: the target descriptor, named when a kernel exceeds its ``[device]`` limits.
-        dump_ir: a directory that gets each phase's output as TVMScript (``NN-<phase>.py``).
+        dump_ir: a directory that gets the exported module (``00-export.py``) and each phase's
+            output as TVMScript (``NN-<phase>.py``).
     """
     is_gpu = "gpu" in target.keys
     phases = front_phases(variable_bounds, target) + [
@@ -157,4 +158,6 @@ def build_pipeline(
         return mod
 
     timed = [_timed(i, n, p, timings, on_phase, dump_ir) for i, (n, p) in enumerate(phases, 1)]
+    if dump_ir is not None:  # the module as exported, before any phase
+        timed.insert(0, _timed(0, "export", [], {}, None, dump_ir))
     return tvm.transform.Sequential(timed + [_codegen_starts])

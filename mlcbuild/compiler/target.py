@@ -36,6 +36,7 @@ def check_codegen(desc: TargetDescriptor, memo_dir: Path | None = None) -> None:
             fix=hint,
         )
 
+
 def codegen_available(desc: TargetDescriptor) -> bool:
     try:
         check_codegen(desc)
@@ -151,4 +152,3 @@ def _plain(x: Any) -> Any:
 def target_json(desc: TargetDescriptor) -> dict[str, Any]:
     """The full target as TVM exports it (every attribute, defaults included), as plain data."""
     return _plain(tvm_target(desc).export())
-

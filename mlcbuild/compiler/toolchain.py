@@ -72,4 +72,3 @@ def probe(memo_dir: Path | None) -> dict:
         [dist_version("apache-tvm"), tvm_commit(), dist_version("apache-tvm-ffi"), str(spec.origin) if spec else ""]
     )
     return _probe_memo(str(memo_dir) if memo_dir else None, hashlib.sha256(ident.encode()).hexdigest())
-

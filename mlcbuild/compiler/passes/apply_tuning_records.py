@@ -40,4 +40,3 @@ def apply_tuning_records(work_dir: Path | None, tuned: list[str] | None = None):
         return mod
 
     return _pass
-

@@ -25,4 +25,3 @@ def attach_variable_bounds(bounds: dict[str, int]):
         return out
 
     return _pass
-

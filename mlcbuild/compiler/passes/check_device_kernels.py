@@ -113,4 +113,3 @@ def check_device_kernels(target_kind: str, limits: dict[str, int] | None = None,
         return mod
 
     return _pass
-

@@ -24,4 +24,3 @@ def _fast_silu(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
 def cpu_legalize_map() -> dict:
     """Legalizations that replace TVM's defaults in CPU (``llvm``) builds: ``relax.nn.silu``."""
     return {"relax.nn.silu": _fast_silu}
-

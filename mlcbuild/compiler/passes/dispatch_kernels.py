@@ -85,17 +85,12 @@ def float_kernel(rows: str, n: int, k: int, x_dtype: str, isa: str | None):
     return None
 
 
-def _param_weights(func: relax.Function) -> set:
-    """The function's parameters and the vars bound to an element of one (the model's
-    weights, passed one by one or packed in a tuple)."""
-    params = set(func.params)
-    out = set(params)
-    for block in func.body.blocks:
-        for b in block.bindings:
-            v = b.value
-            if isinstance(v, relax.TupleGetItem) and v.tuple_value in params:
-                out.add(b.var)
-    return out
+def _is_weight(func: relax.Function, e: relax.Expr) -> bool:
+    """``e`` is one of the model's weights: a parameter of ``func``, or an element of its packed
+    parameter tuple (the pattern matcher sees through bindings to the ``TupleGetItem``)."""
+    if isinstance(e, relax.TupleGetItem):
+        e = e.tuple_value
+    return any(e.same_as(p) for p in func.params)
 
 
 def dispatch_kernels(isa: str | None):
@@ -117,7 +112,6 @@ def dispatch_kernels(isa: str | None):
         plain = is_op("relax.matmul")(x, is_op("relax.permute_dims")(w))
 
         def rewrite(func: relax.Function) -> relax.Function:
-
             def on_group(orig, m):
                 info = _weight_info(mod, m[dq])
                 rows = _row_kind(m[x])
@@ -131,7 +125,12 @@ def dispatch_kernels(isa: str | None):
             def on_float(orig, m):
                 weight, rows = m[w], _row_kind(m[x])
                 ty = weight.ty
-                if not is_weight(weight) or rows is None or str(ty.dtype) != "float32" or str(m[x].ty.dtype) != "float32":
+                if (
+                    not _is_weight(func, weight)
+                    or rows is None
+                    or str(ty.dtype) != "float32"
+                    or str(m[x].ty.dtype) != "float32"
+                ):
                     return orig
                 shape = [_static(d) for d in ty.shape.values]
                 if len(shape) != 2 or None in shape:
@@ -140,13 +139,6 @@ def dispatch_kernels(isa: str | None):
                 return orig if found is None else call(*found, m[x], [weight], shape[0])
 
             func = rewrite_call(grouped, on_group, func)
-            weights = _param_weights(func)
-
-            def is_weight(e: relax.Expr) -> bool:  # the matcher sees through bindings to their values
-                if isinstance(e, relax.TupleGetItem):
-                    return e.tuple_value in weights
-                return e in weights
-
             return rewrite_call(plain, on_float, func)
 
         for gv, func in mod.functions_items():

@@ -31,4 +31,3 @@ def user_errors():
         raise
     finally:
         _PENDING.error = None
-

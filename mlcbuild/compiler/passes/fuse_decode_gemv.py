@@ -158,4 +158,3 @@ def fuse_decode_gemv(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     for gv, func in rewritten.items():
         out[gv] = func
     return relax.transform.DeadCodeElimination()(out)
-

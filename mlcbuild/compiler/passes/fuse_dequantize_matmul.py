@@ -42,4 +42,3 @@ def fuse_dequantize_matmul(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     """Merge each dequantize PrimFunc into the matmul/GEMV that consumes it (after ``FuseTIR``)."""
     mod = relax.transform.FuseOpsByPattern(_dequant_matmul_patterns())(mod)
     return relax.transform.FuseTIR()(mod)
-

@@ -30,4 +30,3 @@ def mark_noalias(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
             continue
         out[gv] = func.with_attr("tirx.noalias", True)
     return out
-

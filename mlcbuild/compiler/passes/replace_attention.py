@@ -73,4 +73,3 @@ def replace_attention(gpu: bool):
         return out
 
     return _pass
-
