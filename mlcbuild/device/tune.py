@@ -228,7 +228,7 @@ def tune(
         DeviceError: no tracker, no device for ``key``, or every candidate of a task
             failed to run on the device (the device went away). Records of the tasks
             finished before it are already merged.
-        TargetError: the target cannot be linked here (see :func:`mlcbuild.spec.target.link_kind`).
+        TargetError: the target cannot be linked here (see :func:`mlcbuild.compiler.link.link_kind`).
     """
     import tvm
     from tvm.s_tir import meta_schedule as ms

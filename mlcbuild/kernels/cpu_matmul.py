@@ -11,7 +11,7 @@ bound by the FMA units rather than by loads (the dlight-style rule in
 the last multiple of 4 run one at a time.
 
 Used by :mod:`.group_nn` for ``[1, tokens, K]`` inputs of NK-layout group schemes computing
-in fp32 on x86 targets with AVX2 (:func:`mlcbuild.spec.target.int8_dot_isa` ``"avx2"`` or
+in fp32 on x86 targets with AVX2 (:func:`mlcbuild.compiler.target.int8_dot_isa` ``"avx2"`` or
 ``"avxvnni"``), and by :mod:`.none` for unquantized fp32 weights (:func:`prefill_matmul_float`).
 """
 

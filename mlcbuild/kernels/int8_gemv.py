@@ -43,7 +43,7 @@ for the fp32 dequantize + GEMV schedule), Llama-3.2-1B's 2048 x 8192 445 us from
 (485 before), 23-25 GB/s against ~28 for a plain parallel sum.
 
 Used for every decode-shaped (``[1, 1, K]``) linear of a group scheme it
-:func:`supports` on a target with an :func:`mlcbuild.spec.target.int8_dot_isa`, the tied LM
+:func:`supports` on a target with an :func:`mlcbuild.compiler.target.int8_dot_isa`, the tied LM
 head included; prefill keeps float activations.
 """
 

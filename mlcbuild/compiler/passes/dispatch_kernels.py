@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax, tirx
-from tvm.relax.dpl import rewrite_call
-from tvm.relax.dpl.pattern import GlobalVarPattern, TuplePattern, is_op, wildcard
 
 from mlcbuild.kernels import cpu_matmul, float_gemv, int8_gemv
 from mlcbuild.quant.group_nn import DEQUANTIZE_ATTR
 
 FLOAT_ISAS = ("avx2", "avxvnni")  # where the fp32 kernels beat dlight's schedules
+CALL_TIR, MATMUL, PERMUTE_DIMS = (tvm.ir.Op.get(f"relax.{n}") for n in ("call_tir", "matmul", "permute_dims"))
 
 
 def _static(d) -> int | None:
@@ -86,8 +85,8 @@ def float_kernel(rows: str, n: int, k: int, x_dtype: str, isa: str | None):
 
 
 def _is_weight(func: relax.Function, e: relax.Expr) -> bool:
-    """``e`` is one of the model's weights: a parameter of ``func``, or an element of its packed
-    parameter tuple (the pattern matcher sees through bindings to the ``TupleGetItem``)."""
+    """``e`` (a var's bound value) is one of the model's weights: a parameter of ``func``, or an
+    element of its packed parameter tuple."""
     if isinstance(e, relax.TupleGetItem):
         e = e.tuple_value
     return any(e.same_as(p) for p in func.params)
@@ -97,53 +96,58 @@ def dispatch_kernels(isa: str | None):
     """The pass for an ``llvm`` target whose integer dot product is ``isa``
     (:func:`mlcbuild.compiler.target.int8_dot_isa`)."""
 
+    @relax.expr_functor.mutator
+    class _Dispatch(relax.PyExprMutator):
+        def __init__(self, mod: tvm.IRModule):
+            super().__init__(mod)
+            self.mod = mod
+
+        def _bound(self, e: relax.Expr) -> relax.Expr:
+            """What a var is bound to (``e`` itself for anything else)."""
+            value = self.lookup_binding(e) if isinstance(e, relax.Var) else None
+            return e if value is None else value
+
+        def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
+            call = super().visit_call_(call)
+            if not call.op.same_as(MATMUL):
+                return call
+            x, transposed = call.args[0], self._bound(call.args[1])
+            if not (isinstance(transposed, relax.Call) and transposed.op.same_as(PERMUTE_DIMS)):
+                return call
+            w_var = transposed.args[0]
+            weight, rows = self._bound(w_var), _row_kind(x)
+            ty = w_var.ty
+            shape = [_static(d) for d in ty.shape.values] if isinstance(ty, relax.TensorType) else []
+            if rows is None or len(shape) != 2 or None in shape:
+                return call
+            n, k = shape
+            x_dtype = str(x.ty.dtype)
+            if isinstance(weight, relax.Call) and weight.op.same_as(CALL_TIR):  # a tagged dequantize
+                info, args = _weight_info(self.mod, weight), list(weight.args[1].fields)
+                if info is None or info["layout"] != "NK" or len(args) != 2:
+                    return call
+                found = group_kernel(info, rows, n, k, x_dtype, isa)
+            elif _is_weight(self.current_function, weight) and str(ty.dtype) == "float32" and x_dtype == "float32":
+                found, args = float_kernel(rows, n, k, x_dtype, isa), [w_var]
+            else:
+                return call
+            if found is None:
+                return call
+            name, kernel = found
+            gv = self.builder_.add_func(kernel, name)
+            out = relax.TensorType([1, x.ty.shape.values[1], n], x_dtype)
+            return relax.call_tir(gv, relax.Tuple([x, *args]), out)
+
+        def visit_function_(self, func: relax.Function) -> relax.Expr:  # pylint: disable=arguments-renamed
+            self.current_function = func
+            return super().visit_function_(func)
+
     @tvm.transform.module_pass(opt_level=0, name="DispatchKernels")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        bb = relax.BlockBuilder(mod)
-
-        def call(name: str, kernel, x: relax.Expr, args: list, n: int) -> relax.Call:
-            gv = bb.add_func(kernel, name)
-            dims = list(x.ty.shape.values)
-            return relax.call_tir(gv, relax.Tuple([x, *args]), relax.TensorType([1, dims[1], n], str(x.ty.dtype)))
-
-        x, qw, qs, w = wildcard(), wildcard(), wildcard(), wildcard()
-        dq = is_op("relax.call_tir")(GlobalVarPattern(), TuplePattern([qw, qs]), add_constraint=False)
-        grouped = is_op("relax.matmul")(x, is_op("relax.permute_dims")(dq))
-        plain = is_op("relax.matmul")(x, is_op("relax.permute_dims")(w))
-
-        def rewrite(func: relax.Function) -> relax.Function:
-            def on_group(orig, m):
-                info = _weight_info(mod, m[dq])
-                rows = _row_kind(m[x])
-                shape = [_static(d) for d in m[dq].ty.shape.values]
-                if info is None or rows is None or info["layout"] != "NK" or None in shape:
-                    return orig
-                (n, k), x_dtype = shape, str(m[x].ty.dtype)
-                found = group_kernel(info, rows, n, k, x_dtype, isa)
-                return orig if found is None else call(*found, m[x], [m[qw], m[qs]], n)
-
-            def on_float(orig, m):
-                weight, rows = m[w], _row_kind(m[x])
-                ty = weight.ty
-                if (
-                    not _is_weight(func, weight)
-                    or rows is None
-                    or str(ty.dtype) != "float32"
-                    or str(m[x].ty.dtype) != "float32"
-                ):
-                    return orig
-                shape = [_static(d) for d in ty.shape.values]
-                if len(shape) != 2 or None in shape:
-                    return orig
-                found = float_kernel(rows, shape[0], shape[1], "float32", isa)
-                return orig if found is None else call(*found, m[x], [weight], shape[0])
-
-            func = rewrite_call(grouped, on_group, func)
-            return rewrite_call(plain, on_float, func)
-
+        dispatch = _Dispatch(mod)
         for gv, func in mod.functions_items():
             if isinstance(func, relax.Function):
-                bb.update_func(gv, rewrite(func))
-        return relax.transform.DeadCodeElimination()(bb.finalize())
+                dispatch.builder_.update_func(gv, dispatch.visit_expr(func))
+        return relax.transform.DeadCodeElimination()(dispatch.builder_.finalize())
 
     return _pass

@@ -92,6 +92,6 @@ def dispatch_kv_cache(target):
         for gv, func in mod.functions_items():
             if isinstance(func, rx.Function):
                 rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return rewriter.builder_.finalize()  # kernels named by their global symbols
 
     return _pass
