@@ -160,11 +160,16 @@ def count_instructions(lib: Path) -> dict[str, int]:
 def run_host(lib: Path, arrays, recipe, steps: int) -> tuple[np.ndarray, list[int]]:
     """The host build's logits ``[1 + steps, vocab]`` for :data:`PROMPT` and ``steps`` greedy
     decode steps, and the greedy ids fed to them."""
-    from mlcbuild.runtime.host import HostModel
+    from mlcbuild.runtime.engine import Engine
 
     b = recipe.build
-    model = HostModel(
-        lib, arrays, recipe.model_config.vocab_size, b.context_window_size, b.prefill_chunk_size, b.page_size
+    model = Engine.local(
+        lib,
+        arrays,
+        vocab_size=recipe.model_config.vocab_size,
+        context_window_size=b.context_window_size,
+        prefill_chunk_size=b.prefill_chunk_size,
+        page_size=b.page_size,
     )
     model.reset()
     logits = [model.prefill(PROMPT)]

@@ -1,6 +1,6 @@
 """Run a compiled model's prefill and decode on whatever CPU this Python runs on, teacher-forced,
 and save the logits: the half of ``benches/arm_emulated.py`` that runs on aarch64 (under
-``qemu-aarch64``), with only NumPy, TVM and ``mlcbuild.runtime.host`` imported.
+``qemu-aarch64``), with only NumPy, TVM and ``mlcbuild.runtime.engine`` imported.
 
     python benches/arm_runner.py LIB PARAMS.npz META.json OUT.npz
 
@@ -19,14 +19,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mlcbuild.runtime.host import HostModel  # noqa: E402
+from mlcbuild.runtime.engine import Engine  # noqa: E402
 
 
 def main(lib: str, params: str, meta_path: str, out: str) -> None:
     meta = json.loads(Path(meta_path).read_text())
     with np.load(params) as z:
         arrays = [z[f"p{i}"] for i in range(len(z.files))]
-    model = HostModel(
+    model = Engine.local(
         lib,
         arrays,
         vocab_size=meta["vocab_size"],

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import statistics
@@ -121,17 +120,18 @@ def bench_one(recipe_path: str, scheme: str, args, bandwidth: float, weights: di
     from mlcbuild.artifacts.cache import Cache
     from mlcbuild.artifacts.compile import compile_recipe
     from mlcbuild.artifacts.convert import param_specs
-    from mlcbuild.runtime.host import HostModel
+    from mlcbuild.artifacts.info import read_build
+    from mlcbuild.runtime.engine import Engine
     from mlcbuild.spec.recipe import load_recipe
     from mlcbuild.spec.target import load_target
 
     recipe = dataclasses.replace(load_recipe(recipe_path), scheme=scheme)
     res = compile_recipe(recipe, load_target("host"), cache=Cache())
-    build = json.loads((res.artifact / "build.json").read_text())
+    build = read_build(res.artifact)
     model, specs = param_specs(recipe)
     cfg = recipe.model_config
-    ours = HostModel(
-        res.artifact / build["library"]["file"],
+    ours = Engine.local(
+        res.artifact / build.library.file,
         our_params(recipe, model, specs, weights),
         vocab_size=cfg.vocab_size,
         context_window_size=recipe.build.context_window_size,

@@ -146,7 +146,7 @@ class LlamaCppModel:
 
     ``stats`` after :meth:`generate` holds ``prefill_tokens``, ``prefill_s``,
     ``decode_tokens``, ``decode_s`` (seconds, wall clock around llama.cpp's eval), the
-    same fields as :class:`mlcbuild.runtime.host.HostModel`.
+    same fields as :class:`mlcbuild.runtime.engine.Engine`.
     """
 
     def __init__(self, path: Path, n_ctx: int, n_threads: int, n_batch: int):

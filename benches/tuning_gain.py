@@ -63,11 +63,12 @@ def tuned_scheduled(mod, target, logs: Path):
 def decode_tps(artifact: Path, recipe, specs, gen: int, runs: int) -> list[float]:
     from decode_host import random_params
 
-    from mlcbuild.runtime.host import HostModel
+    from mlcbuild.artifacts.info import read_build
+    from mlcbuild.runtime.engine import Engine, Stats, generate
 
-    build = json.loads((artifact / "build.json").read_text())
-    m = HostModel(
-        artifact / build["library"]["file"],
+    build = read_build(artifact)
+    m = Engine.local(
+        artifact / build.library.file,
         random_params(specs),
         vocab_size=recipe.model_config.vocab_size,
         context_window_size=recipe.build.context_window_size,
@@ -75,11 +76,12 @@ def decode_tps(artifact: Path, recipe, specs, gen: int, runs: int) -> list[float
         page_size=recipe.build.page_size,
     )
     ids = list(range(1, 17))
-    list(m.generate(ids[:4], 4))
+    list(generate(m, ids[:4], 4))
     out = []
     for _ in range(runs):
-        list(m.generate(ids, gen + 1))
-        out.append(m.stats["decode_tokens"] / m.stats["decode_s"])
+        st = Stats()
+        list(generate(m, ids, gen + 1, stats=st))
+        out.append(st.decode_tokens / st.decode_s)
     return out
 
 
@@ -105,7 +107,7 @@ def main() -> None:
     from mlcbuild.compiler.target import tvm_target
     from mlcbuild.device.rpc import LocalCluster
     from mlcbuild.device.tune import extract_tasks, tune
-    from mlcbuild.runtime.host import use_all_cores
+    from mlcbuild.runtime.engine import use_all_cores
     from mlcbuild.spec.recipe import load_recipe
     from mlcbuild.spec.target import load_target
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, recipe_data, tiny_config
+from factories import REPO, recipe_data, tiny_config
 
 import mlcbuild.artifacts.compile as compile_mod
 from mlcbuild.artifacts.cache import Cache, content_key
@@ -67,7 +67,7 @@ def test_key_is_stable_and_every_input_changes_it(tmp_path, monkeypatch):
 
 def test_weights_key_follows_the_conversion_code(tmp_path, monkeypatch):
     """An edited quantizer (or loader) must not hit weights converted by the old code."""
-    from conftest import make_checkpoint
+    from factories import make_checkpoint
 
     import mlcbuild.artifacts.convert as convert_mod
     from mlcbuild.artifacts.checkpoint import Checkpoint

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-from conftest import recipe_data, tiny_config
+from factories import recipe_data, tiny_config
 from test_cache import _toml
 
 from mlcbuild.cli import main

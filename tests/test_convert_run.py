@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import make_checkpoint, tiny_config
+from factories import make_checkpoint, tiny_config
 from test_cache import _toml
 from test_parity import GEMMA2, GEMMA3, LLAMA3_ROPE, MISTRAL
 
@@ -49,7 +49,7 @@ def cli(*args):
 
 
 def recipe_file(tmp_path, cfg, scheme="q0f32", name="ckpt"):
-    from conftest import recipe_data
+    from factories import recipe_data
 
     p = tmp_path / f"{name}-{scheme}.toml"
     p.write_text(_toml(recipe_data(cfg, scheme, name=name)))
@@ -168,7 +168,7 @@ def test_q4f32_1_logits_within_bound_of_fp32(tmp_path, cache_dir):
     q4 kernels are exact is tested separately (test_parity: 1e-4 against the NumPy
     quantization); quality on a trained model is a later issue's perplexity gate.
     """
-    from conftest import hf_model, recipe_data, state_dict_numpy
+    from factories import hf_model, recipe_data, state_dict_numpy
     from helpers import compile_and_load
 
     cfg = CASES["gqa4-llama3"]
@@ -247,7 +247,7 @@ def test_run_refuses_mismatched_weights_and_targets(tmp_path, cache_dir):
 
 def test_hub_source_offline_names_weights_flag(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from conftest import recipe_data
+    from factories import recipe_data
 
     d = recipe_data(tiny_config(), name="hub")
     d["model"]["source"] = "meta-llama/Llama-3.2-1B-Instruct"

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import make_checkpoint, tiny_config
+from factories import make_checkpoint, tiny_config
 from test_convert_run import cli, recipe_file
 
 from mlcbuild.artifacts.cache import Cache
@@ -170,7 +170,7 @@ def test_bench_local_and_over_rpc(cluster, built, tmp_path):
 
     from mlcbuild.device.bench import DeviceModel
     from mlcbuild.device.rpc import local_session
-    from mlcbuild.runtime.host import load_host_model
+    from mlcbuild.runtime.artifact import open_local
 
     args = [built["artifact"], "--weights", built["weights"], "--prompt-tokens", 40, "--gen-tokens", 8,
             "--repeat", 3, "--json"]  # fmt: skip
@@ -194,7 +194,7 @@ def test_bench_local_and_over_rpc(cluster, built, tmp_path):
     assert [r["test"] for r in rows] == ["pp40", "tg8"]
     assert rows[1]["ratio"] == pytest.approx(remote[1]["avg_ts"] / local[1]["avg_ts"], rel=1e-3)
     # Same numbers on the device as on the host runtime.
-    host, _ = load_host_model(built["artifact"], built["weights"])
+    host, _ = open_local(built["artifact"], built["weights"])
     ids = [1, 5, 9, 22, 7]
     want = host.prefill(ids)
     dev = DeviceModel(local_session(), Path(built["artifact"]), Path(built["weights"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import recipe_data, tiny_config
+from factories import recipe_data, tiny_config
 from tvm import tirx
 
 from mlcbuild.compiler.export import lower_module

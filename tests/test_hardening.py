@@ -16,16 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import make_checkpoint, recipe_data, tiny_config
+from factories import make_checkpoint, recipe_data, tiny_config
 
 from mlcbuild.artifacts.cache import Cache, CacheCorruptError, LockTimeout, file_sha256, write_manifest
 from mlcbuild.artifacts.compile import compile_recipe
 from mlcbuild.artifacts.convert import convert_weights, same_value
+from mlcbuild.artifacts.info import read_build as read_artifact
 from mlcbuild.artifacts.remote import RemoteCache
 from mlcbuild.cli import main
 from mlcbuild.device.rpc import DeviceError, list_devices, parse_tracker
 from mlcbuild.errors import CompileError, MlcbuildError, RecipeError
-from mlcbuild.runtime.host import library_path, read_artifact
+from mlcbuild.runtime.artifact import library_path
 from mlcbuild.ship.package import MANIFEST, PackageModel, package, read_package_config, verify
 from mlcbuild.spec.recipe import parse_recipe
 from mlcbuild.spec.target import load_target

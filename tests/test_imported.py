@@ -230,10 +230,10 @@ def test_imported_gptq_checkpoint_of_each_layout_matches_transformers(case, tmp_
     transformers on the dequantized weights (group 32: the tiny models' K is 64). Gemma's norm
     weights are stored as fp16(1 + w) by our loader (transformers computes 1 + fp16(w) in fp32;
     up to 2**-11 relative apart): the reference rounds them so."""
-    from conftest import make_checkpoint
+    from factories import make_checkpoint
     from test_convert_run import CASES, PROMPT
 
-    from mlcbuild.runtime.host import load_host_model
+    from mlcbuild.runtime.artifact import open_local
 
     cfg = CASES[case]
     hf = make_checkpoint(tmp_path / "ckpt", cfg)
@@ -242,7 +242,7 @@ def test_imported_gptq_checkpoint_of_each_layout_matches_transformers(case, tmp_
     conv = cli("convert", recipe, "--weights", tmp_path / "ckpt", "--json", "--cache-dir", cache_dir)
     assert conv.exit_code == 0, conv.output
     comp = cli("compile", recipe, "--target", "host", "--json", "--cache-dir", cache_dir)
-    model, _ = load_host_model(json.loads(comp.stdout)["artifact"], json.loads(conv.stdout)["weights"])
+    model, _ = open_local(json.loads(comp.stdout)["artifact"], json.loads(conv.stdout)["weights"])
     model.reset()
     got = model.prefill(PROMPT)
     with torch.no_grad():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import recipe_data, tiny_config
+from factories import recipe_data, tiny_config
 from test_cache import _toml
 from test_convert_run import cli
 from test_package import _recipes

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_checkpoint, recipe_data, tiny_config
+from factories import make_checkpoint, recipe_data, tiny_config
 from test_cache import _toml
 from test_convert_run import PROMPT, cli
 
@@ -22,7 +22,7 @@ from mlcbuild.errors import RecipeError
 from mlcbuild.kernels.int8_gemv import activation_reference, supports
 from mlcbuild.quant import GroupQuant, get_scheme
 from mlcbuild.quant.mixed import scheme_for
-from mlcbuild.runtime.host import load_host_model
+from mlcbuild.runtime.artifact import open_local
 from mlcbuild.spec.recipe import parse_recipe
 from mlcbuild.spec.target import load_target
 
@@ -82,12 +82,14 @@ def test_mixed_recipe_runs_each_module_in_its_scheme(case, tmp_path, cache_dir):
     recipe, _ = mixed_recipe(tmp_path, base, overrides, cfg, name=f"mixed-{case}")
     conv = json.loads(cli("convert", recipe, "--weights", tmp_path / "ckpt", "--json", "--cache-dir", cache_dir).stdout)
     comp = json.loads(cli("compile", recipe, "--target", "host", "--json", "--cache-dir", cache_dir).stdout)
-    model, _ = load_host_model(comp["artifact"], conv["weights"])
+    model, _ = open_local(comp["artifact"], conv["weights"])
     model.reset()
     got = model.prefill(PROMPT)
     hf = fake_quantized(hf, base, overrides)
     head = scheme_for("model.embed_tokens" if cfg["tie_word_embeddings"] else "lm_head", get_scheme(base), overrides)
-    if supports(head.dequantize_info(), int8_dot_isa(tvm_target(load_target("host")))):  # the LM head's row runs the int8 GEMV
+    if supports(
+        head.dequantize_info(), int8_dot_isa(tvm_target(load_target("host")))
+    ):  # the LM head's row runs the int8 GEMV
         hf.lm_head.register_forward_pre_hook(
             lambda _m, args: (torch.from_numpy(activation_reference(args[0].numpy())),)
         )
@@ -183,17 +185,24 @@ def test_sizes_of_a_mixed_recipe():
 
 def test_weights_with_other_overrides_are_refused(tmp_path):
     """``run``/``eval`` check the weights' overrides against the library's (runtime.check_weights)."""
+    from mlcbuild.artifacts.info import BuildInfo
     from mlcbuild.errors import MlcbuildError
-    from mlcbuild.runtime.host import check_weights
+    from mlcbuild.runtime.artifact import check_weights
 
     params = [{"name": "w", "shape": [2], "dtype": "float16"}]
-    build = {"inputs": {"recipe": {"quantization": {"scheme": "q4f16_1", "overrides": [["lm_head", "q8f16_1"]]}}},
-             "params": params}  # fmt: skip
-    info = {"scheme": "q4f16_1", "overrides": [["lm_head", "q0f16"]], "params": params}
+    build = BuildInfo.from_json(
+        {
+            "key": "k",
+            "library": {"file": "lib.so", "sha256": ""},
+            "params": params,
+            "inputs": {"recipe": {"quantization": {"scheme": "q4f16_1", "overrides": [["lm_head", "q8f16_1"]]}}},
+        }
+    )
+    info = {"key": "k", "scheme": "q4f16_1", "overrides": [["lm_head", "q0f16"]], "params": params}
     (tmp_path / "convert.json").write_text(json.dumps(info))
     with pytest.raises(MlcbuildError, match="overrides") as e:
         check_weights(build, tmp_path)
     assert "same recipe" in e.value.fix
     info["overrides"] = [["lm_head", "q8f16_1"]]
     (tmp_path / "convert.json").write_text(json.dumps(info))
-    assert check_weights(build, tmp_path)["overrides"] == [["lm_head", "q8f16_1"]]
+    assert check_weights(build, tmp_path).overrides == [["lm_head", "q8f16_1"]]

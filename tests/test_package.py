@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_checkpoint, tiny_config
+from factories import make_checkpoint, tiny_config
 from test_cache import _toml
 from test_convert_run import cli
 
 
 def _recipes(tmp_path):
-    from conftest import recipe_data
+    from factories import recipe_data
 
     out = []
     for name, cfg in (("Pkg-A", tiny_config()), ("Pkg-B", tiny_config(hidden_size=96, num_attention_heads=6))):

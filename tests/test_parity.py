@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import hf_model, recipe_data, state_dict_numpy, tiny_config
+from factories import hf_model, recipe_data, state_dict_numpy, tiny_config
 from helpers import compile_and_load
 
 from mlcbuild.compiler.target import int8_dot_isa, tvm_target

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import REPO
+from factories import REPO
 from test_convert_run import cli
 
 from mlcbuild.runtime.evaluate import reference_perplexity, text_ids, windows

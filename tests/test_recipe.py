@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 
 import pytest
-from conftest import REPO, recipe_data, tiny_config
+from factories import REPO, recipe_data, tiny_config
 
 from mlcbuild.errors import RecipeError
 from mlcbuild.spec.recipe import load_recipe, parse_recipe

@@ -8,7 +8,7 @@ import hashlib
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-from conftest import recipe_data, tiny_config
+from factories import recipe_data, tiny_config
 
 from mlcbuild.artifacts.cache import Cache, verify_dir
 from mlcbuild.artifacts.compile import compile_recipe

@@ -6,7 +6,7 @@ import json
 import tarfile
 
 import pytest
-from conftest import recipe_data, tiny_config
+from factories import recipe_data, tiny_config
 from test_parity import GEMMA2, GEMMA3
 
 from mlcbuild.artifacts.cache import Cache

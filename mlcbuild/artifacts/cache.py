@@ -43,10 +43,11 @@ from typing import Any, Iterator
 import filelock
 import platformdirs
 
-from mlcbuild.errors import CacheError
+from mlcbuild.artifacts.info import BUILD_FILE, WEIGHTS_FILE, BuildInfo, WeightsInfo, read_info
+from mlcbuild.errors import CacheError, MlcbuildError
 
 MANIFEST = "manifest.json"
-INFO_FILES = {"builds": "build.json", "weights": "convert.json"}  # each records its entry's key
+INFO_FILES = {"builds": BUILD_FILE, "weights": WEIGHTS_FILE}  # each records its entry's key
 DEFAULT_LOCK_TIMEOUT_S = 1800.0  # a cold 3B build takes ~15 s, a calibrated conversion minutes
 log = logging.getLogger("mlcbuild.artifacts.cache")
 
@@ -92,7 +93,31 @@ class Entry:
     path: Path
     size_bytes: int
     created: float
-    info: dict[str, Any]
+    info: BuildInfo | WeightsInfo | None  # None: its record is unreadable
+
+    def describe(self) -> dict[str, Any]:
+        """``{"model", "scheme", "target"}`` of the entry (``None`` where unknown; weights have no target)."""
+        if isinstance(self.info, BuildInfo):
+            model = self.info.recipe.get("model", {}).get("name")
+            return {"model": model, "scheme": self.info.scheme, "target": self.info.target_name}
+        if isinstance(self.info, WeightsInfo):
+            return {"model": Path(self.info.source_dir or "?").name, "scheme": self.info.scheme, "target": None}
+        return {"model": None, "scheme": None, "target": None}
+
+
+@dataclasses.dataclass
+class CacheResult:
+    """What ``compile``/``convert`` did: the entry's key (64 hex chars), ``"hit"``, ``"miss"``
+    or ``"remote"``, and the wall time of the whole call (s). Subclasses add the directory."""
+
+    key: str
+    cache: str
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """``{<directory field>: path, "key", "cache", "seconds"}``."""
+        dirs = {k: str(v) for k, v in vars(self).items() if isinstance(v, Path)}
+        return dirs | {"key": self.key, "cache": self.cache, "seconds": round(self.seconds, 3)}
 
 
 class Cache:
@@ -246,9 +271,9 @@ class Cache:
             if not (p / MANIFEST).is_file():
                 continue
             try:
-                info = json.loads((p / ("build.json" if kind == "builds" else "convert.json")).read_text())
-            except (OSError, ValueError):
-                info = {}
+                info = read_info(p, kind)
+            except MlcbuildError:
+                info = None
             size = sum(f.stat().st_size for f in p.iterdir() if f.is_file())
             out.append(Entry(key=p.name, path=p, size_bytes=size, created=(p / MANIFEST).stat().st_mtime, info=info))
         return sorted(out, key=lambda e: e.created)
@@ -385,20 +410,18 @@ def check_entry(
     if problems or key is None or kind not in INFO_FILES:
         return problems
     try:
-        info = json.loads((directory / INFO_FILES[kind]).read_text())
-    except (OSError, ValueError):
+        info = read_info(directory, kind)
+    except MlcbuildError:
         return [f"{INFO_FILES[kind]} missing or unreadable"]
-    if info.get("key") != key:
-        return [
-            f"{INFO_FILES[kind]} records the key {str(info.get('key'))[:16]}, not {key[:16]} (an entry of another key)"
-        ]
-    if kind == "builds":
-        lib = info.get("library", {})
+    if info.key != key:
+        return [f"{INFO_FILES[kind]} records the key {info.key[:16]}, not {key[:16]} (an entry of another key)"]
+    if isinstance(info, BuildInfo):
+        lib = info.library
         manifest = json.loads((directory / MANIFEST).read_text())["files"]
-        if lib.get("file") not in manifest:
-            return [f"the library {lib.get('file')!r} named by build.json is not in the manifest"]
-        if manifest[lib["file"]]["sha256"] != lib.get("sha256"):
-            return [f"{lib['file']}: sha256 differs from build.json's"]
+        if lib.file not in manifest:
+            return [f"the library {lib.file!r} named by build.json is not in the manifest"]
+        if manifest[lib.file]["sha256"] != lib.sha256:
+            return [f"{lib.file}: sha256 differs from build.json's"]
     return problems
 
 

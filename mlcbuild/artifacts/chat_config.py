@@ -41,4 +41,3 @@ def chat_config(recipe: Recipe) -> dict[str, Any]:
         "eos_token_id": cfg.get("eos_token_id", 2),
         "model_task": "chat",
     }
-

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from mlcbuild.artifacts.cache import Cache, content_key, copy_entry, file_sha256
+from mlcbuild.artifacts.cache import Cache, CacheResult, content_key, copy_entry, file_sha256
 from mlcbuild.artifacts.chat_config import chat_config
+from mlcbuild.artifacts.info import BuildInfo, LibraryInfo, ParamInfo, read_build
 from mlcbuild.artifacts.records import tuning_digest
 from mlcbuild.artifacts.stamp import toolchain_stamp
 from mlcbuild.compiler.target import check_codegen, target_json
@@ -32,24 +33,12 @@ REPO_TUNING_LOGS = Path(__file__).resolve().parents[2] / "tuning_logs"
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "uint32": 4, "int8": 1, "int32": 4}
 
 
-@dataclasses.dataclass
-class CompileResult:
-    """What ``compile`` did.
-
-    Attributes:
-        artifact: the artifact directory (in the cache, or ``--out``).
-        key: the cache key (64 hex chars).
-        cache: ``"hit"`` or ``"miss"``.
-        seconds: wall time of the whole call, s.
-    """
+@dataclasses.dataclass(kw_only=True)
+class CompileResult(CacheResult):
+    """What ``compile`` did (:class:`~mlcbuild.artifacts.cache.CacheResult`) and the artifact
+    directory (in the cache, or ``--out``)."""
 
     artifact: Path
-    key: str
-    cache: str
-    seconds: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"artifact": str(self.artifact), "key": self.key, "cache": self.cache, "seconds": round(self.seconds, 3)}
 
 
 def tuning_dir(desc: TargetDescriptor, root: Path | None = None) -> Path:
@@ -186,7 +175,7 @@ def compile_recipe(
                 status = "remote"
         path = cache.entry_path(key)
     if status != "miss":  # a hit of a build made with --allow-over-budget
-        check_budget(json.loads((path / "build.json").read_text())["memory"], recipe, desc, allow_over_budget)
+        check_budget(read_build(path).memory, recipe, desc, allow_over_budget)
         if dump_ir is not None:  # a hit has no IR to show: lower again, up to machine code
             from mlcbuild.compiler.export import lower_module
 
@@ -238,29 +227,28 @@ def _build_into(
     )
     total = time.perf_counter() - t0
     (work / "mlc-chat-config.json").write_text(json.dumps(chat_config(recipe), indent=2) + "\n")
-    build = {
-        "key": key,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "recipe_file": str(recipe.path) if recipe.path else None,
-        "recipe_sha256": content_key(inputs["recipe"]),
-        "target_name": desc.name,
-        "target_sha256": content_key(inputs["target"]),
-        "inputs": inputs,
-        "stamp": inputs["toolchain"],
-        "abi_stamp": abi_stamp(inputs["toolchain"]),  # also compiled into the library
-        "library": {
-            "file": lib_path.name,
-            "format": desc.output_format,
-            "system_lib_prefix": recipe.build.system_lib_prefix if desc.system_lib else None,
-            "sha256": file_sha256(lib_path),
-            "size_bytes": lib_path.stat().st_size,
-        },
-        "params": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in exported.params],
-        "memory": memory_estimate(recipe, exported.params, kv_dtype=exported.compute_dtype),
-        "memory_budget_bytes": desc.memory_budget_bytes,
-        "allow_over_budget": allow_over_budget,
-        "seconds": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(total, 3)},
-        "workarounds": workarounds,
-        "tuned_kernels": tuned,
-    }
-    (work / "build.json").write_text(json.dumps(build, indent=2, sort_keys=False) + "\n")
+    BuildInfo(
+        key=key,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        recipe_file=str(recipe.path) if recipe.path else None,
+        recipe_sha256=content_key(inputs["recipe"]),
+        target_name=desc.name,
+        target_sha256=content_key(inputs["target"]),
+        inputs=inputs,
+        stamp=inputs["toolchain"],
+        abi_stamp=abi_stamp(inputs["toolchain"]),  # also compiled into the library
+        library=LibraryInfo(
+            file=lib_path.name,
+            format=desc.output_format,
+            system_lib_prefix=recipe.build.system_lib_prefix if desc.system_lib else None,
+            sha256=file_sha256(lib_path),
+            size_bytes=lib_path.stat().st_size,
+        ),
+        params=tuple(ParamInfo(n, tuple(s), d) for n, s, d in exported.params),
+        memory=memory_estimate(recipe, exported.params, kv_dtype=exported.compute_dtype),
+        memory_budget_bytes=desc.memory_budget_bytes,
+        allow_over_budget=allow_over_budget,
+        seconds={**{k: round(v, 3) for k, v in timings.items()}, "total": round(total, 3)},
+        workarounds=tuple(workarounds),
+        tuned_kernels=tuple(tuned),
+    ).write(work)

@@ -20,26 +20,19 @@ from typing import Any, Callable
 import numpy as np
 
 from mlcbuild import __version__
-from mlcbuild.artifacts.cache import Cache, content_key, copy_entry, file_sha256
+from mlcbuild.artifacts.cache import Cache, CacheResult, content_key, copy_entry, file_sha256
 from mlcbuild.artifacts.checkpoint import Checkpoint
+from mlcbuild.artifacts.info import ParamInfo, WeightsInfo
 from mlcbuild.errors import MlcbuildError
 from mlcbuild.layout import CONVERT_ENTRY, source_digest
 from mlcbuild.spec.recipe import Recipe
 
-CONVERT_INFO = "convert.json"
 
-
-@dataclasses.dataclass
-class ConvertResult:
-    """What ``convert`` did: the weight directory, its key, ``"hit"``/``"miss"``, wall seconds."""
+@dataclasses.dataclass(kw_only=True)
+class ConvertResult(CacheResult):
+    """What ``convert`` did (:class:`~mlcbuild.artifacts.cache.CacheResult`) and the weight directory."""
 
     weights: Path
-    key: str
-    cache: str
-    seconds: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"weights": str(self.weights), "key": self.key, "cache": self.cache, "seconds": round(self.seconds, 3)}
 
 
 def check_config(recipe: Recipe, ckpt: Checkpoint) -> None:
@@ -143,7 +136,7 @@ def calibrate(recipe: Recipe, ckpt: Checkpoint) -> tuple[dict | None, Callable[[
     import torch
     import transformers
 
-    from mlcbuild.quant.calibrate import calibration_ids, gptq_model
+    from mlcbuild.quant.calibrate import calibrate_model, calibration_ids
 
     tok = ckpt.dir / "tokenizer.json"
     if not tok.is_file():
@@ -153,18 +146,11 @@ def calibrate(recipe: Recipe, ckpt: Checkpoint) -> tuple[dict | None, Callable[[
     c = recipe.calibration
     ids = calibration_ids(tok, Path(c["text"]), c["samples"], c["seq_len"], c["seed"])
     hf = transformers.AutoModelForCausalLM.from_pretrained(ckpt.dir, dtype=torch.float32).eval()
-    if scheme.calibration in ("awq", "smoothquant"):
-        if scheme.calibration == "awq":
-            from mlcbuild.quant.awq import awq_model
-
-            awq_model(hf, ids, scheme)
-        else:
-            from mlcbuild.quant.smoothquant import smooth_model
-
-            smooth_model(hf, ids, c["alpha"])
+    codes = calibrate_model(scheme, hf, ids, c)
+    if codes is None:  # the scales were folded into the float model: round its weights
         state = hf.state_dict()
         return None, lambda name: state[name].detach().float().numpy()
-    return gptq_model(hf, ids, scheme, act_order=c["act_order"], damp=c["damp"]), ckpt.read
+    return codes, ckpt.read
 
 
 def convert_weights(
@@ -220,7 +206,7 @@ def convert_weights(
                             on_tensor(i + 1, total, name)
                         yield name, arr
 
-                bits = getattr(get_scheme(recipe.scheme), "bits", 4)
+                bits = get_scheme(recipe.scheme).bits
                 source_params = sum(math.prod(s) for n, s, _ in _source_shapes(ckpt, pmap, bits))
                 index = write_tensor_cache(
                     work, progress(), source_params=source_params, schemes=schemes, quantization=quantization(recipe)
@@ -234,17 +220,16 @@ def convert_weights(
                 chat = chat_config(recipe)
                 chat["tokenizer_files"] = toks
                 (work / "mlc-chat-config.json").write_text(json.dumps(chat, indent=2) + "\n")
-                info = {
-                    "key": key,
-                    "inputs": inputs,
-                    "source_dir": str(ckpt.dir),
-                    "scheme": recipe.scheme,
-                    "overrides": quantization(recipe).get("overrides", []),
-                    "params": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in specs],
-                    "metadata": index["metadata"],
-                    "seconds": round(time.perf_counter() - t0, 3),
-                }
-                (work / CONVERT_INFO).write_text(json.dumps(info, indent=1) + "\n")
+                WeightsInfo(
+                    key=key,
+                    inputs=inputs,
+                    source_dir=str(ckpt.dir),
+                    scheme=recipe.scheme,
+                    overrides=quantization(recipe).get("overrides", []),
+                    params=tuple(ParamInfo(n, tuple(s), d) for n, s, d in specs),
+                    metadata=index["metadata"],
+                    seconds=round(time.perf_counter() - t0, 3),
+                ).write(work)
             if work is None and key in cache.fetched:
                 status = "remote"
     path = cache.entry_path(key, "weights")
@@ -259,10 +244,11 @@ def quantization(recipe: Recipe) -> dict[str, Any]:
     return {k: q[k] for k in ("scheme", "overrides") if k in q}
 
 
-def _source_shapes(ckpt: Checkpoint, pmap, bits: int = 4) -> list[tuple[str, tuple[int, ...], str]]:
+def _source_shapes(ckpt: Checkpoint, pmap, bits: int | None) -> list[tuple[str, tuple[int, ...], str]]:
     """``(name, shape, "")`` of the checkpoint's weights the model reads; a pre-quantized
     linear (``<prefix>.qweight`` + ``.scales``, :mod:`mlcbuild.quant.checkpoint_formats`)
-    counts as its logical ``[N, K]`` (``bits``: the recipe scheme's)."""
+    counts as its logical ``[N, K]`` (``bits``: the recipe scheme's; ``None``, a float scheme:
+    such tensors are not counted)."""
     from safetensors import safe_open
 
     names = {n for srcs, _ in pmap.values() for n in srcs}
@@ -274,7 +260,7 @@ def _source_shapes(ckpt: Checkpoint, pmap, bits: int = 4) -> list[tuple[str, tup
                 shape = tuple(h.get_slice(n).get_shape())
                 if n in names:
                     out.append((n, shape, ""))
-                elif n.endswith(".qweight") and n.removesuffix(".qweight") in packed:
+                elif bits and n.endswith(".qweight") and n.removesuffix(".qweight") in packed:
                     qweight[n.removesuffix(".qweight")] = shape
                 elif n.endswith(".scales") and n.removesuffix(".scales") in packed:
                     scales[n.removesuffix(".scales")] = shape

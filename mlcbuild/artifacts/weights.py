@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from mlcbuild.errors import MlcbuildError
+from mlcbuild.quant.base import module_scheme, module_tensors
 
 _QUANT_SUFFIXES = (".q_weight", ".q_scale", ".q_zero", ".perm")
 
@@ -71,24 +72,14 @@ def convert_params(
             hf_names, combine = param_map[src]
             owner = _module_at(model, src.rsplit(".", 1)[0])
             prefix = src.rsplit(".", 1)[0]
-            calibrated = getattr(getattr(owner, "scheme", None), "calibration", None) is not None
-            if src != name and hasattr(owner, "import_weight"):  # a pre-quantized checkpoint's packed tensors
-                pending.update({f"{prefix}.{k}": v for k, v in owner.import_weight(hf_names, combine, read).items()})
-            elif src != name and codes and calibrated and all(n in codes for n in hf_names):
-                packed = owner.pack_weight(
-                    combine(*(codes[n][0] for n in hf_names)), combine(*(codes[n][1] for n in hf_names))
-                )
-                pending.update({f"{prefix}.{k}": v for k, v in packed.items()})
+            tensors = module_tensors(owner, hf_names, combine, read, codes) if src != name else None
+            if tensors is not None:
+                pending.update({f"{prefix}.{k}": v for k, v in tensors.items()})
             else:
-                arr = combine(*(np.asarray(read(n), dtype=np.float32) for n in hf_names))
-                if src != name and hasattr(owner, "quantize_weight"):  # q_weight/q_scale from .weight
-                    for k, v in owner.quantize_weight(arr).items():
-                        pending[f"{prefix}.{k}"] = v
-                else:
-                    pending[src] = arr
+                pending[src] = combine(*(np.asarray(read(n), dtype=np.float32) for n in hf_names))
         arr = pending.pop(name)
         if schemes is not None:
-            owner_scheme = getattr(_module_at(model, name.rsplit(".", 1)[0]), "quantization", None)
+            owner_scheme = module_scheme(_module_at(model, name.rsplit(".", 1)[0]))
             if owner_scheme is not None:
                 schemes[name] = owner_scheme
         if tuple(arr.shape) != tuple(shape):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
@@ -32,23 +31,7 @@ def cache_ls(cache, as_json: bool) -> None:
     rows = []
     for kind in ("builds", "weights"):
         for e in c.entries(kind):
-            if kind == "builds":
-                rec = e.info.get("inputs", {}).get("recipe", {})
-                model, scheme = rec.get("model", {}).get("name"), rec.get("quantization", {}).get("scheme")
-                target = e.info.get("target_name")
-            else:
-                model, scheme, target = Path(e.info.get("source_dir", "?")).name, e.info.get("scheme"), None
-            rows.append(
-                {
-                    "kind": kind,
-                    "key": e.key,
-                    "path": str(e.path),
-                    "size_bytes": e.size_bytes,
-                    "model": model,
-                    "scheme": scheme,
-                    "target": target,
-                }
-            )
+            rows.append({"kind": kind, "key": e.key, "path": str(e.path), "size_bytes": e.size_bytes, **e.describe()})
     if as_json:
         click.echo(json.dumps(rows))
         return

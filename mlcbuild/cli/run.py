@@ -37,14 +37,14 @@ def _artifact_and_weights(f):
 def _host_model(artifact: Path, weights_dir: Path, cache):
     """A host model from an artifact, or from a recipe (compiled for host first; a checkpoint
     given as ``weights_dir`` converted first): ``(model, chat config, artifact, weights)``."""
-    from mlcbuild.runtime.host import load_host_model
+    from mlcbuild.runtime.artifact import open_local
 
     if artifact.suffix == ".toml":
         r, res = compile_with_progress(artifact, "host", cache)
         artifact = res.artifact
         if not (weights_dir / "tensor-cache.json").is_file() and (weights_dir / "config.json").is_file():
             weights_dir = convert_with_progress(r, weights_dir, cache, None, True).weights
-    model, chat = load_host_model(artifact, weights_dir)
+    model, chat = open_local(artifact, weights_dir)
     return model, chat, artifact, weights_dir
 
 
@@ -86,20 +86,22 @@ def run_cmd(artifact, weights_dir, prompt, prompt_ids, max_new_tokens, ignore_eo
     stop = [] if ignore_eos or eos is None else (eos if isinstance(eos, list) else [eos])
     out_ids: list[int] = []
     shown = ""
-    for tok in model.generate(ids, max_new_tokens, stop):
+    from mlcbuild.runtime.engine import Stats, generate
+
+    st = Stats()
+    for tok in generate(model, ids, max_new_tokens, stop, st):
         out_ids.append(tok)
         if tokenizer is not None and not as_json:
             text = tokenizer.decode(out_ids)
             click.echo(text[len(shown) :], nl=False)
             shown = text
     text = tokenizer.decode(out_ids) if tokenizer is not None else ""
-    st = model.stats
     result = {
         "prompt_ids": ids,
         "output_ids": out_ids,
         "text": text,
-        "prefill_tokens_per_s": round(st["prefill_tokens"] / st["prefill_s"], 2) if st["prefill_s"] else None,
-        "decode_tokens_per_s": round(st["decode_tokens"] / st["decode_s"], 2) if st["decode_s"] else None,
+        "prefill_tokens_per_s": st.prefill_tokens_per_s,
+        "decode_tokens_per_s": st.decode_tokens_per_s,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
     if as_json:

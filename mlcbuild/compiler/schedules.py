@@ -23,6 +23,7 @@ import math
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.cpu.gemv import GEMV as _DlightCPUGEMV
 from tvm.s_tir.dlight.gpu import matmul as _dl_matmul
+from tvm.s_tir.schedule import ScheduleError
 
 
 class _SkipSimdgroup(Exception):
@@ -189,7 +190,7 @@ class CPUMatmul(_CPURule):
             return None
         try:
             return self._schedule(sch, infos, mm, int(n_extent), target)
-        except Exception:  # a shape this rule does not handle: leave it to the next rule
+        except ScheduleError:  # a shape this rule does not handle: leave it to the next rule
             return None
 
     @staticmethod
@@ -277,11 +278,12 @@ class CPUMatmul(_CPURule):
         for info in infos:
             if info.block_rv == block or any(info.block_rv == p.block_rv for p in producers):
                 continue
-            try:
-                outer = sch.get_loops(info.block_rv)[0]
-                sch.parallel(outer)
-            except Exception:
-                pass
+            loops = sch.get_loops(info.block_rv)
+            if loops:
+                try:
+                    sch.parallel(loops[0])
+                except ScheduleError:  # not a parallelizable loop (e.g. a reduction): left serial
+                    pass
         return sch
 
 

@@ -32,99 +32,68 @@ from typing import Any
 
 import numpy as np
 
+from mlcbuild.artifacts.info import BuildInfo
 from mlcbuild.device.rpc import device_calls
 from mlcbuild.errors import MlcbuildError
-from mlcbuild.runtime.host import check_weights, library_path, read_artifact
+from mlcbuild.runtime.artifact import checked_build, engine_sizes
+from mlcbuild.runtime.engine import Engine, use_all_cores
 
 
-class DeviceModel:
-    """A build loaded on a device through a session (``tvm.rpc.RPCSession`` or a ``LocalSession``).
+def remote_engine(session, artifact: Path, weights: Path, key: str = "local") -> tuple[Engine, BuildInfo]:
+    """A build loaded on a device through ``session`` (``tvm.rpc.RPCSession`` or a ``LocalSession``):
+    the library and the weights are uploaded, the weights loaded there by TVM's tensor-cache
+    loader (``vm.builtin.tensor_cache.load``), and the :class:`Engine` drives the VM there.
 
     Args:
-        session: the session.
         artifact: the artifact directory (``build.json`` + ``lib.so``).
         weights: the converted weight directory (``tensor-cache.json`` + shards), checked
             against the build (md5 of every shard verified before upload).
         key: the device key, for error messages.
+    Returns:
+        ``(engine, build)``.
     Raises:
-        MlcbuildError: wrong artifact/weights, a corrupt shard, a library stamped for another
-            runtime than this process's (:func:`mlcbuild.artifacts.stamp.check_library_stamp`), or one
-            that is not a loadable ``.so`` (a ``.tar`` system library is linked into an app).
+        MlcbuildError: as :func:`mlcbuild.runtime.artifact.checked_build` (wrong weights, a
+            library stamped for another runtime than this process's, a ``.tar`` system library),
+            or a corrupt shard.
         DeviceError: the device went away.
+    """
+    from tvm import relax
+
+    from mlcbuild.artifacts.tensor_cache import INDEX_FILE, verify_tensor_cache
+
+    use_all_cores()  # for --local (a device's server sizes its own pool)
+    build, lib = checked_build(artifact, weights)
+    verify_tensor_cache(weights)
+    with device_calls("upload", key):
+        device = session.cpu(0) if build.device_kind == "llvm" else session.device(build.device_kind, 0)
+        session.upload(str(lib), "mlcbuild_lib.so")
+        module = session.load_module("mlcbuild_lib.so")
+        for f in [weights / INDEX_FILE, *sorted(weights.glob("params_shard_*.bin"))]:
+            session.upload(str(f), f.name)
+        where = session.get_function("tvm.rpc.server.workpath")(INDEX_FILE)
+        remote_dir = str(where).rsplit("/", 1)[0]
+        f = session.get_function
+        f("vm.builtin.tensor_cache.load")(remote_dir, int(device.dlpack_device_type()) % 128, device.index)
+        params = f("vm.builtin.param_array_from_cache_by_name_unpacked")(*(p.name for p in build.params))
+        f("vm.builtin.tensor_cache.clear")()  # the VM holds the parameters now
+        vm = relax.VirtualMachine(module, device)
+        engine = Engine(vm, params, device, get_function=f, **engine_sizes(build))
+    return engine, build
+
+
+class DeviceModel:
+    """A build on a device (:func:`remote_engine`), timed as llama-bench times it.
+
+    Raises:
+        as :func:`remote_engine`.
     """
 
     def __init__(self, session, artifact: Path, weights: Path, key: str = "local"):
-        from tvm import relax
-
-        from mlcbuild.artifacts.stamp import toolchain_stamp
-        from mlcbuild.artifacts.tensor_cache import INDEX_FILE, verify_tensor_cache
-        from mlcbuild.runtime.host import use_all_cores
-
-        use_all_cores()  # for --local (a device's server sizes its own pool)
-
         self.key = key
-        self.build = build = read_artifact(artifact)
-        check_weights(build, weights)
-        # a .so: the runtime here drives the session (and serves `mlcbuild rpc`), so its stamp must match
-        lib = library_path(artifact, build, toolchain_stamp() if build["library"]["format"] == "so" else None)
-        if build["library"]["format"] != "so":
-            raise MlcbuildError(
-                f"{build['library']['file']} is a system library for static linking; bench needs a loadable .so",
-                path=artifact,
-                fix='give the target descriptor output.format = "so" (Android: with TVM_NDK_CC set) and compile again',
-            )
-        verify_tensor_cache(weights)
-        recipe = build["inputs"]["recipe"]
-        self.vocab_size = int(recipe["model"]["config"]["vocab_size"])
-        b = recipe["build"]
-        self.context_window_size, self.prefill_chunk_size, self.page_size = (
-            b["context_window_size"], b["prefill_chunk_size"], b["page_size"],
-        )  # fmt: skip
-        self.session = session
-        kind = build["inputs"]["target"]["descriptor"]["device"]["kind"]
-        with device_calls("upload", key):
-            self.device = session.cpu(0) if kind == "llvm" else session.device(kind, 0)
-            session.upload(str(lib), "mlcbuild_lib.so")
-            self.lib = session.load_module("mlcbuild_lib.so")
-            for f in [weights / INDEX_FILE, *sorted(weights.glob("params_shard_*.bin"))]:
-                session.upload(str(f), f.name)
-            where = session.get_function("tvm.rpc.server.workpath")(INDEX_FILE)
-            remote_dir = str(where).rsplit("/", 1)[0]
-            f = session.get_function
-            f("vm.builtin.tensor_cache.load")(
-                remote_dir, int(self.device.dlpack_device_type()) % 128, self.device.index
-            )
-            names = [p["name"] for p in build["params"]]
-            self.params = f("vm.builtin.param_array_from_cache_by_name_unpacked")(*names)
-            f("vm.builtin.tensor_cache.clear")()  # the VM holds the parameters now
-            self.vm = relax.VirtualMachine(self.lib, self.device)
-            self._shape = f("ffi.Shape")
-            self._item = f("ffi.ArrayGetItem")
-            self._add_seq = f("vm.builtin.kv_state_add_sequence")
-            self._begin = f("vm.builtin.kv_state_begin_forward")
-            self._end = f("vm.builtin.kv_state_end_forward")
-        self.kv = None
+        self.engine, self.build = remote_engine(session, Path(artifact), Path(weights), key)
+        self.vocab_size = self.engine.vocab_size
+        self.context_window_size = self.engine.context_window_size
         self.last_logits: np.ndarray | None = None  # [vocab] float32, of the last prefill
-
-    def _fresh_cache(self) -> None:
-        S = self._shape
-        self.kv = None  # free the old one on the device first
-        self.kv = self.vm["create_paged_kv_cache"](
-            S(1), S(self.context_window_size), S(self.prefill_chunk_size), S(self.page_size), S(0)
-        )
-        self._add_seq(self.kv, 0)
-
-    def _step(self, ids: np.ndarray, fn: str):
-        import tvm
-
-        t = tvm.runtime.tensor(ids.astype(np.int32), self.device)
-        emb = self.vm["embed"](t, self.params)
-        emb = emb._create_view((1, ids.size, int(emb.shape[-1])))  # a client-side view of the device buffer
-        self._begin(self.kv, self._shape(0), self._shape(ids.size))
-        res = self.vm[fn](emb, self.kv, self.params)  # a tuple, left on the device: take it apart there
-        out, self.kv = self._item(res, 0), self._item(res, 1)
-        self._end(self.kv)
-        return out
 
     def prefill(self, ids: np.ndarray) -> tuple[float, float]:
         """Prefill ``ids`` into a fresh KV cache.
@@ -133,14 +102,13 @@ class DeviceModel:
             ``(seconds, seconds to first token)``: the first until the device finished,
             the second also fetching the last logits and taking their argmax here.
         """
+        e = self.engine
         with device_calls("prefill", self.key):
-            self._fresh_cache()
-            self.device.sync()
+            e.reset()
+            e.sync()
             t0 = time.perf_counter()
-            out = None
-            for start in range(0, ids.size, self.prefill_chunk_size):
-                out = self._step(ids[start : start + self.prefill_chunk_size], "prefill")
-            self.device.sync()
+            out = e.forward(ids)
+            e.sync()
             t1 = time.perf_counter()
             logits = out.numpy()
             int(np.argmax(logits))
@@ -150,21 +118,22 @@ class DeviceModel:
 
     def decode(self, ids: np.ndarray) -> float:
         """Decode ``ids`` one token per step into a fresh KV cache. Returns seconds."""
+        e = self.engine
         with device_calls("decode", self.key):
-            self._fresh_cache()
-            self.device.sync()
+            e.reset()
+            e.sync()
             t0 = time.perf_counter()
             for tok in ids:
-                self._step(np.asarray([tok]), "decode")
-            self.device.sync()
+                e.step(np.asarray([tok]), "decode")
+            e.sync()
             return time.perf_counter() - t0
 
     def memory(self) -> dict[str, int | None]:
         """What the device reports of its memory, bytes (``None`` where it does not)."""
         with device_calls("reading device memory", self.key):
             return {
-                "device_total_memory_bytes": self.device.total_global_memory,
-                "device_available_memory_bytes": self.device.available_global_memory,
+                "device_total_memory_bytes": self.engine.device.total_global_memory,
+                "device_available_memory_bytes": self.engine.device.available_global_memory,
             }
 
 
@@ -230,30 +199,26 @@ def _common_fields(model: DeviceModel, device: str) -> dict[str, Any]:
     from mlcbuild import __version__
 
     b = model.build
-    recipe = b["inputs"]["recipe"]
-    desc = b["inputs"]["target"]["descriptor"]
-    host = b["inputs"]["target"]["tvm"].get("host") or {}
-    params_bytes = b["memory"]["params_bytes"]
-    n_params = sum(int(np.prod(p["shape"])) for p in b["params"])
+    recipe, desc, host = b.recipe, b.descriptor, b.tvm_host
     return {
-        "build_commit": b["key"][:12],  # the build's cache key: what exactly ran
+        "build_commit": b.key[:12],  # the build's cache key: what exactly ran
         "build_number": 0,
         "tool": f"mlcbuild {__version__}",
         "cpu_info": host.get("mcpu") or platform.processor() or platform.machine(),
         "gpu_info": desc["device"].get("device") or desc["device"]["kind"],
         "backends": desc["device"]["kind"],
         "device": device,
-        "target": b["target_name"],
-        "model_filename": b.get("recipe_file") or recipe.get("name"),
+        "target": b.target_name,
+        "model_filename": b.recipe_file or recipe.get("name"),
         "model_type": f"{recipe['model']['architecture']} {recipe['quantization']['scheme']}",
-        "model_size": int(params_bytes),
-        "model_n_params": int(n_params),
+        "model_size": int(b.memory["params_bytes"]),
+        "model_n_params": b.n_params,
         "scheme": recipe["quantization"]["scheme"],
         "n_batch": recipe["build"]["prefill_chunk_size"],
         "n_threads": host.get("num-cores"),
         "test_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **model.memory(),
-        "model_memory_estimate_bytes": b["memory"]["total_bytes"],
+        "model_memory_estimate_bytes": b.memory["total_bytes"],
     }
 
 

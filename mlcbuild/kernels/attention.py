@@ -357,5 +357,3 @@ KERNELS = {
     },
 }
 """TVM's kernels ours replace, by name, for CPU (``False``) and GPU (``True``) builds."""
-
-

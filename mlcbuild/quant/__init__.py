@@ -11,40 +11,39 @@ from mlcbuild.quant.group import GroupQuant
 from mlcbuild.quant.none import NoQuant
 from mlcbuild.quant.zeropoint import ZeroPointGroupQuant
 
+
+def _f16_f32(make, name: str, *, act: tuple[int, ...] = (16, 32), **kw) -> list[Scheme]:
+    """``make`` for ``name`` (a pattern with ``{}`` for the activation bits) in each float of
+    ``act``: ``q4f{}_1`` -> ``q4f16_1`` (float16), ``q4f32_1`` (float32)."""
+    return [make(name.format(b), model_dtype=f"float{b}", **kw) for b in act]
+
+
+_NK32 = {"bits": 4, "group_size": 32, "layout": "NK"}  # MLC's q4f16_1 geometry
+_NK40 = {"bits": 3, "group_size": 40, "layout": "NK"}  # MLC's q3f16_1 geometry
+_Q8 = {"bits": 8, "group_size": 32, "layout": "NK"}  # 8-bit, 4 per uint32: the counterpart of llama.cpp's Q8_0
+
 SCHEMES: dict[str, Scheme] = {
     s.name: s
     for s in (
-        NoQuant("q0f32", model_dtype="float32"),
-        NoQuant("q0f16", model_dtype="float16"),
-        GroupQuant("q4f16_1", bits=4, group_size=32, model_dtype="float16", layout="NK"),
-        GroupQuant("q4f32_1", bits=4, group_size=32, model_dtype="float32", layout="NK"),
-        GroupQuant("q4f16_0", bits=4, group_size=32, model_dtype="float16", layout="KN"),
-        GroupQuant("q3f16_1", bits=3, group_size=40, model_dtype="float16", layout="NK"),
-        # 8-bit, 4 per uint32, one scale per 32: the counterpart of llama.cpp's Q8_0.
-        GroupQuant("q8f16_1", bits=8, group_size=32, model_dtype="float16", layout="NK"),
-        GroupQuant("q8f32_1", bits=8, group_size=32, model_dtype="float32", layout="NK"),
+        *_f16_f32(NoQuant, "q0f{}", act=(32, 16)),
+        *_f16_f32(GroupQuant, "q4f{}_1", **_NK32),
+        *_f16_f32(GroupQuant, "q4f{}_0", act=(16,), bits=4, group_size=32, layout="KN"),
+        *_f16_f32(GroupQuant, "q3f{}_1", act=(16,), **_NK40),
+        *_f16_f32(GroupQuant, "q8f{}_1", **_Q8),
         # GPTQ-calibrated codes in the _1 layouts: the same libraries' kernels run them.
-        GroupQuant("q4f16_gptq", bits=4, group_size=32, model_dtype="float16", layout="NK", calibration="gptq"),
-        GroupQuant("q4f32_gptq", bits=4, group_size=32, model_dtype="float32", layout="NK", calibration="gptq"),
-        GroupQuant("q3f16_gptq", bits=3, group_size=40, model_dtype="float16", layout="NK", calibration="gptq"),
+        *_f16_f32(GroupQuant, "q4f{}_gptq", calibration="gptq", **_NK32),
+        *_f16_f32(GroupQuant, "q3f{}_gptq", act=(16,), calibration="gptq", **_NK40),
         # AWQ: activation-aware input-channel scales folded into the weights, then rounding.
-        GroupQuant("q4f16_awq", bits=4, group_size=32, model_dtype="float16", layout="NK", calibration="awq"),
-        GroupQuant("q3f16_awq", bits=3, group_size=40, model_dtype="float16", layout="NK", calibration="awq"),
+        *_f16_f32(GroupQuant, "q4f{}_awq", act=(16,), calibration="awq", **_NK32),
+        *_f16_f32(GroupQuant, "q3f{}_awq", act=(16,), calibration="awq", **_NK40),
         # SmoothQuant W8A8: activation outliers migrated into the weights, 8-bit groups; int8
         # activations in the decode GEMVs where the target has int8 x int8 dot products
-        GroupQuant(
-            "q8f16_smooth", bits=8, group_size=32, model_dtype="float16", layout="NK", calibration="smoothquant"
-        ),
-        GroupQuant(
-            "q8f32_smooth", bits=8, group_size=32, model_dtype="float32", layout="NK", calibration="smoothquant"
-        ),
+        *_f16_f32(GroupQuant, "q8f{}_smooth", calibration="smoothquant", **_Q8),
         # checkpoints already quantized by GPTQ tools / AutoAWQ, imported as they are (zero points)
-        ZeroPointGroupQuant("q4f16_autogptq", bits=4, group_size=128, model_dtype="float16", source="gptq"),
-        ZeroPointGroupQuant("q4f32_autogptq", bits=4, group_size=128, model_dtype="float32", source="gptq"),
-        ZeroPointGroupQuant("q4f16_autogptq_g32", bits=4, group_size=32, model_dtype="float16", source="gptq"),
-        ZeroPointGroupQuant("q8f16_autogptq", bits=8, group_size=128, model_dtype="float16", source="gptq"),
-        ZeroPointGroupQuant("q4f16_autoawq", bits=4, group_size=128, model_dtype="float16", source="awq"),
-        ZeroPointGroupQuant("q4f32_autoawq", bits=4, group_size=128, model_dtype="float32", source="awq"),
+        *_f16_f32(ZeroPointGroupQuant, "q4f{}_autogptq", bits=4, group_size=128, source="gptq"),
+        *_f16_f32(ZeroPointGroupQuant, "q4f{}_autogptq_g32", act=(16,), bits=4, group_size=32, source="gptq"),
+        *_f16_f32(ZeroPointGroupQuant, "q8f{}_autogptq", act=(16,), bits=8, group_size=128, source="gptq"),
+        *_f16_f32(ZeroPointGroupQuant, "q4f{}_autoawq", bits=4, group_size=128, source="awq"),
     )
 }
 

@@ -19,6 +19,8 @@ class Scheme:
     name: str
     model_dtype: str
     calibration: str | None = None
+    bits: int | None = None
+    """Bits per stored weight code; ``None`` for float weights."""
 
     def check_model(self, cfg: Any, path=None) -> None:
         """Raise ``RecipeError`` if the scheme cannot quantize a model of this config."""
@@ -78,3 +80,30 @@ def replace_modules(module, fn: Callable[[Any, str], Any]):
 
     new = fn(module, "")
     return new if new is not None else _Swap().visit("", module)
+
+
+def module_tensors(module, hf_names: list[str], combine, read, codes=None) -> dict[str, Any] | None:
+    """The tensors a quantized ``module`` stores (by attribute name: ``{"q_weight", "q_scale",
+    ...}``, NumPy arrays) for the checkpoint weights ``hf_names`` (``read(name)`` an array,
+    ``combine`` joining several, e.g. fused q/k/v), or ``None`` for a module that stores the
+    float weight as it is.
+
+    The source is, in order: the checkpoint's own packed tensors (a pre-quantized import,
+    :mod:`.zeropoint_nn`), calibrated ``codes`` (``{name: (codes, scales)}``, GPTQ), or the
+    float weight rounded by the module's scheme (:mod:`.group_nn`).
+    """
+    import numpy as np
+
+    if hasattr(module, "import_weight"):
+        return module.import_weight(hf_names, combine, read)
+    scheme = getattr(module, "scheme", None)
+    if codes and scheme is not None and scheme.calibration is not None and all(n in codes for n in hf_names):
+        return module.pack_weight(combine(*(codes[n][0] for n in hf_names)), combine(*(codes[n][1] for n in hf_names)))
+    if hasattr(module, "quantize_weight"):
+        return module.quantize_weight(combine(*(np.asarray(read(n), dtype=np.float32) for n in hf_names)))
+    return None
+
+
+def module_scheme(module) -> str | None:
+    """The scheme name a module of a mixed-precision model was given (:mod:`.mixed`), or ``None``."""
+    return getattr(module, "quantization", None)

@@ -145,3 +145,25 @@ def gptq_model(
         if on_layer:
             on_layer(i + 1, len(layers))
     return out
+
+
+def calibrate_model(scheme, model, ids, settings: dict) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Run ``scheme``'s calibration method on a ``transformers`` causal LM (float32, eval) and
+    calibration ``ids`` ``[n, s]`` int64, with the recipe's ``[quantization.calibration]`` ``settings``.
+
+    Returns:
+        GPTQ: the codes and scales per checkpoint weight (:func:`gptq_model`); AWQ (Lin et al.
+        2023) and SmoothQuant (Xiao et al. 2022) rewrite ``model``'s weights in place and
+        return ``None``: its state dict is then the checkpoint to round.
+    """
+    if scheme.calibration == "gptq":
+        return gptq_model(model, ids, scheme, act_order=settings["act_order"], damp=settings["damp"])
+    if scheme.calibration == "awq":
+        from mlcbuild.quant.awq import awq_model
+
+        awq_model(model, ids, scheme)
+    else:
+        from mlcbuild.quant.smoothquant import smooth_model
+
+        smooth_model(model, ids, settings["alpha"])
+    return None

@@ -90,9 +90,7 @@ def scheme_for(module: str, base: Scheme, overrides: dict[str, str]) -> Scheme:
     return base
 
 
-def quantize_model(
-    model, base: Scheme, overrides: dict[str, str], compute_dtype: str, where=None
-):
+def quantize_model(model, base: Scheme, overrides: dict[str, str], compute_dtype: str, where=None):
     """Swap every ``nn.Linear`` and ``nn.Embedding`` of ``model`` for its scheme's module
     (:func:`scheme_for`), in place; each carries its scheme's name as ``quantization``.
 

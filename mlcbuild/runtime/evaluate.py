@@ -67,7 +67,7 @@ def log_prob(logits: np.ndarray, token: int) -> float:
 
 
 def perplexity(model, ids: list[int], context: int, on_window: Callable[[int, int], None] | None = None) -> Perplexity:
-    """Perplexity of ``model`` (a :class:`mlcbuild.runtime.host.HostModel`) over token ``ids``.
+    """Perplexity of ``model`` (a :class:`mlcbuild.runtime.engine.Engine`) over token ``ids``.
 
     Args:
         context: tokens per window (at most the build's context window).

@@ -24,7 +24,6 @@ def build_pair(recipe: str, target: str, cache_dir: str | None, remote: str | No
         ``{"recipe", "target", "key", "cache" ("miss"/"hit"/"remote"), "seconds",
         "size_bytes", "artifact"}``, or ``{"recipe", "target", "error", "fix"}``.
     """
-    import json
 
     from mlcbuild.artifacts.cache import Cache
     from mlcbuild.artifacts.compile import compile_recipe
@@ -36,12 +35,14 @@ def build_pair(recipe: str, target: str, cache_dir: str | None, remote: str | No
         res = compile_recipe(load_recipe(recipe), load_target(target), cache=Cache(cache_dir, remote=remote))
     except MlcbuildError as e:
         return row | {"error": f"{e.path + ': ' if e.path else ''}{e.message}", "fix": e.fix}
-    build = json.loads((res.artifact / "build.json").read_text())
+    from mlcbuild.artifacts.info import read_build
+
+    build = read_build(res.artifact)
     return row | {
         "key": res.key,
         "cache": res.cache,
         "seconds": round(res.seconds, 2),
-        "size_bytes": build["library"]["size_bytes"],
+        "size_bytes": build.library.size_bytes,
         "artifact": str(res.artifact),
     }
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlcbuild.artifacts.cache import Cache, file_sha256
+from mlcbuild.artifacts.info import read_build
 from mlcbuild.errors import MlcbuildError
 from mlcbuild.spec.target import TargetDescriptor
 
@@ -298,8 +299,8 @@ def package(
             if on_model:
                 on_model(model_id, "compile")
             res = compile_recipe(recipe, desc, cache=cache)
-            build = json.loads((res.artifact / "build.json").read_text())
-            lib = res.artifact / build["library"]["file"]
+            build = read_build(res.artifact)
+            lib = res.artifact / build.library.file
             stamp = stamp or read_library_stamp(lib)
             entry: dict[str, Any] = {"model_id": model_id, "recipe": recipe.name, "build_key": res.key}
             if plat == "so":
@@ -308,7 +309,7 @@ def package(
                 shutil.copy2(lib, dest)
                 entry["model_lib"] = f"lib/{dest.name}"
             else:
-                prefix = build["library"]["system_lib_prefix"]
+                prefix = build.library.system_lib_prefix
                 if any(e.get("model_lib") == prefix for e in entries):
                     raise MlcbuildError(
                         f"two models share the system-lib prefix {prefix!r}",
@@ -325,7 +326,7 @@ def package(
                 entry["model_path"], entry["weights_key"] = model_id, conv.key
             elif pm.weights_url:
                 entry["model_url"] = pm.weights_url
-            mem = build["memory"]
+            mem = build.memory
             tmp_bytes = temporary_bytes(recipe)
             entry["memory"] = {
                 "params_bytes": mem["params_bytes"],

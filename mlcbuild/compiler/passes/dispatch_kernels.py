@@ -22,6 +22,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, tirx
 
+from mlcbuild.compiler.passes.rewrite import rewrite_functions
 from mlcbuild.kernels import cpu_matmul, float_gemv, int8_gemv
 from mlcbuild.quant.group_nn import DEQUANTIZE_ATTR
 
@@ -144,10 +145,6 @@ def dispatch_kernels(isa: str | None):
 
     @tvm.transform.module_pass(opt_level=0, name="DispatchKernels")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        dispatch = _Dispatch(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                dispatch.builder_.update_func(gv, dispatch.visit_expr(func))
-        return relax.transform.DeadCodeElimination()(dispatch.builder_.finalize())
+        return relax.transform.DeadCodeElimination()(rewrite_functions(_Dispatch(mod), mod))
 
     return _pass

@@ -12,6 +12,7 @@ import tvm
 from tvm import relax as rx
 from tvm.relax.frontend.nn.llm.kv_cache import RopeMode, TIRPagedKVCache
 
+from mlcbuild.compiler.passes.rewrite import rewrite_functions
 from mlcbuild.kernels import rope_cpu
 from mlcbuild.models.common import KV_CACHE_GENERIC
 
@@ -88,10 +89,6 @@ def dispatch_kv_cache(target):
 
     @tvm.transform.module_pass(opt_level=0, name="DispatchKVCache")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _Rewrite(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, rx.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.finalize()  # kernels named by their global symbols
+        return rewrite_functions(_Rewrite(mod), mod)
 
     return _pass

@@ -3,7 +3,7 @@
 Hugging Face ``transformers/models/phi3/modeling_phi3.py``: ``Phi3Attention.qkv_proj`` and
 ``Phi3MLP.gate_up_proj`` (gate first, ``up * silu(gate)``) are the layouts our decoder uses,
 so the loader maps them as they are. The 4k variants use plain RoPE; the 128k variants'
-``longrope`` scaling is not implemented (an error naming the supported types).
+``longrope`` (``su``) scaling is read by :func:`.config.longrope` (short and long factors).
 """
 
 from mlcbuild.models.phi3.config import phi3_config
