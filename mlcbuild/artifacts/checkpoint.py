@@ -24,6 +24,7 @@ TOKENIZER_FILES = (
     "merges.txt",
     "added_tokens.json",
     "generation_config.json",
+    "chat_template.jinja",  # transformers >= 4.43 writes the chat template beside tokenizer_config.json
 )
 INDEX = "model.safetensors.index.json"
 
@@ -39,8 +40,9 @@ class Checkpoint:
     """
 
     def __init__(self, directory: str | Path):
-        self.dir = Path(directory)
-        cfg = self.dir / "config.json"
+        self.dir = self.source = Path(directory)
+        self.blocks = None  # no GGML blocks: tensors are read as floats or packed integers
+        self.config_path = cfg = self.dir / "config.json"
         if not cfg.is_file():
             raise MlcbuildError(
                 "no config.json in the checkpoint directory",
@@ -149,6 +151,38 @@ class Checkpoint:
     def tokenizer_files(self) -> list[Path]:
         """The tokenizer files present (``tokenizer.json`` and friends)."""
         return [self.dir / n for n in TOKENIZER_FILES if (self.dir / n).is_file()]
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``name -> shape`` of every tensor in the shards (read from their headers)."""
+        from safetensors import safe_open
+
+        out = {}
+        for f in self.files:
+            with safe_open(str(f), framework="pt") as h:
+                out.update({n: tuple(h.get_slice(n).get_shape()) for n in h.keys()})
+        return out
+
+    def hf_model(self):
+        """The model as ``transformers`` loads the directory (float32, eval)."""
+        import torch
+        import transformers
+
+        return transformers.AutoModelForCausalLM.from_pretrained(self.dir, dtype=torch.float32).eval()
+
+
+def open_checkpoint(source: str | Path):
+    """A checkpoint directory (:class:`Checkpoint`) or a GGUF file
+    (:class:`mlcbuild.artifacts.gguf_file.GGUFCheckpoint`).
+
+    Raises:
+        MlcbuildError: as those classes.
+    """
+    from mlcbuild.artifacts.gguf_file import GGUFCheckpoint, is_gguf
+
+    p = Path(source)
+    if p.is_file() and (p.suffix == ".gguf" or is_gguf(p)):
+        return GGUFCheckpoint(p)
+    return Checkpoint(p)
 
 
 def fetch(source: str) -> Path:

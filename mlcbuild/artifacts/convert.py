@@ -21,7 +21,7 @@ import numpy as np
 
 from mlcbuild import __version__
 from mlcbuild.artifacts.cache import Cache, CacheResult, content_key, copy_entry, file_sha256
-from mlcbuild.artifacts.checkpoint import Checkpoint
+from mlcbuild.artifacts.checkpoint import Checkpoint, open_checkpoint
 from mlcbuild.artifacts.info import ParamInfo, WeightsInfo
 from mlcbuild.errors import MlcbuildError
 from mlcbuild.layout import CONVERT_ENTRY, source_digest
@@ -48,12 +48,12 @@ def check_config(recipe: Recipe, ckpt: Checkpoint) -> None:
 
     arch = get_architecture(recipe.architecture)
     ours = dataclasses.asdict(recipe.model_config)
-    theirs = dataclasses.asdict(arch.config_from_hf(ckpt.config, path=ckpt.dir / "config.json"))
+    theirs = dataclasses.asdict(arch.config_from_hf(ckpt.config, path=ckpt.config_path))
     diff = [f"{k}: recipe {ours[k]!r} != checkpoint {theirs[k]!r}" for k in ours if not same_value(ours[k], theirs[k])]
     if diff:
         raise MlcbuildError(
             "the checkpoint's config.json differs from the recipe's [model.config]: " + "; ".join(diff),
-            path=ckpt.dir / "config.json",
+            path=ckpt.config_path,
             fix=f"use the checkpoint the recipe describes, or copy its config.json into {recipe.path or 'the recipe'}",
         )
 
@@ -133,19 +133,16 @@ def calibrate(recipe: Recipe, ckpt: Checkpoint) -> tuple[dict | None, Callable[[
     scheme = get_scheme(recipe.scheme)
     if scheme.calibration is None:
         return None, ckpt.read
-    import torch
-    import transformers
-
     from mlcbuild.quant.calibrate import calibrate_model, calibration_ids
 
     tok = ckpt.dir / "tokenizer.json"
     if not tok.is_file():
         raise MlcbuildError(
-            "calibration needs the checkpoint's tokenizer.json", path=ckpt.dir, fix="add tokenizer.json"
+            "calibration needs the checkpoint's tokenizer.json", path=ckpt.source, fix="add tokenizer.json"
         )
     c = recipe.calibration
     ids = calibration_ids(tok, Path(c["text"]), c["samples"], c["seq_len"], c["seed"])
-    hf = transformers.AutoModelForCausalLM.from_pretrained(ckpt.dir, dtype=torch.float32).eval()
+    hf = ckpt.hf_model()
     codes = calibrate_model(scheme, hf, ids, c)
     if codes is None:  # the scales were folded into the float model: round its weights
         state = hf.state_dict()
@@ -178,7 +175,7 @@ def convert_weights(
 
     t0 = time.perf_counter()
     cache = cache or Cache()
-    ckpt = Checkpoint(weights_dir)
+    ckpt = open_checkpoint(weights_dir)
     check_config(recipe, ckpt)
     key, inputs = weights_key(recipe, ckpt)
     status = "hit"
@@ -194,12 +191,14 @@ def convert_weights(
                 schemes: dict[str, str] = {}  # parameter -> its module's scheme (mixed precision)
 
                 def progress():
-                    for i, (name, arr) in enumerate(convert_params(model, specs, pmap, read, codes, schemes)):
+                    for i, (name, arr) in enumerate(
+                        convert_params(model, specs, pmap, read, codes, schemes, ckpt.blocks)
+                    ):
                         if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # e.g. calibration diverged
                             src = pmap.get(name, pmap.get(name.rsplit(".", 1)[0] + ".weight", ([name], None)))[0]
                             raise MlcbuildError(
                                 f"parameter {name} (from {', '.join(src)}) converts to NaN or infinite values",
-                                path=ckpt.dir,
+                                path=ckpt.source,
                                 fix="check the checkpoint's tensors and the calibration settings",
                             )
                         if on_tensor:
@@ -223,7 +222,7 @@ def convert_weights(
                 WeightsInfo(
                     key=key,
                     inputs=inputs,
-                    source_dir=str(ckpt.dir),
+                    source_dir=str(ckpt.source),
                     scheme=recipe.scheme,
                     overrides=quantization(recipe).get("overrides", []),
                     params=tuple(ParamInfo(n, tuple(s), d) for n, s, d in specs),
@@ -249,21 +248,16 @@ def _source_shapes(ckpt: Checkpoint, pmap, bits: int | None) -> list[tuple[str, 
     linear (``<prefix>.qweight`` + ``.scales``, :mod:`mlcbuild.quant.checkpoint_formats`)
     counts as its logical ``[N, K]`` (``bits``: the recipe scheme's; ``None``, a float scheme:
     such tensors are not counted)."""
-    from safetensors import safe_open
-
     names = {n for srcs, _ in pmap.values() for n in srcs}
     packed = {n.removesuffix(".weight") for n in names}
     out, qweight, scales = [], {}, {}
-    for f in ckpt.files:
-        with safe_open(str(f), framework="pt") as h:
-            for n in h.keys():
-                shape = tuple(h.get_slice(n).get_shape())
-                if n in names:
-                    out.append((n, shape, ""))
-                elif bits and n.endswith(".qweight") and n.removesuffix(".qweight") in packed:
-                    qweight[n.removesuffix(".qweight")] = shape
-                elif n.endswith(".scales") and n.removesuffix(".scales") in packed:
-                    scales[n.removesuffix(".scales")] = shape
+    for n, shape in ckpt.tensor_shapes().items():
+        if n in names:
+            out.append((n, shape, ""))
+        elif bits and n.endswith(".qweight") and n.removesuffix(".qweight") in packed:
+            qweight[n.removesuffix(".qweight")] = shape
+        elif n.endswith(".scales") and n.removesuffix(".scales") in packed:
+            scales[n.removesuffix(".scales")] = shape
     for prefix, (rows, cols) in qweight.items():
         n_out = scales.get(prefix, (0, cols))[1]
         # GPTQ packs along K ([K / p, N]), AutoAWQ along N ([K, N / p]); p = 32 / bits

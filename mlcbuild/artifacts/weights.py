@@ -40,6 +40,7 @@ def convert_params(
     read: Callable[[str], np.ndarray],
     codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     schemes: dict[str, str] | None = None,
+    blocks: Callable[[str], tuple[str, np.ndarray]] | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(name, array)`` for every parameter of the compiled model, in order.
 
@@ -55,6 +56,9 @@ def convert_params(
             checkpoint tensors all have them is packed from them (through the same
             ``combine``: a row concatenation or the identity) instead of rounded, if its module's
             scheme is the calibrated one (a mixed-precision override is rounded by its own).
+        blocks: checkpoint name -> ``(GGML type, uint8 blocks [rows, bytes])`` of a GGUF file
+            (:meth:`mlcbuild.artifacts.gguf_file.GGUFCheckpoint.blocks`), for the schemes that
+            import GGML blocks exactly (:mod:`mlcbuild.quant.ggml`).
         schemes: if given, filled with parameter name -> its module's scheme name (the
             ``quantization`` attribute :func:`mlcbuild.quant.mixed.quantize_model` sets) as
             parameters are yielded.
@@ -72,7 +76,7 @@ def convert_params(
             hf_names, combine = param_map[src]
             owner = _module_at(model, src.rsplit(".", 1)[0])
             prefix = src.rsplit(".", 1)[0]
-            tensors = module_tensors(owner, hf_names, combine, read, codes) if src != name else None
+            tensors = module_tensors(owner, hf_names, combine, read, codes, blocks) if src != name else None
             if tensors is not None:
                 pending.update({f"{prefix}.{k}": v for k, v in tensors.items()})
             else:

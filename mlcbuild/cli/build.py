@@ -113,8 +113,8 @@ def convert_with_progress(recipe, weights_dir: Path, cache, out: Path | None, qu
 @click.option(
     "--weights",
     "weights_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="local checkpoint (default: download the recipe's source from the hub)",
+    type=click.Path(exists=True, path_type=Path),
+    help="local checkpoint: a Hugging Face directory or a .gguf file (default: download the recipe's source)",
 )
 @click.option(
     "--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="also copy the converted weights here"

@@ -27,9 +27,9 @@ def _artifact_and_weights(f):
     f = click.option(
         "--weights",
         "weights_dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(exists=True, path_type=Path),
         required=True,
-        help="converted weights (or, with a recipe, a checkpoint to convert)",
+        help="converted weights (or, with a recipe, a checkpoint to convert: a directory or a .gguf file)",
     )(f)
     return click.argument("artifact", type=click.Path(exists=True, path_type=Path))(f)
 
@@ -42,7 +42,9 @@ def _host_model(artifact: Path, weights_dir: Path, cache):
     if artifact.suffix == ".toml":
         r, res = compile_with_progress(artifact, "host", cache)
         artifact = res.artifact
-        if not (weights_dir / "tensor-cache.json").is_file() and (weights_dir / "config.json").is_file():
+        if not (weights_dir / "tensor-cache.json").is_file() and (
+            (weights_dir / "config.json").is_file() or weights_dir.is_file()
+        ):
             weights_dir = convert_with_progress(r, weights_dir, cache, None, True).weights
     model, chat = open_local(artifact, weights_dir)
     return model, chat, artifact, weights_dir

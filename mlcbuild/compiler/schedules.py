@@ -20,10 +20,15 @@ from __future__ import annotations
 
 import math
 
+from tvm.error import InternalError
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.cpu.gemv import GEMV as _DlightCPUGEMV
 from tvm.s_tir.dlight.gpu import matmul as _dl_matmul
 from tvm.s_tir.schedule import ScheduleError
+
+# What TVM raises when a schedule primitive refuses a block (a failed check on its shape);
+# anything else (a bug in a rule) propagates.
+REFUSALS = (ScheduleError, InternalError)
 
 
 class _SkipSimdgroup(Exception):
@@ -190,7 +195,7 @@ class CPUMatmul(_CPURule):
             return None
         try:
             return self._schedule(sch, infos, mm, int(n_extent), target)
-        except ScheduleError:  # a shape this rule does not handle: leave it to the next rule
+        except REFUSALS:  # a shape this rule does not handle: leave it to the next rule
             return None
 
     @staticmethod
@@ -282,7 +287,7 @@ class CPUMatmul(_CPURule):
             if loops:
                 try:
                     sch.parallel(loops[0])
-                except ScheduleError:  # not a parallelizable loop (e.g. a reduction): left serial
+                except REFUSALS:  # not a parallelizable loop (e.g. a reduction): left serial
                     pass
         return sch
 

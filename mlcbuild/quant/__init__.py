@@ -7,6 +7,7 @@ so that numbers are comparable: ``q{bits}f{act bits}_{layout}``.
 from __future__ import annotations
 
 from mlcbuild.quant.base import Scheme
+from mlcbuild.quant.ggml import GGMLQuant
 from mlcbuild.quant.group import GroupQuant
 from mlcbuild.quant.none import NoQuant
 from mlcbuild.quant.zeropoint import ZeroPointGroupQuant
@@ -44,6 +45,10 @@ SCHEMES: dict[str, Scheme] = {
         *_f16_f32(ZeroPointGroupQuant, "q4f{}_autogptq_g32", act=(16,), bits=4, group_size=32, source="gptq"),
         *_f16_f32(ZeroPointGroupQuant, "q8f{}_autogptq", act=(16,), bits=8, group_size=128, source="gptq"),
         *_f16_f32(ZeroPointGroupQuant, "q4f{}_autoawq", bits=4, group_size=128, source="awq"),
+        # GGUF files' Q4_0 / Q4_1 / Q8_0 blocks, imported bit for bit (llama.cpp's formats)
+        *_f16_f32(GGMLQuant, "q4f{}_ggml_q4_0", ggml_type="Q4_0"),
+        *_f16_f32(GGMLQuant, "q4f{}_ggml_q4_1", ggml_type="Q4_1"),
+        *_f16_f32(GGMLQuant, "q8f{}_ggml_q8_0", ggml_type="Q8_0"),
     )
 }
 
@@ -59,4 +64,4 @@ def get_scheme(name: str) -> Scheme:
     return SCHEMES[name]
 
 
-__all__ = ["SCHEMES", "Scheme", "GroupQuant", "NoQuant", "ZeroPointGroupQuant", "get_scheme"]
+__all__ = ["SCHEMES", "Scheme", "GGMLQuant", "GroupQuant", "NoQuant", "ZeroPointGroupQuant", "get_scheme"]

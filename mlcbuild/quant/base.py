@@ -82,18 +82,21 @@ def replace_modules(module, fn: Callable[[Any, str], Any]):
     return new if new is not None else _Swap().visit("", module)
 
 
-def module_tensors(module, hf_names: list[str], combine, read, codes=None) -> dict[str, Any] | None:
+def module_tensors(module, hf_names: list[str], combine, read, codes=None, blocks=None) -> dict[str, Any] | None:
     """The tensors a quantized ``module`` stores (by attribute name: ``{"q_weight", "q_scale",
     ...}``, NumPy arrays) for the checkpoint weights ``hf_names`` (``read(name)`` an array,
     ``combine`` joining several, e.g. fused q/k/v), or ``None`` for a module that stores the
     float weight as it is.
 
-    The source is, in order: the checkpoint's own packed tensors (a pre-quantized import,
+    The source is, in order: a GGUF file's blocks (``blocks(name)`` -> ``(GGML type, uint8
+    [rows, bytes])``, :mod:`.ggml_nn`), the checkpoint's own packed tensors (a pre-quantized import,
     :mod:`.zeropoint_nn`), calibrated ``codes`` (``{name: (codes, scales)}``, GPTQ), or the
     float weight rounded by the module's scheme (:mod:`.group_nn`).
     """
     import numpy as np
 
+    if blocks is not None and hasattr(module, "import_blocks"):
+        return module.import_blocks(hf_names, combine, blocks, read)
     if hasattr(module, "import_weight"):
         return module.import_weight(hf_names, combine, read)
     scheme = getattr(module, "scheme", None)
