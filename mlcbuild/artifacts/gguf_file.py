@@ -101,8 +101,16 @@ class GGUFCheckpoint:
             raise MlcbuildError(
                 f"transformers cannot read the GGUF metadata ({type(e).__name__}: {e})", path=self.path, fix=_FIX_FILE
             ) from e
-        config = cfg.to_dict()
-        for k in ("transformers_version", "_name_or_path", "_model_name_or_path", "dtype", "torch_dtype"):
+        config = cfg.to_diff_dict()  # what differs from the class defaults, as a config.json holds
+        # bookkeeping of transformers, and the tokenizer's unk id (not a model key)
+        for k in (
+            "transformers_version",
+            "_name_or_path",
+            "_model_name_or_path",
+            "dtype",
+            "torch_dtype",
+            "unk_token_id",
+        ):
             config.pop(k, None)
         config["architectures"] = [type(cfg).__name__.removesuffix("Config") + "ForCausalLM"]
         config["tie_word_embeddings"] = "output.weight" not in self._tensors

@@ -28,76 +28,105 @@ def _artifact_and_weights(f):
         "--weights",
         "weights_dir",
         type=click.Path(exists=True, path_type=Path),
-        required=True,
-        help="converted weights (or, with a recipe, a checkpoint to convert: a directory or a .gguf file)",
+        help="converted weights (or, with a recipe, a checkpoint to convert: a directory or a .gguf file; "
+        "default with a recipe: its model.source)",
     )(f)
     return click.argument("artifact", type=click.Path(exists=True, path_type=Path))(f)
 
 
-def _host_model(artifact: Path, weights_dir: Path, cache):
+def _host_model(artifact: Path, weights_dir: Path | None, cache):
     """A host model from an artifact, or from a recipe (compiled for host first; a checkpoint
-    given as ``weights_dir`` converted first): ``(model, chat config, artifact, weights)``."""
+    given as ``weights_dir``, default the recipe's source, converted first):
+    ``(model, chat config, artifact, weights)``."""
     from mlcbuild.runtime.artifact import open_local
 
     if artifact.suffix == ".toml":
         r, res = compile_with_progress(artifact, "host", cache)
         artifact = res.artifact
+        if weights_dir is None:
+            from mlcbuild.artifacts.checkpoint import fetch
+
+            weights_dir = fetch(r.source)
         if not (weights_dir / "tensor-cache.json").is_file() and (
             (weights_dir / "config.json").is_file() or weights_dir.is_file()
         ):
             weights_dir = convert_with_progress(r, weights_dir, cache, None, True).weights
+    if weights_dir is None:
+        raise MlcbuildError("--weights is needed with an artifact", fix="pass the weights `mlcbuild convert` printed")
     model, chat = open_local(artifact, weights_dir)
     return model, chat, artifact, weights_dir
+
+
+def _sampling(f):
+    """``--temperature``, ``--top-p``, ``--top-k``, ``--repetition-penalty``, ``--seed`` -> ``sampler``."""
+    opts = [
+        click.option("--temperature", type=float, default=0.0, show_default=True, help="0: greedy"),
+        click.option("--top-p", type=float, default=1.0, show_default=True),
+        click.option("--top-k", type=int, default=0, show_default=True, help="0: all tokens"),
+        click.option("--repetition-penalty", type=float, default=1.0, show_default=True),
+        click.option("--seed", type=int, help="seed of the sampling RNG (reproducible runs)"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _sampler(temperature, top_p, top_k, repetition_penalty, seed):
+    from mlcbuild.runtime.chat import Sampler
+
+    return Sampler(temperature, top_p, top_k, repetition_penalty, seed)
+
+
+def _rate(st) -> str:
+    return f"prefill {st.prefill_tokens_per_s} tok/s, decode {st.decode_tokens_per_s} tok/s"
 
 
 @main.command("run")
 @_artifact_and_weights
 @click.option("--prompt", help="text, tokenized with the checkpoint's tokenizer")
 @click.option("--prompt-ids", help="comma-separated token ids, e.g. 1,2,3")
+@click.option(
+    "--chat", "as_chat", is_flag=True, help="--prompt is one user turn, rendered by the model's chat template"
+)
 @click.option("--max-new-tokens", type=int, default=32, show_default=True)
 @click.option("--ignore-eos", is_flag=True, help="do not stop at the end-of-sequence token")
 @click.option("--json", "as_json", is_flag=True, help="print ids, text, tokens/s and peak RSS as JSON")
+@_sampling
 @cache_options
-def run_cmd(artifact, weights_dir, prompt, prompt_ids, max_new_tokens, ignore_eos, as_json, cache) -> None:
-    """Generate text greedily on the host CPU with a compiled ARTIFACT (or a recipe, compiled first)."""
+def run_cmd(artifact, weights_dir, prompt, prompt_ids, as_chat, max_new_tokens, ignore_eos, as_json, cache, **sampling):
+    """Generate text on the host CPU with a compiled ARTIFACT (or a recipe, compiled first)."""
     import resource
+
+    from mlcbuild.runtime.chat import ChatTemplate, load_tokenizer, stop_ids, stream_text
+    from mlcbuild.runtime.engine import Stats, generate
 
     if (prompt is None) == (prompt_ids is None):
         raise MlcbuildError("give exactly one of --prompt and --prompt-ids", fix="e.g. --prompt-ids 1,2,3")
+    if as_chat and prompt is None:
+        raise MlcbuildError("--chat takes --prompt (a user message)", fix='e.g. --chat --prompt "Hello"')
+    sampler = _sampler(**sampling)
     model, chat, artifact, weights_dir = _host_model(artifact, weights_dir, cache)
-    tokenizer = None
-    tok_path = weights_dir / "tokenizer.json"
-    if prompt is not None or tok_path.is_file():
-        if not tok_path.is_file():
-            raise MlcbuildError(
-                "no tokenizer.json with the weights",
-                path=weights_dir,
-                fix="pass --prompt-ids, or convert a checkpoint that has tokenizer.json",
-            )
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(tok_path))
-    if prompt is not None:
+    has_tokenizer = (weights_dir / "tokenizer.json").is_file()
+    tokenizer = load_tokenizer(weights_dir) if prompt is not None or has_tokenizer else None
+    template = ChatTemplate.load(weights_dir) if as_chat else None
+    if template is not None:
+        ids = tokenizer.encode(template.render([{"role": "user", "content": prompt}]), add_special_tokens=False).ids
+    elif prompt is not None:
         ids = tokenizer.encode(prompt).ids
     else:
         try:
             ids = [int(x) for x in prompt_ids.split(",") if x.strip()]
         except ValueError as e:
             raise MlcbuildError(f"--prompt-ids must be comma-separated integers: {e}") from e
-    eos = chat.get("eos_token_id")
-    stop = [] if ignore_eos or eos is None else (eos if isinstance(eos, list) else [eos])
-    out_ids: list[int] = []
-    shown = ""
-    from mlcbuild.runtime.engine import Stats, generate
-
+    stop = set() if ignore_eos else stop_ids(chat, tokenizer, template) if tokenizer else stop_ids(chat, None)
     st = Stats()
-    for tok in generate(model, ids, max_new_tokens, stop, st):
-        out_ids.append(tok)
-        if tokenizer is not None and not as_json:
-            text = tokenizer.decode(out_ids)
-            click.echo(text[len(shown) :], nl=False)
-            shown = text
-    text = tokenizer.decode(out_ids) if tokenizer is not None else ""
+    tokens = generate(model, ids, max_new_tokens, stop, st, sampler)
+    if tokenizer is not None and not as_json:
+        out_ids = stream_text(tokenizer, tokens, lambda piece: click.echo(piece, nl=False))
+    else:
+        out_ids = list(tokens)
+    shown = [t for t in out_ids if t not in stop] if template is not None else out_ids
+    text = tokenizer.decode(shown) if tokenizer is not None else ""
     result = {
         "prompt_ids": ids,
         "output_ids": out_ids,
@@ -112,11 +141,43 @@ def run_cmd(artifact, weights_dir, prompt, prompt_ids, max_new_tokens, ignore_eo
         if tokenizer is None:
             click.echo(" ".join(map(str, out_ids)), nl=False)
         click.echo()
-        err.print(
-            f"prefill {result['prefill_tokens_per_s']} tok/s, decode {result['decode_tokens_per_s']} tok/s, "
-            f"peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MiB",
-            highlight=False,
-        )
+        err.print(f"{_rate(st)}, peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MiB", highlight=False)
+
+
+@main.command("chat")
+@_artifact_and_weights
+@click.option("--system", help="a system message")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True, help="per reply")
+@_sampling
+@cache_options
+def chat_cmd(artifact, weights_dir, system, max_new_tokens, cache, **sampling) -> None:
+    """Chat on the host CPU with a compiled ARTIFACT (or a recipe): one line per user turn;
+    /reset starts over, /stats shows the last turn's speed, /exit (or end of input) ends."""
+    from mlcbuild.runtime.chat import ChatTemplate, Conversation, load_tokenizer, stop_ids, stream_text
+
+    sampler = _sampler(**sampling)
+    model, chat, _, weights_dir = _host_model(artifact, weights_dir, cache)
+    tokenizer, template = load_tokenizer(weights_dir), ChatTemplate.load(weights_dir)
+    conv = Conversation(model, tokenizer, template, stop_ids(chat, tokenizer, template), sampler, system)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            err.print("[bold]>>> [/]", end="")
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            return
+        line = line.rstrip("\n")
+        if line.strip() == "/reset":
+            conv.reset()
+            err.print("(conversation reset)", highlight=False)
+            continue
+        if line.strip() == "/stats":
+            err.print(_rate(conv.stats), highlight=False)
+            continue
+        if not line.strip():
+            continue
+        stream_text(tokenizer, conv.say(line, max_new_tokens), lambda piece: click.echo(piece, nl=False))
+        click.echo()
 
 
 @main.command("eval")

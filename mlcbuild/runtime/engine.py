@@ -83,6 +83,7 @@ class Engine:
         self._add_seq = f("vm.builtin.kv_state_add_sequence")
         self._begin = f("vm.builtin.kv_state_begin_forward")
         self._end = f("vm.builtin.kv_state_end_forward")
+        self._popn = f("vm.builtin.kv_state_popn")
         self.kv_cache = None
         self.seq_len = 0
 
@@ -110,6 +111,14 @@ class Engine:
         )
         self._add_seq(self.kv_cache, 0)
         self.seq_len = 0
+
+    def popn(self, n: int) -> None:
+        """Drop the last ``n`` tokens of sequence 0 from the KV cache (a rolled-back turn)."""
+        if n > self.seq_len:
+            raise MlcbuildError(f"cannot drop {n} tokens of a sequence of {self.seq_len}")
+        if n:
+            self._popn(self.kv_cache, 0, n)
+            self.seq_len -= n
 
     def step(self, ids: np.ndarray, phase: str):
         """One forward of ``ids`` (``[n]`` int32, n ≤ the prefill chunk) through ``phase``
@@ -190,15 +199,24 @@ class Stats:
         return round(self.decode_tokens / self.decode_s, 2) if self.decode_s else None
 
 
-def prefill(engine: Engine, ids: list[int]) -> int:
-    """A fresh sequence of prompt ``ids``; returns the greedy next token."""
+Sample = Callable[[np.ndarray, list[int]], int]
+"""Next-token choice: ``(logits [vocab] float32, ids so far) -> id``."""
+
+
+def greedy(logits: np.ndarray, _history: list[int]) -> int:
+    """The most likely token (what the tests compare with ``transformers``' greedy search)."""
+    return int(np.argmax(logits))
+
+
+def prefill(engine: Engine, ids: list[int], sample: Sample = greedy) -> int:
+    """A fresh sequence of prompt ``ids``; returns the next token."""
     engine.reset()
-    return int(np.argmax(engine.prefill(ids)))
+    return sample(engine.prefill(ids), list(ids))
 
 
-def decode_one_token(engine: Engine, token: int) -> int:
-    """Feed ``token``; returns the greedy next one."""
-    return int(np.argmax(engine.decode(token)))
+def decode_one_token(engine: Engine, token: int, history: list[int], sample: Sample = greedy) -> int:
+    """Feed ``token`` (the last of ``history``); returns the next one."""
+    return sample(engine.decode(token), history)
 
 
 def generate(
@@ -207,20 +225,23 @@ def generate(
     max_new_tokens: int,
     stop_ids: Iterable[int] = (),
     stats: Stats | None = None,
+    sample: Sample = greedy,
 ) -> Iterator[int]:
-    """Greedy generation, yielding each new token id as it is produced.
+    """Generation (greedy by default), yielding each new token id as it is produced.
 
     Stops after ``max_new_tokens`` or after a token in ``stop_ids`` (EOS), which is yielded.
     ``stats`` (if given) receives the prefill and decode times (s) and token counts.
     """
     stop, stats = set(stop_ids), stats if stats is not None else Stats()
+    history = list(prompt_ids)
     t = time.perf_counter()
-    tok = prefill(engine, prompt_ids)
+    tok = prefill(engine, prompt_ids, sample)
     stats.prefill_tokens, stats.prefill_s = len(prompt_ids), time.perf_counter() - t
     for n in range(1, max_new_tokens + 1):
         yield tok
         if n == max_new_tokens or tok in stop:
             return
         t = time.perf_counter()
-        tok = decode_one_token(engine, tok)
+        history.append(tok)
+        tok = decode_one_token(engine, tok, history, sample)
         stats.decode_step_s.append(time.perf_counter() - t)
