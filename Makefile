@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job: Llama 3.2 3B (q4f16_1) for this machine's CPU.
+# The main job: Llama 3.2 3B (q4f16_1) for the Galaxy S24 (OpenCL), then a real answer from the
+# embedded SmolLM2-135M-Instruct (its GGUF from PyPI, imported exactly) on this machine's CPU.
 main: $(STAMP)
-	$(BIN)/mlcbuild compile recipes/llama32-3b.toml --target host
+	$(BIN)/mlcbuild compile recipes/llama32-3b.toml --target s24
+	$(BIN)/mlcbuild run recipes/smollm2-135m-instruct.toml --chat --prompt "What is the capital of France?" --max-new-tokens 64
 
 # Two pytest-xdist workers: the 2 cores compile two tiny models at once.
 test: $(STAMP)
