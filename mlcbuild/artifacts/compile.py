@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -205,6 +206,8 @@ def _build_into(
     # the budget before any lowering: parameter shapes need only the module, not its export
     target = tvm_target(desc)
     shapes = [(n, tuple(int(x) for x in p.shape), str(p.dtype)) for n, p in build_model(recipe).named_parameters()]
+    float_model = build_model(dataclasses.replace(recipe, scheme="q0f32", overrides={}, calibration=None))
+    model_params = sum(math.prod(int(x) for x in p.shape) for _, p in float_model.named_parameters())
     estimate = memory_estimate(recipe, shapes, kv_dtype=compute_dtype(get_scheme(recipe.scheme), target))
     check_budget(estimate, recipe, desc, allow_over_budget)
 
@@ -251,4 +254,5 @@ def _build_into(
         seconds={**{k: round(v, 3) for k, v in timings.items()}, "total": round(total, 3)},
         workarounds=tuple(workarounds),
         tuned_kernels=tuple(tuned),
+        model_params=model_params,
     ).write(work)

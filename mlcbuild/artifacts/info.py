@@ -112,6 +112,8 @@ class BuildInfo(_Record):
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     workarounds: tuple[str, ...] = ()
     tuned_kernels: tuple[str, ...] = ()
+    model_params: int = 0
+    """The model's parameters (weights as the checkpoint holds them, not packed storage words)."""
     schema_version: int = SCHEMA_VERSION
     FILE: ClassVar[str] = BUILD_FILE
 
@@ -155,7 +157,10 @@ class BuildInfo(_Record):
 
     @property
     def n_params(self) -> int:
-        """Stored elements of all parameters (packed words count once)."""
+        """The model's parameters (:attr:`model_params`; for records written before it, the
+        stored elements, packed words counted once)."""
+        if self.model_params:
+            return self.model_params
         import math
 
         return sum(math.prod(p.shape) for p in self.params)

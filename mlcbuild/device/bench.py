@@ -197,6 +197,7 @@ def _stats(seconds: list[float], tokens: int) -> dict[str, Any]:
 
 def _common_fields(model: DeviceModel, device: str) -> dict[str, Any]:
     from mlcbuild import __version__
+    from mlcbuild.spec.target import cpu_model_name
 
     b = model.build
     recipe, desc, host = b.recipe, b.descriptor, b.tvm_host
@@ -204,7 +205,8 @@ def _common_fields(model: DeviceModel, device: str) -> dict[str, Any]:
         "build_commit": b.key[:12],  # the build's cache key: what exactly ran
         "build_number": 0,
         "tool": f"mlcbuild {__version__}",
-        "cpu_info": host.get("mcpu") or platform.processor() or platform.machine(),
+        # this machine's CPU by name when it runs the library (--local), else the target's -mcpu
+        "cpu_info": cpu_model_name() if device == "local" else host.get("mcpu") or platform.machine(),
         "gpu_info": desc["device"].get("device") or desc["device"]["kind"],
         "backends": desc["device"]["kind"],
         "device": device,

@@ -218,6 +218,15 @@ def linux_cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def cpu_model_name() -> str:
+    """This machine's CPU model as ``/proc/cpuinfo`` names it (e.g. ``AMD EPYC 9R14``), else
+    what ``platform`` knows."""
+    for ln in cpuinfo():
+        if ln.startswith("model name") and ":" in ln:
+            return ln.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def cpu_identity() -> str:
     """This machine's CPU model and flags (what ``native`` resolves from)."""
     keep = [ln for ln in cpuinfo() if ln.startswith(("model name", "flags", "Features", "CPU part"))]
