@@ -145,7 +145,9 @@ def schemes_cmd() -> None:
         t.add_column(col)
     for s in SCHEMES.values():
         d = s.describe()
-        if d.get("kind") in ("group", "group-zero-point"):
+        if d.get("kind") == "ggml":
+            t.add_row(s.name, f"GGUF {d['ggml_type']} blocks, imported exactly", "32", d["model_dtype"], d["layout"])
+        elif d.get("kind") in ("group", "group-zero-point"):
             how = f", {d['calibration']}" if d.get("calibration", "round-to-nearest") != "round-to-nearest" else ""
             how = f", zero points, from {d['imported_from']}" if "imported_from" in d else how
             t.add_row(
