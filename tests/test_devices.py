@@ -16,6 +16,7 @@ from factories import make_checkpoint, tiny_config
 from test_convert_run import cli, recipe_file
 
 from mlcbuild.artifacts.cache import Cache
+from mlcbuild.artifacts.info import read_build
 from mlcbuild.device.rpc import DeviceError, LocalCluster, list_devices, request_session
 from mlcbuild.errors import MlcbuildError
 from mlcbuild.spec.target import load_target
@@ -146,10 +147,10 @@ def test_tune_one_kernel_end_to_end(cluster, built, tmp_path, cache_dir):
     plain = compile_recipe(recipe, host, cache=Cache(cache_dir))
     tuned = compile_recipe(recipe, host, cache=Cache(cache_dir), tuning_root=logs)
     assert tuned.key != plain.key
-    build = json.loads((tuned.artifact / "build.json").read_text())
+    build = read_build(tuned.artifact).to_json()
     assert build["tuned_kernels"] == [kernel]
     assert build["inputs"]["tuning_records"]["digest"]
-    assert json.loads((plain.artifact / "build.json").read_text())["tuned_kernels"] == []
+    assert read_build(plain.artifact).to_json()["tuned_kernels"] == []
 
 
 def test_tune_refuses_android_without_ndk_and_unknown_keys(cluster, built, monkeypatch, cache_dir):

@@ -11,6 +11,7 @@ from test_parity import GEMMA2, GEMMA3
 
 from mlcbuild.artifacts.cache import Cache
 from mlcbuild.artifacts.compile import compile_recipe
+from mlcbuild.artifacts.info import read_build
 from mlcbuild.artifacts.stamp import read_library_stamp
 from mlcbuild.spec.recipe import parse_recipe
 from mlcbuild.spec.target import list_targets
@@ -28,7 +29,7 @@ def test_tiny_model_compiles_for_every_target(target, scheme, cache_dir):
     recipe = parse_recipe(recipe_data(ODD, scheme, name="Odd-Tiny"))
     desc = next(d for d in list_targets() if d.name == target)
     res = compile_recipe(recipe, desc, cache=Cache(cache_dir))
-    build = json.loads((res.artifact / "build.json").read_text())
+    build = read_build(res.artifact).to_json()
     lib = res.artifact / build["library"]["file"]
     assert lib.is_file() and lib.stat().st_size > 0
     assert build["stamp"]["tvm"] == "0.27.0.post1" and build["stamp"]["llvm"]
@@ -89,7 +90,7 @@ def test_every_architecture_compiles_for_every_codegen(arch, target, cache_dir):
     recipe = parse_recipe(recipe_data(ARCH_CONFIGS[arch], "q4f16_1", name=f"tiny-{arch}"))
     desc = next(d for d in list_targets() if d.name == target)
     res = compile_recipe(recipe, desc, cache=Cache(cache_dir))
-    build = json.loads((res.artifact / "build.json").read_text())
+    build = read_build(res.artifact).to_json()
     assert (res.artifact / build["library"]["file"]).stat().st_size > 0
     assert json.loads((res.artifact / "mlc-chat-config.json").read_text())["model_type"] == arch
     extra = {

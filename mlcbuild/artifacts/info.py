@@ -61,8 +61,8 @@ class _Record:
     FILE: ClassVar[str]
 
     def to_json(self) -> dict[str, Any]:
-        """The record as ``json.dumps`` takes it (tuples become arrays)."""
-        return dataclasses.asdict(self)
+        """The record as plain JSON data, as ``build.json``/``convert.json`` hold it (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def write(self, directory: Path) -> Path:
         """Write the record into ``directory`` (``build.json`` / ``convert.json``); returns its path."""

@@ -185,9 +185,16 @@ def chat_cmd(artifact, weights_dir, system, max_new_tokens, cache, **sampling) -
 @click.option("--text", "text_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--context", type=int, default=256, show_default=True, help="tokens per evaluation window")
 @click.option("--max-tokens", type=int, help="score only the text's first N tokens")
+@click.option(
+    "--score-from",
+    type=int,
+    default=1,
+    show_default=True,
+    help="first scored position of each window (llama-perplexity: context/2)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print {perplexity, nll, tokens, windows, ...} as JSON")
 @cache_options
-def eval_cmd(artifact, weights_dir, text_file, context, max_tokens, as_json, cache) -> None:
+def eval_cmd(artifact, weights_dir, text_file, context, max_tokens, score_from, as_json, cache) -> None:
     """Perplexity of a compiled ARTIFACT (or a recipe, compiled first) on the host over a text file."""
     from mlcbuild.runtime.evaluate import perplexity, text_ids
 
@@ -197,7 +204,9 @@ def eval_cmd(artifact, weights_dir, text_file, context, max_tokens, as_json, cac
         TextColumn("perplexity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
     ) as bar:
         task = bar.add_task("windows", total=None)
-        result = perplexity(model, ids, context, lambda done, total: bar.update(task, completed=done, total=total))
+        result = perplexity(
+            model, ids, context, lambda done, total: bar.update(task, completed=done, total=total), score_from
+        )
     out = dataclasses.asdict(result) | {"text": str(text_file), "artifact": str(artifact)}
     bad = [k for k, v in out.items() if isinstance(v, float) and not math.isfinite(v)]
     out = {k: (None if k in bad else v) for k, v in out.items()}  # JSON has no NaN: null, and exit 1

@@ -66,12 +66,21 @@ def log_prob(logits: np.ndarray, token: int) -> float:
     return float(x[token] - m - math.log(np.exp(x - m).sum()))
 
 
-def perplexity(model, ids: list[int], context: int, on_window: Callable[[int, int], None] | None = None) -> Perplexity:
+def perplexity(
+    model,
+    ids: list[int],
+    context: int,
+    on_window: Callable[[int, int], None] | None = None,
+    score_from: int = 1,
+) -> Perplexity:
     """Perplexity of ``model`` (a :class:`mlcbuild.runtime.engine.Engine`) over token ``ids``.
 
     Args:
         context: tokens per window (at most the build's context window).
         on_window: called with (windows done, windows in all) after each window (progress).
+        score_from: the first position of a window that is scored (1: all but the first);
+            ``context // 2`` is ``llama-perplexity``'s method (``tools/perplexity/perplexity.cpp``:
+            each chunk's second half, given the first), which also scores whole windows only.
     Raises:
         MlcbuildError: ``context`` longer than the build's context window, or as :func:`windows`.
     """
@@ -80,13 +89,15 @@ def perplexity(model, ids: list[int], context: int, on_window: Callable[[int, in
             f"--context {context} exceeds the library's context window ({model.context_window_size} tokens)",
             fix=f"pass --context {model.context_window_size} or less, or rebuild with a larger context_window_size",
         )
-    todo = windows(ids, context)
+    if not 1 <= score_from < context:
+        raise MlcbuildError(f"--score-from must be in 1..{context - 1}, got {score_from}")
+    todo = [w for w in windows(ids, context) if len(w) > score_from]
     start = time.perf_counter()
     nll, scored = 0.0, 0
     for k, window in enumerate(todo):
         model.reset()
-        logits = model.prefill(window[:1])
-        for i in range(1, len(window)):
+        logits = model.prefill(window[:score_from])
+        for i in range(score_from, len(window)):
             nll -= log_prob(logits, window[i])
             scored += 1
             if i + 1 < len(window):
