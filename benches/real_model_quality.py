@@ -53,22 +53,31 @@ def _tokenizer(gguf: Path) -> Path:
     return keep
 
 
-def _extra_tables(scheme: str, opts: str, in_domain: Path) -> str:
-    """TOML for ``[quantization.calibration]`` of a calibrated scheme and ``[quantization.overrides]``."""
+def _recipe(gguf: Path, spec: str, k: int, tmp: Path, in_domain: Path) -> Path:
+    """A recipe for ``spec`` (``scheme[:key=value,...]``, see the module docstring)."""
+    import tomllib
+
+    import tomli_w
+
+    scheme, _, opts = spec.partition(":")
     kv = dict(o.split("=", 1) for o in opts.split(",") if o)
-    out = ""
-    if "overrides" in kv:
-        out += "\n[quantization.overrides]\n" + "".join(
-            f'"{g}" = "{s}"\n' for g, s in (o.split(">") for o in kv.pop("overrides").split(";"))
-        )
-    if any(m in scheme for m in ("gptq", "awq", "smooth")):
+    rec = tmp / f"r{k}.toml"
+    args = [] if scheme.startswith("exact") else ["--scheme", scheme]
+    calibrated = any(m in scheme for m in ("gptq", "awq", "smooth"))
+    if calibrated:
         text = {"pydoc": in_domain, "kjv": REPO / "quality" / "kjv_calibration.txt"}[kv.pop("text", "pydoc")]
-        cal = {"text": str(text), "samples": 64, "seq_len": 256, **kv}
-        out += "\n[quantization.calibration]\n" + "".join(
-            f"{k} = {v if str(v) in ('true', 'false') or str(v).replace('.', '').isdigit() else repr(str(v))}\n"
-            for k, v in cal.items()
-        )
-    return out
+        args += ["--calibration-text", text]
+    mlcbuild("recipe", gguf, "--name", f"smollm2-{k}", "--context-window", 512, "-o", rec, *args, json_out=False)
+    data = tomllib.loads(rec.read_text().replace("f16_ggml", "f32_ggml") if scheme == "exact-f32" else rec.read_text())
+    q = data["quantization"]
+    if "overrides" in kv:
+        q["overrides"] = dict(o.split(">") for o in kv.pop("overrides").split(";"))
+    if calibrated:
+        q["calibration"] |= {"samples": 64, "seq_len": 256}
+        q["calibration"] |= {k: (v == "true") if v in ("true", "false") else float(v) if "." in v else int(v)
+                             for k, v in kv.items()}  # fmt: skip
+    rec.write_text(tomli_w.dumps(data))
+    return rec
 
 
 def main() -> None:
@@ -100,14 +109,7 @@ def main() -> None:
         in_domain = Path(tmp) / "calibration.txt"
         in_domain.write_text(tok.decode(all_ids[args.tokens : args.tokens + 64 * 1024]))
         for k, spec in enumerate(args.schemes):
-            scheme, _, opts_text = spec.partition(":")
-            rec = Path(tmp) / f"r{k}.toml"
-            opts = [] if scheme.startswith("exact") else ["--scheme", scheme]
-            mlcbuild("recipe", gguf, "--name", f"smollm2-{k}", "--context-window", 512, "-o", rec, *opts,
-                     json_out=False)  # fmt: skip
-            if scheme == "exact-f32":
-                rec.write_text(rec.read_text().replace("f16_ggml", "f32_ggml"))
-            rec.write_text(rec.read_text() + _extra_tables(scheme, opts_text, in_domain))
+            rec = _recipe(gguf, spec, k, Path(tmp), in_domain)
             conv = mlcbuild("convert", rec, "--weights", gguf)
             ev = mlcbuild("eval", rec, "--weights", conv["weights"], "--text", text, "--context", args.context,
                           "--max-tokens", args.tokens)  # fmt: skip

@@ -279,9 +279,9 @@ def test_ggml_quantizer_is_llama_cpps_reference():
 
 def test_chat_command_turns_reset_stats_exit(exact_build):
     rec, artifact, weights = exact_build
-    lines = "What is the capital of France?\n/stats\n/reset\nWhat is the capital of Italy?\n/exit\nnot read\n"
+    lines = "What is the capital of France?\n/stats\n/reset\nWhat is the capital of Germany?\n/exit\nnot read\n"
     r = CliRunner().invoke(main, ["chat", str(artifact), "--weights", str(weights), "--max-new-tokens", "16"],
                            input=lines, catch_exceptions=False)  # fmt: skip
     assert r.exit_code == 0
-    assert "Paris" in r.output and "Rome" in r.output and "not read" not in r.output
+    assert "Paris" in r.output and "Berlin" in r.output and "not read" not in r.output
     assert "decode" in r.output and "(conversation reset)" in r.output

@@ -69,6 +69,7 @@ def recipe_from(
     name: str | None = None,
     context_window_size: int | None = None,
     model_source: str | None = None,
+    calibration_text: str | Path | None = None,
 ) -> dict[str, Any]:
     """A recipe (as TOML data) for a checkpoint: a directory or ``config.json`` (Hugging Face),
     or a ``.gguf`` file.
@@ -78,6 +79,7 @@ def recipe_from(
         name: the model name (default the directory's or file's name).
         context_window_size: tokens (default the model's ``max_position_embeddings``, at most 4096).
         model_source: the recipe's ``model.source`` (default ``source`` as given).
+        calibration_text: a calibrated scheme's ``[quantization.calibration]`` text file.
     Raises:
         MlcbuildError: an unreadable source, an architecture we do not build, or no scheme.
     """
@@ -111,6 +113,8 @@ def recipe_from(
     quant: dict[str, Any] = {"scheme": scheme}
     if overrides:
         quant["overrides"] = overrides
+    if calibration_text is not None:
+        quant["calibration"] = {"text": str(Path(calibration_text).resolve())}
     return {
         "model": {
             "name": name or default_name,

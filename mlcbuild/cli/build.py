@@ -168,12 +168,18 @@ def schemes_cmd() -> None:
 @click.option("--name", help="model name (default: the file's or directory's name)")
 @click.option("--context-window", "context", type=int, help="tokens (default: the model's, at most 4096)")
 @click.option("--model-source", help="the recipe's model.source (default: SOURCE as given)")
+@click.option(
+    "--calibration-text",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="a calibrated scheme's text (GPTQ, AWQ, SmoothQuant)",
+)
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="write the recipe here")
-def recipe_cmd(source: Path, scheme, name, context, model_source, out: Path | None) -> None:
+def recipe_cmd(source: Path, scheme, name, context, model_source, calibration_text, out: Path | None) -> None:
     """Write a recipe for SOURCE: a checkpoint directory, its config.json, or a .gguf file."""
     from mlcbuild.artifacts.recipe_writer import recipe_from, recipe_toml
 
-    data = recipe_from(source, scheme, name=name, context_window_size=context, model_source=model_source)
+    data = recipe_from(source, scheme, name=name, context_window_size=context, model_source=model_source,
+                       calibration_text=calibration_text)  # fmt: skip
     text = recipe_toml(data, f"written by `mlcbuild recipe {source}`")
     if out is None:
         click.echo(text, nl=False)

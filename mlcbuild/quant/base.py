@@ -110,3 +110,15 @@ def module_tensors(module, hf_names: list[str], combine, read, codes=None, block
 def module_scheme(module) -> str | None:
     """The scheme name a module of a mixed-precision model was given (:mod:`.mixed`), or ``None``."""
     return getattr(module, "quantization", None)
+
+
+def swap_linear_or_embedding(m, linear: Callable[[Any], Any], embedding: Callable[[Any], Any]):
+    """``linear(m)`` for an ``nn.Linear``, ``embedding(m)`` for an ``nn.Embedding``, else ``None``:
+    the modules a weight scheme replaces."""
+    from tvm.relax.frontend import nn
+
+    if isinstance(m, nn.Linear):
+        return linear(m)
+    if isinstance(m, nn.Embedding):
+        return embedding(m)
+    return None

@@ -49,17 +49,9 @@ class GGMLQuant(Scheme):
         self.elems_per_word = 32 // self.bits
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "model_dtype": self.model_dtype,
-            "kind": "ggml",
-            "ggml_type": self.ggml_type,
-            "bits": self.bits,
-            "group_size": BLOCK,
-            "storage": "uint32",
-            "elems_per_word": self.elems_per_word,
-            "layout": "NK",
-        }
+        fields = ("ggml_type", "bits", "group_size", "elems_per_word")
+        return {"name": self.name, "model_dtype": self.model_dtype, "kind": "ggml", "storage": "uint32",
+                "layout": "NK", **{f: getattr(self, f) for f in fields}}  # fmt: skip
 
     # ---- shapes and the block layout ----------------------------------------------------------
     def packed_shapes(self, n: int, k: int) -> dict[str, tuple[int, int]]:

@@ -7,17 +7,18 @@ from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
+from mlcbuild.quant.base import swap_linear_or_embedding
 from mlcbuild.quant.ggml import BLOCK, GGMLQuant
 from mlcbuild.quant.group_nn import DEQUANTIZE_PREFIX
 
 
 def quantize_module(scheme: GGMLQuant, m: nn.Module, compute_dtype: str):
     """The GGML-block replacement of an ``nn.Linear`` or ``nn.Embedding``, else ``None``."""
-    if isinstance(m, nn.Linear):
-        return GGMLLinear(m.in_features, m.out_features, scheme, compute_dtype, bias=m.bias is not None)
-    if isinstance(m, nn.Embedding):
-        return GGMLEmbedding(m.num, m.dim, scheme, compute_dtype)
-    return None
+    return swap_linear_or_embedding(
+        m,
+        lambda m: GGMLLinear(m.in_features, m.out_features, scheme, compute_dtype, bias=m.bias is not None),
+        lambda m: GGMLEmbedding(m.num, m.dim, scheme, compute_dtype),
+    )
 
 
 class _GGMLWeight(nn.Module):

@@ -7,6 +7,7 @@ from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
+from mlcbuild.quant.base import swap_linear_or_embedding
 from mlcbuild.quant.group import GroupQuant
 
 DEQUANTIZE_PREFIX = "dequantize"
@@ -67,11 +68,11 @@ def quantize_module(scheme: GroupQuant, m: nn.Module, compute_dtype: str):
     :func:`mlcbuild.compiler.export.compute_dtype`); scales keep the scheme's dtype, so the
     converted weights are the same for every target.
     """
-    if isinstance(m, nn.Linear):
-        return GroupQuantLinear(m.in_features, m.out_features, scheme, compute_dtype, bias=m.bias is not None)
-    if isinstance(m, nn.Embedding):
-        return GroupQuantEmbedding(m.num, m.dim, scheme, compute_dtype)
-    return None
+    return swap_linear_or_embedding(
+        m,
+        lambda m: GroupQuantLinear(m.in_features, m.out_features, scheme, compute_dtype, bias=m.bias is not None),
+        lambda m: GroupQuantEmbedding(m.num, m.dim, scheme, compute_dtype),
+    )
 
 
 class GroupQuantLinear(nn.Module):
