@@ -16,6 +16,7 @@ a row intact, so the raw blocks (:meth:`GGUFCheckpoint.blocks`) are unpermuted e
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -136,7 +137,7 @@ class GGUFCheckpoint:
         key = next((v for k, v in heads.items() if f".self_attn.{k}.weight" in name), None)
         return None if key is None else unpermute_rows(n_rows, int(self.config[key]))
 
-    @property
+    @functools.cached_property
     def tensor_names(self) -> list[str]:
         """The Hugging Face names of the tensors the file holds."""
         inverse = {}

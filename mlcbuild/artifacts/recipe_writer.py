@@ -56,10 +56,7 @@ def gguf_scheme(ckpt, act: str = "16") -> tuple[str, dict[str, str]]:
         raise MlcbuildError("the GGUF file holds no Q4_0/Q4_1/Q8_0 linears to import", path=ckpt.source,
                             fix="pass --scheme (e.g. q0f16 for a float file)")  # fmt: skip
     base = quantized.most_common(1)[0][0]
-    overrides = {}
-    for module, t in types.items():
-        if t in FORMATS and t != base:
-            overrides[module if not module.startswith("model.layers.") else module] = scheme(t)
+    overrides = {module: scheme(t) for module, t in types.items() if t in FORMATS and t != base}
     return scheme(base), overrides
 
 
