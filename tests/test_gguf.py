@@ -285,3 +285,106 @@ def test_chat_command_turns_reset_stats_exit(exact_build):
     assert r.exit_code == 0
     assert "Paris" in r.output and "Berlin" in r.output and "not read" not in r.output
     assert "decode" in r.output and "(conversation reset)" in r.output
+
+
+# GGML types the reader must take (issue 21), the tensor each is written as, by GGUF name;
+# K-quant rows need a multiple of 256 values: ffn_down (1536 inputs) holds them.
+RETYPED = {
+    "blk.0.attn_q.weight": "Q5_0",
+    "blk.0.attn_k.weight": "Q5_1",
+    "blk.0.attn_v.weight": "F16",
+    "blk.0.attn_output.weight": "BF16",
+    "blk.1.attn_q.weight": "Q4_0",
+    "blk.1.attn_k.weight": "Q8_0",
+    "blk.0.ffn_down.weight": "Q4_K",
+    "blk.1.ffn_down.weight": "Q5_K",
+    "blk.2.ffn_down.weight": "Q6_K",
+    "blk.0.attn_norm.weight": "F32",
+    "token_embd.weight": "Q8_0",
+}
+
+
+def _k_quant_blocks(rng, n_blocks: int, qt) -> np.ndarray:
+    """Random K-quant blocks (``gguf`` has no K-quant quantizer) with finite f16 scales
+    (block layouts: ggml-common.h ``block_q4_K``/``block_q5_K``/``block_q6_K``)."""
+    import gguf
+
+    size = gguf.GGML_QUANT_SIZES[qt][1]
+    raw = rng.integers(0, 256, (n_blocks, size), dtype=np.uint8)
+    scales = np.float16(rng.uniform(1e-3, 1e-2, (n_blocks, 2))).view(np.uint8).reshape(n_blocks, 4)
+    if qt.name == "Q6_K":  # ql, qh, int8 scales[16], then d
+        raw[:, size - 2 :] = scales[:, :2]
+    else:  # d, dmin, then scales and codes
+        raw[:, :4] = scales
+    return raw
+
+
+def _retyped_gguf(src: Path, dst: Path) -> None:
+    """``dst``: ``src``'s metadata and the :data:`RETYPED` tensors in their new types."""
+    import gguf
+
+    rng = np.random.default_rng(0)
+    reader = gguf.GGUFReader(str(src))
+    writer = gguf.GGUFWriter(str(dst), arch=str(reader.fields["general.architecture"].contents()))
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(key, field.contents(), field.types[0], sub)
+    tensors = {t.name: t for t in reader.tensors}
+    for name, tname in RETYPED.items():
+        t, qt = tensors[name], gguf.GGMLQuantizationType[tname]
+        shape = tuple(int(x) for x in reversed(t.shape.tolist()))  # [rows, row length]
+        w = np.asarray(gguf.quants.dequantize(np.asarray(t.data), t.tensor_type), np.float32).reshape(shape)
+        if tname in ("F32", "F16"):
+            writer.add_tensor(name, w.astype(np.float32 if tname == "F32" else np.float16))
+            continue
+        if tname.endswith("_K"):
+            block, size = gguf.GGML_QUANT_SIZES[qt]
+            data = _k_quant_blocks(rng, w.size // block, qt).reshape(shape[0], -1)
+        else:
+            data = gguf.quants.quantize(w, qt)
+        writer.add_tensor(name, data, raw_shape=data.shape, raw_dtype=qt)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_gguf_reader_takes_every_common_ggml_type(tmp_path, gguf_path):
+    """Each tensor of F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K reads as the ``gguf``
+    package dequantizes it, rows in ``transformers``' order (its LlamaTensorProcessor undoes the
+    q/k permutation)."""
+    import gguf
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    from mlcbuild.artifacts.checkpoint import open_checkpoint
+
+    path = tmp_path / "retyped.gguf"
+    _retyped_gguf(gguf_path, path)
+    ckpt = open_checkpoint(path)
+    hf_names = {ckpt._gguf_name(n): n for n in ckpt.tensor_names}
+    assert set(hf_names) == set(RETYPED)
+    tensors = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+    proc = LlamaTensorProcessor(config=ckpt.config)
+    for gname, tname in RETYPED.items():
+        t = tensors[gname]
+        assert ckpt.ggml_type(hf_names[gname]) == tname
+        want = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
+        want = proc.process(want, gname).weights
+        got = ckpt.read(hf_names[gname])
+        assert got.dtype == np.float32 and np.isfinite(got).all()
+        np.testing.assert_array_equal(got, want.astype(np.float32), err_msg=f"{gname} ({tname})")
+
+
+def test_tokenizer_matches_llama_cpp(gguf_path):
+    """The tokenizer derived from the GGUF gives llama.cpp's ids (``llama-tokenize``, recorded in
+    tests/data/smollm2_llamacpp_tokens.json), runs of spaces and digits included."""
+    from tokenizers import Tokenizer
+
+    from mlcbuild.artifacts.checkpoint import open_checkpoint
+
+    ref = json.loads((Path(__file__).parent / "data" / "smollm2_llamacpp_tokens.json").read_text())
+    ckpt = open_checkpoint(gguf_path)  # holds the derived files' directory
+    tok = Tokenizer.from_file(str(ckpt.dir / "tokenizer.json"))
+    assert tok.encode(ref["text"]).ids == ref["ids"]

@@ -31,6 +31,12 @@ from mlcbuild.errors import MlcbuildError
 MAGIC = b"GGUF"
 # general.architecture -> (our architecture, rows of q/k permuted by convert_hf_to_gguf.py)
 ARCHITECTURES = {"llama": ("llama", True), "qwen2": ("qwen2", False), "qwen3": ("qwen3", False)}
+# tokenizer.ggml.pre values whose split llama.cpp defines as "\\p{N}" then GPT-2's regex
+# (src/llama-vocab.cpp, the LLAMA_VOCAB_PRE_TYPE_SMOLLM case) and transformers' GGUF reader
+# (integrations/gguf/gguf_tokenizer_mapping.py, GGUF_PRE_TOKENIZER_SPLITS) does not know: it
+# falls back to a plain ByteLevel split, which cuts "  4" into 3 tokens where the model's own
+# tokenizer.json (Digits(individual_digits) + ByteLevel) and llama.cpp make 2.
+DIGIT_SPLIT_PRE = frozenset({"starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva"})
 _FIX_FILE = "pass a complete .gguf file (llama.cpp's convert_hf_to_gguf.py writes them); download it again if cut short"
 
 
@@ -113,11 +119,28 @@ class GGUFCheckpoint:
             "unk_token_id",
         ):
             config.pop(k, None)
+        self._fix_pre_tokenizer(tok)
         config["architectures"] = [type(cfg).__name__.removesuffix("Config") + "ForCausalLM"]
         config["tie_word_embeddings"] = "output.weight" not in self._tensors
         (self.dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         tok.save_pretrained(str(self.dir))
         return config
+
+    def _fix_pre_tokenizer(self, tok) -> None:
+        """Split digits one by one before the byte-level regex for the ``tokenizer.ggml.pre``
+        types in :data:`DIGIT_SPLIT_PRE`, as llama.cpp tokenizes them (``tok``: a fast tokenizer,
+        changed in place)."""
+        from tokenizers import pre_tokenizers
+
+        field = self._reader.fields.get("tokenizer.ggml.pre")
+        if field is None or str(field.contents()) not in DIGIT_SPLIT_PRE:
+            return
+        tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+            ]
+        )
 
     # ---- the Checkpoint interface ------------------------------------------------------------
     def _gguf_name(self, name: str) -> str:

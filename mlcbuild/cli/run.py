@@ -190,7 +190,7 @@ def chat_cmd(artifact, weights_dir, system, max_new_tokens, cache, **sampling) -
     type=int,
     default=1,
     show_default=True,
-    help="first scored position of each window (llama-perplexity: context/2)",
+    help="first scored position of each window (llama-perplexity: context/2 + 1)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print {perplexity, nll, tokens, windows, ...} as JSON")
 @cache_options

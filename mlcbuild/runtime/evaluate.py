@@ -79,8 +79,9 @@ def perplexity(
         context: tokens per window (at most the build's context window).
         on_window: called with (windows done, windows in all) after each window (progress).
         score_from: the first position of a window that is scored (1: all but the first);
-            ``context // 2`` is ``llama-perplexity``'s method (``tools/perplexity/perplexity.cpp``:
-            each chunk's second half, given the first), which also scores whole windows only.
+            ``context // 2 + 1`` is ``llama-perplexity``'s method (``tools/perplexity/perplexity.cpp``:
+            logits ``first = n_ctx/2 .. n_ctx-2`` predict tokens ``first+1 .. n_ctx-1``, the
+            ``n_ctx/2 - 1`` last of each chunk), which also scores whole windows only.
     Raises:
         MlcbuildError: ``context`` longer than the build's context window, or as :func:`windows`.
     """
