@@ -17,6 +17,7 @@ engine reuses a prefix.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from datetime import datetime
@@ -77,13 +78,9 @@ class ChatTemplate:
         special = {k: _token_text(cfg[k]) for k in _SPECIAL if _token_text(cfg.get(k)) is not None}
         return cls(template, special)
 
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        """The conversation as the model reads it, as ``transformers.apply_chat_template(...,
-        tokenize=False)`` renders it.
-
-        Raises:
-            MlcbuildError: the template raised (``raise_exception``) or is not valid jinja2.
-        """
+    @functools.cached_property
+    def _compiled(self):
+        """The template compiled once, in ``transformers``' jinja2 environment."""
         import jinja2
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -99,9 +96,22 @@ class ChatTemplate:
         env.filters["tojson"] = tojson
         env.globals.update(raise_exception=raise_exception, strftime_now=lambda f: datetime.now().strftime(f))
         try:
-            return env.from_string(self.source).render(
-                messages=messages, add_generation_prompt=add_generation_prompt, **self.special
-            )
+            return env.from_string(self.source)
+        except jinja2.TemplateError as e:
+            raise MlcbuildError(f"the chat template is not valid jinja2: {e}", fix="restore the tokenizer files") from e
+
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The conversation as the model reads it, as ``transformers.apply_chat_template(...,
+        tokenize=False)`` renders it.
+
+        Raises:
+            MlcbuildError: the template raised (``raise_exception``) or is not valid jinja2.
+        """
+        import jinja2
+
+        template = self._compiled
+        try:
+            return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
         except jinja2.TemplateError as e:
             raise MlcbuildError(f"the chat template failed: {e}", fix="check the messages' roles") from e
 
