@@ -111,10 +111,6 @@ def check_library_stamp(path: Path, runtime: dict[str, str]) -> dict[str, str]:
 def with_stamp(mod, stamp: dict[str, str]):
     """``mod`` plus a Relax function :data:`mlcbuild.artifacts.stamp.STAMP_FUNCTION` taking nothing and
     returning the stamp's JSON string (a constant of the VM executable)."""
-    import tvm
-    from tvm import relax
+    from mlcbuild.compiler.passes.attach_metadata import with_string_function
 
-    func = relax.Function([], tvm.ir.expr.StringImm(stamp_json(stamp)), relax.ObjectType(), is_pure=True)
-    mod = mod.clone()
-    mod[STAMP_FUNCTION] = func.with_attr("global_symbol", STAMP_FUNCTION)
-    return mod
+    return with_string_function(mod, STAMP_FUNCTION, stamp_json(stamp))

@@ -13,6 +13,8 @@ from tvm import relax
 
 from mlcbuild.compiler.export import ExportedModel, export_model, variable_bounds
 from mlcbuild.compiler.link import cross_linker, link_kind
+from mlcbuild.compiler.metadata import model_metadata
+from mlcbuild.compiler.passes.attach_metadata import with_metadata
 from mlcbuild.compiler.passes.errors import user_errors
 from mlcbuild.compiler.pipeline import build_pipeline
 from mlcbuild.compiler.target import check_codegen, resolved_host, tvm_target
@@ -45,7 +47,8 @@ def build_library(
         ``workarounds`` (if given) a line per compiler bug worked around, ``tuned`` (if
         given) the names of the kernels scheduled from tuning records. ``finalize``: applied
         to the module after the pipeline, before code generation (``compile`` adds the ABI
-        stamp function there: TVM's Relax passes choke on a function returning a string).
+        stamp function there: TVM's Relax passes choke on a function returning a string),
+        after ``_metadata`` (:mod:`mlcbuild.compiler.metadata`) is added.
         ``dump_ir``: a directory that gets the module's TVMScript after each phase.
     Raises:
         TargetError: the installed TVM cannot generate code for the target.
@@ -71,12 +74,27 @@ def build_library(
             phase_times["codegen"] = time.perf_counter()
 
     where = str(desc.path) if desc.path else desc.name
+    memory_usage: dict[str, int] = {}
     pipeline = build_pipeline(
-        target, variable_bounds(recipe), timings, tuning_dir, phase, tuned, device_file=where, dump_ir=dump_ir
+        target,
+        variable_bounds(recipe),
+        timings,
+        tuning_dir,
+        phase,
+        tuned,
+        device_file=where,
+        dump_ir=dump_ir,
+        memory_usage=memory_usage,
     )
-    if finalize is not None:
-        add = tvm.transform.module_pass(lambda m, _ctx: finalize(m), opt_level=0, name="mlcbuild.Finalize")
-        pipeline = tvm.transform.Sequential([pipeline, add])
+    metadata = model_metadata(recipe, exported.params)
+
+    def _finalize(m, _ctx):
+        m = with_metadata(m, {**metadata, "memory_usage": dict(memory_usage)})
+        return finalize(m) if finalize is not None else m
+
+    pipeline = tvm.transform.Sequential(
+        [pipeline, tvm.transform.module_pass(_finalize, opt_level=0, name="mlcbuild.Finalize")]
+    )
     try:
         with user_errors():  # a pass's MlcbuildError (device limits) comes out as itself
             ex = relax.build(mod, target, relax_pipeline=pipeline, system_lib=desc.system_lib)

@@ -24,7 +24,7 @@ class ExportedModel:
 
     Attributes:
         mod: the Relax IRModule with entry functions ``embed``, ``prefill``, ``decode``,
-            ``batch_prefill``, ``batch_decode``, ``create_paged_kv_cache``.
+            ``batch_prefill``, ``batch_decode``, ``create_paged_kv_cache`` (renamed ``create_tir_paged_kv_cache`` by the pipeline).
         params: ``[(name, shape, dtype)]`` in the order the entry functions take them.
         model: the (quantized) ``nn.Module``, whose modules own ``quantize_weight``.
         compute_dtype: activations' and KV cache dtype (:func:`compute_dtype`).

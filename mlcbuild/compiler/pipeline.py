@@ -1,7 +1,9 @@
 """The Relax pipeline, in named phases: the one list of what runs, in order (MLC-LLM's
 ``compiler_pass/pipeline.py``). Each pass lives in its own module of :mod:`.passes`.
 
-graph     AttachVariableBounds; DispatchKVCache (TVM's paged KV cache built for the target);
+graph     AttachLogitProcessor, AttachSoftmaxWithTemperature, AttachEmbeddingAllocator (the
+          functions MLC-LLM's engine requires beside the model's); AttachVariableBounds;
+          DispatchKVCache (TVM's paged KV cache built for the target, ``create_tir_paged_kv_cache``);
           CPU: DispatchKernels (our GEMVs and prefill matmuls, :mod:`mlcbuild.kernels`, by
           shape and ISA); FuseTransposeMatmul (``x @ W^T`` as one NT matmul); CPU:
           FuseDecodeGEMV (RMSNorm, SwiGLU and residual adds into the int8 decode GEMVs)
@@ -11,7 +13,7 @@ schedule  ApplyTuningRecords (``tuning_logs/<target>/``), then the rules of :mod
           (dlight defaults, fixed where they break); then ReplaceAttention (ours in place of
           TVM's: CPU always, GPU for a sliding window or a logit soft-cap); GPU:
           CheckDeviceKernels (no host-bound kernel, the descriptor's limits); CPU: MarkNoAlias
-vm        memory planning and VM lowering
+vm        memory planning (EstimateMemoryUsage after it: ``_metadata``'s memory_usage) and VM lowering
 codegen   (announced last; done by ``tvm.relax.build`` after the pipeline)
 
 Each phase is timed (seconds) into the ``timings`` dict handed in; with ``dump_ir`` each
@@ -29,6 +31,10 @@ from tvm import relax
 from tvm.s_tir import dlight as dl
 
 from mlcbuild.compiler.passes.apply_tuning_records import apply_tuning_records
+from mlcbuild.compiler.passes.attach_embedding_allocator import attach_embedding_allocator
+from mlcbuild.compiler.passes.attach_logit_processor import attach_logit_processor
+from mlcbuild.compiler.passes.attach_metadata import estimate_memory_usage
+from mlcbuild.compiler.passes.attach_softmax_with_temperature import attach_softmax_with_temperature
 from mlcbuild.compiler.passes.attach_variable_bounds import attach_variable_bounds
 from mlcbuild.compiler.passes.check_device_kernels import DEVICE_LIMITS, check_device_kernels
 from mlcbuild.compiler.passes.cpu_legalize import cpu_legalize_map
@@ -75,7 +81,9 @@ def front_phases(variable_bounds: dict[str, int], target) -> list[tuple[str, lis
     """
     cpu = target.kind.name == "llvm"
     legalize = cpu_legalize_map() if cpu else None
-    graph = [attach_variable_bounds(variable_bounds), dispatch_kv_cache(target)]
+    graph = [attach_logit_processor(target), attach_softmax_with_temperature]
+    graph += [attach_embedding_allocator(variable_bounds["seq_len"])]
+    graph += [attach_variable_bounds(variable_bounds), dispatch_kv_cache(target)]
     graph += [dispatch_kernels(int8_dot_isa(target))] if cpu else []
     graph += [relax.transform.FuseTransposeMatmul()] + ([fuse_decode_gemv] if cpu else [])
     return [
@@ -103,6 +111,7 @@ def build_pipeline(
     tuned: list[str] | None = None,
     device_file: str | None = None,
     dump_ir: Path | None = None,
+    memory_usage: dict[str, int] | None = None,
 ):
     """The whole Relax pipeline for ``target``, as one pass for ``tvm.relax.build``.
 
@@ -116,6 +125,8 @@ def build_pipeline(
         device_file: the target descriptor, named when a kernel exceeds its ``[device]`` limits.
         dump_ir: a directory that gets the exported module (``00-export.py``) and each phase's
             output as TVMScript (``NN-<phase>.py``).
+        memory_usage: if given, receives the bytes of each Relax function's statically planned
+            temporaries (``_metadata``'s memory_usage).
     """
     is_gpu = "gpu" in target.keys
     phases = front_phases(variable_bounds, target) + [
@@ -141,6 +152,7 @@ def build_pipeline(
                 relax.transform.RemovePurityChecking(),
                 relax.transform.CallTIRRewrite(),
                 relax.transform.StaticPlanBlockMemory(),
+                estimate_memory_usage(memory_usage if memory_usage is not None else {}),
                 relax.transform.LowerAllocTensor(),
                 relax.transform.KillAfterLastUse(),
                 relax.transform.LowerRuntimeBuiltin(),

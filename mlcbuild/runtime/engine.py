@@ -1,6 +1,6 @@
 """One engine: the paged-KV-cache step protocol of a compiled library, on the host or over RPC.
 
-Per sequence: ``create_paged_kv_cache`` then ``kv_state_add_sequence``; per step:
+Per sequence: ``create_tir_paged_kv_cache`` then ``kv_state_add_sequence``; per step:
 ``kv_state_begin_forward`` with the sequence ids and token counts, ``embed`` then
 ``prefill``/``decode``, ``kv_state_end_forward``. Argument orders follow
 ``tvm/src/runtime/vm/paged_kv_cache.cc`` shipped in the wheel, as MLC-LLM's engine calls them
@@ -78,7 +78,7 @@ class Engine:
         self.context_window_size = context_window_size
         self.prefill_chunk_size = prefill_chunk_size
         self.page_size = page_size
-        self._fns = {n: vm[n] for n in ("embed", "prefill", "decode", "create_paged_kv_cache")}
+        self._fns = {n: vm[n] for n in ("embed", "prefill", "decode", "create_tir_paged_kv_cache")}
         self._shape, self._item = f("ffi.Shape"), f("ffi.ArrayGetItem")
         self._add_seq = f("vm.builtin.kv_state_add_sequence")
         self._begin = f("vm.builtin.kv_state_begin_forward")
@@ -106,7 +106,7 @@ class Engine:
         """Start a new sequence (id 0) in a fresh KV cache."""
         S = self._shape
         self.kv_cache = None  # free the old one first (on a device: its memory)
-        self.kv_cache = self._fns["create_paged_kv_cache"](
+        self.kv_cache = self._fns["create_tir_paged_kv_cache"](
             S(1), S(self.context_window_size), S(self.prefill_chunk_size), S(self.page_size), S(0)
         )
         self._add_seq(self.kv_cache, 0)

@@ -1,6 +1,8 @@
 """DispatchKVCache: the model's target-independent KV cache
 (:data:`mlcbuild.models.common.KV_CACHE_GENERIC`) replaced by TVM's ``TIRPagedKVCache``, its
-kernels generated for the target; on CPUs its RoPE kernel is ours
+kernels generated for the target, and its creator renamed ``create_tir_paged_kv_cache``
+(MLC-LLM's name; five ``ShapeTuple`` arguments: sequences, total tokens, prefill chunk tokens,
+tokens per page, sliding window 0/1); on CPUs its RoPE kernel is ours
 (:func:`mlcbuild.kernels.rope_cpu.split_rotary_cpu`). MLC-LLM's ``DispatchKVCacheCreation``
 (``python/mlc_llm/compiler_pass/dispatch_kv_cache_creation.py``) does the same for its models."""
 
@@ -15,6 +17,10 @@ from tvm.relax.frontend.nn.llm.kv_cache import RopeMode, TIRPagedKVCache
 from mlcbuild.compiler.passes.rewrite import rewrite_functions
 from mlcbuild.kernels import rope_cpu
 from mlcbuild.models.common import KV_CACHE_GENERIC
+
+
+MODEL_CREATOR = "create_paged_kv_cache"  # the models' method (nn.Module spec), target-independent
+CREATOR = "create_tir_paged_kv_cache"  # MLC-LLM's name for the TIR paged KV cache's creator
 
 
 def _generic_call(call: rx.Call) -> bool:
@@ -89,6 +95,13 @@ def dispatch_kv_cache(target):
 
     @tvm.transform.module_pass(opt_level=0, name="DispatchKVCache")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        return rewrite_functions(_Rewrite(mod), mod)
+        mod = rewrite_functions(_Rewrite(mod), mod)
+        funcs = {gv.name_hint: (gv, f) for gv, f in mod.functions_items()}
+        if MODEL_CREATOR not in funcs:
+            return mod
+        # the name MLC-LLM's engine looks up (cpp/serve/function_table.cc)
+        out = tvm.IRModule({gv: f for name, (gv, f) in funcs.items() if name != MODEL_CREATOR}, attrs=mod.attrs)
+        out[CREATOR] = funcs[MODEL_CREATOR][1].with_attr("global_symbol", CREATOR)
+        return out
 
     return _pass
