@@ -1,0 +1,140 @@
+"""A host library driven the way MLC-LLM's engine drives it, step by step from its sources
+(mlc-ai/mlc-llm 79d603f): ``cpp/serve/function_table.cc`` (loading, function lookup,
+parameters by name), ``cpp/serve/model.cc`` (KV cache creation, ``AllocEmbeddingTensor``,
+``BatchPrefill``, ``BatchDecode``), ``cpp/serve/logit_processor.cc`` (``softmax_with_temperature``),
+``cpp/serve/sampler/cpu_sampler.cc`` (greedy: the most probable token). Two sequences of
+different lengths run in one batch; each one's greedy ids must equal ``transformers``'.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from factories import make_checkpoint, tiny_config
+from test_convert_run import cli, hf_greedy, recipe_file
+from test_mixed import fake_quantized
+from test_parity import GEMMA2
+
+PROMPTS = ([1, 5, 9, 22, 7, 60, 3, 44, 17, 2, 31], [4, 8, 15, 16, 23])  # 11 and 5 tokens
+N_DECODE = 8
+CASES = {"llama": tiny_config(), "qwen3": tiny_config(model_type="qwen3", head_dim=32), "gemma2": GEMMA2}
+K_DL_CPU, POOLED = 1, 2  # DLDeviceType kDLCPU; tvm::runtime::memory::AllocatorType::kPooled
+
+
+class MLCStyleEngine:
+    """The calls MLC-LLM's engine makes, in its order, against a library on the CPU."""
+
+    def __init__(self, lib_path, weights_dir):
+        import tvm
+
+        self.tvm = tvm
+        g = tvm.get_global_func
+        # function_table.cc: vm_load_executable, vm_initialization(device, pooled, host, pooled)
+        self.vm = tvm.runtime.load_module(str(lib_path))["vm_load_executable"]()
+        self.vm["vm_initialization"](K_DL_CPU, 0, POOLED, K_DL_CPU, 0, POOLED)
+        # metadata/model.cc: ModelMetadata::FromModule
+        self.metadata = json.loads(self.fn("_metadata")())
+        # FunctionTable::LoadParams: the tensor cache, then parameters by _metadata's names
+        g("vm.builtin.tensor_cache.load")(str(weights_dir), K_DL_CPU, 0)
+        names = [p["name"] for p in self.metadata["params"]]
+        self.params = g("vm.builtin.param_array_from_cache_by_name")(names)
+        g("vm.builtin.tensor_cache.clear")()
+        self.add_seq = g("vm.builtin.kv_state_add_sequence")
+        self.begin, self.end = g("vm.builtin.kv_state_begin_forward"), g("vm.builtin.kv_state_end_forward")
+        self.shape = tvm.runtime.ShapeTuple
+
+    def fn(self, name):
+        """``mod->GetFunction(name, /*query_imports=*/true)``; must be there."""
+        f = self.vm.get_function(name, query_imports=True)
+        assert f is not None, f"library lacks {name}"
+        return f
+
+    def create_kv_cache(self, n_seq: int):
+        """model.cc CreateKVCache: five ShapeTuples; page 16; no sliding window (-1 in _metadata)."""
+        md = self.metadata
+        assert md["sliding_window_size"] == -1
+        S = self.shape
+        self.kv = self.fn("create_tir_paged_kv_cache")(
+            S([n_seq]), S([md["context_window_size"]]), S([md["prefill_chunk_size"]]), S([16]), S([0])
+        )
+        for s in range(n_seq):
+            self.add_seq(self.kv, s)
+
+    def embed(self, ids: list[int]) -> np.ndarray:
+        """TokenEmbed into the AllocEmbeddingTensor buffer (``mlc.copy_embedding_to_offset``: a copy)."""
+        buf = self.fn("alloc_embedding_tensor")()
+        assert buf.shape[0] >= self.metadata["prefill_chunk_size"] and len(buf.shape) == 2
+        out = self.fn("embed")(self.tvm.runtime.tensor(np.asarray(ids, np.int32)), self.params).numpy()
+        assert out.shape[1] == buf.shape[1]  # hidden_size_, as model.cc reads it from the buffer
+        return out
+
+    def sample(self, logits) -> list[int]:
+        """softmax_with_temperature at temperature 0, then the CPU sampler's greedy choice."""
+        n = logits.shape[0]
+        probs = self.fn("softmax_with_temperature")(logits, self.tvm.runtime.tensor(np.zeros(n, np.float32)))
+        return [int(np.argmax(row)) for row in probs.numpy().reshape(n, -1)]
+
+    def batch_prefill(self, prompts) -> tuple[list[int], np.ndarray]:
+        """All prompts in one ``batch_prefill`` (logit positions: each one's last token)."""
+        lengths = [len(p) for p in prompts]
+        emb = self.embed([t for p in prompts for t in p])
+        view = self.tvm.runtime.tensor(emb.reshape(1, sum(lengths), -1))
+        logit_pos = self.tvm.runtime.tensor(np.cumsum(lengths).astype(np.int32) - 1)
+        self.begin(self.kv, self.shape(range(len(prompts))), self.shape(lengths))
+        logits, self.kv = self.fn("batch_prefill")(view, logit_pos, self.kv, self.params)
+        self.end(self.kv)
+        logits = self.tvm.runtime.tensor(logits.numpy().reshape(len(prompts), 1, -1))  # [n, 1, vocab]
+        return self.sample(logits), logits.numpy()
+
+    def batch_decode(self, tokens: list[int]) -> list[int]:
+        """One token for every sequence in one ``batch_decode``."""
+        emb = self.embed(tokens)
+        view = self.tvm.runtime.tensor(emb.reshape(len(tokens), 1, -1))
+        self.begin(self.kv, self.shape(range(len(tokens))), self.shape([1] * len(tokens)))
+        logits, self.kv = self.fn("batch_decode")(view, self.kv, self.params)
+        self.end(self.kv)
+        return self.sample(logits)
+
+
+@pytest.mark.parametrize("scheme", ["q0f32", "q4f32_1"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_mlc_style_driver_two_sequences_match_transformers(case, scheme, tmp_path, cache_dir):
+    cfg = CASES[case]
+    hf = make_checkpoint(tmp_path / "ckpt", cfg, seed=1)
+    recipe = recipe_file(tmp_path, cfg, scheme, name=f"mlc-{case}")
+    text = recipe.read_text().replace("max_batch_size = 1", "max_batch_size = 2")
+    recipe.write_text(text)
+    conv = cli("convert", recipe, "--weights", tmp_path / "ckpt", "--json", "--cache-dir", cache_dir)
+    assert conv.exit_code == 0, conv.output
+    comp = cli("compile", recipe, "--target", "host", "--json", "--cache-dir", cache_dir)
+    assert comp.exit_code == 0, comp.output
+    artifact = json.loads(comp.stdout.strip().splitlines()[-1])["artifact"]
+    weights = json.loads(conv.stdout.strip().splitlines()[-1])["weights"]
+    from mlcbuild.artifacts.info import read_build
+
+    build = read_build(artifact)
+    eng = MLCStyleEngine(f"{artifact}/{build.library.file}", weights)
+    md = eng.metadata
+    assert md["model_type"] == case and md["quantization"] == scheme and md["max_batch_size"] == 2
+    assert [(p["name"], tuple(p["shape"]), p["dtype"]) for p in md["params"]] == [
+        (p.name, tuple(p.shape), p.dtype) for p in build.params
+    ]
+    assert md["kv_cache"]["num_hidden_layers"] == cfg["num_hidden_layers"]
+
+    if scheme != "q0f32":
+        hf = fake_quantized(hf, scheme, {})
+    want = [hf_greedy(hf, p, n=N_DECODE + 1) for p in PROMPTS]
+    eng.create_kv_cache(len(PROMPTS))
+    first, logits = eng.batch_prefill(PROMPTS)
+    for i, p in enumerate(PROMPTS):
+        with torch.no_grad():
+            ref = hf(torch.tensor([p])).logits[0, -1].numpy()
+        assert np.abs(logits[i, 0] - ref).max() <= 1e-4 * np.abs(ref).max()
+    got = [[t] for t in first]
+    for _ in range(N_DECODE):
+        for seq, t in zip(got, eng.batch_decode([s[-1] for s in got])):
+            seq.append(t)
+    assert got == want
