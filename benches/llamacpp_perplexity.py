@@ -53,6 +53,7 @@ def main() -> None:
     if not (BIN / "llama-perplexity").exists():
         sys.exit(f"{BIN / 'llama-perplexity'} missing: run bash benches/llamacpp_build.sh first")
     import pydoc_data.topics
+
     from tokenizers import Tokenizer
 
     from mlcbuild.artifacts.pypi_source import resolve

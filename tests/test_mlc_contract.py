@@ -135,6 +135,6 @@ def test_mlc_style_driver_two_sequences_match_transformers(case, scheme, tmp_pat
         assert np.abs(logits[i, 0] - ref).max() <= 1e-4 * np.abs(ref).max()
     got = [[t] for t in first]
     for _ in range(N_DECODE):
-        for seq, t in zip(got, eng.batch_decode([s[-1] for s in got])):
+        for seq, t in zip(got, eng.batch_decode([s[-1] for s in got]), strict=True):
             seq.append(t)
     assert got == want

@@ -216,7 +216,7 @@ def convert_weights(
                     toks.append(f.name)
                 from mlcbuild.artifacts.chat_config import chat_config
 
-                chat = chat_config(recipe)
+                chat = chat_config(recipe, work if toks else None)
                 chat["tokenizer_files"] = toks
                 (work / "mlc-chat-config.json").write_text(json.dumps(chat, indent=2) + "\n")
                 WeightsInfo(

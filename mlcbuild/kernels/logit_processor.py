@@ -23,7 +23,6 @@ from __future__ import annotations
 from tvm.script import tirx as T
 
 
-
 def logit_bias(threads: int = 0):
     """``apply_logit_bias_inplace``; ``threads`` 0: the CPU form, else GPU blocks of that many threads."""
 
@@ -81,7 +80,9 @@ def penalty(threads: int = 0):
         for i in range(num_token):
             s = pos2seq_id[i]
             v = logits[seq_ids[s], token_ids[i]] - (penalties[s, 0] + T.Cast("float32", token_cnt[i]) * penalties[s, 1])
-            logits[seq_ids[s], token_ids[i]] = T.if_then_else(v < T.float32(0), v * penalties[s, 2], v / penalties[s, 2])
+            logits[seq_ids[s], token_ids[i]] = T.if_then_else(
+                v < T.float32(0), v * penalties[s, 2], v / penalties[s, 2]
+            )
 
     if not threads:
         return cpu

@@ -29,7 +29,8 @@ def attach_logit_processor(target):
     @tvm.transform.module_pass(opt_level=0, name="AttachLogitProcessor")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         mod = mod.clone()
-        for name, make in zip(NAMES, (logit_processor.logit_bias, logit_processor.penalty, logit_processor.bitmask)):
+        makers = (logit_processor.logit_bias, logit_processor.penalty, logit_processor.bitmask)
+        for name, make in zip(NAMES, makers, strict=True):
             mod[name] = make(threads)
         return mod
 

@@ -18,7 +18,6 @@ from mlcbuild.compiler.passes.rewrite import rewrite_functions
 from mlcbuild.kernels import rope_cpu
 from mlcbuild.models.common import KV_CACHE_GENERIC
 
-
 MODEL_CREATOR = "create_paged_kv_cache"  # the models' method (nn.Module spec), target-independent
 CREATOR = "create_tir_paged_kv_cache"  # MLC-LLM's name for the TIR paged KV cache's creator
 
