@@ -84,8 +84,11 @@ def main() -> None:
         "tokens_equal": ours_ids == theirs,
         "llamacpp_q4_1": q4,
         "llamacpp_f32": f32_run,
-        "mlcbuild_exact_f32": {"perplexity": ev["perplexity"], "tokens_scored": ev["tokens"],
-                               "scheme": "q4f32_ggml_q4_1 (embedding q8f32_ggml_q8_0)"},  # fmt: skip
+        "mlcbuild_exact_f32": {
+            "perplexity": ev["perplexity"],
+            "tokens_scored": ev["tokens"],
+            "scheme": "q4f32_ggml_q4_1 (embedding q8f32_ggml_q8_0)",
+        },  # fmt: skip
         "relative_difference_vs_f32": ev["perplexity"] / f32_run["perplexity"] - 1,
         "relative_difference_vs_q4_1": ev["perplexity"] / q4["perplexity"] - 1,
     }

@@ -152,7 +152,9 @@ def plot_all() -> None:
     benches/results/real_model_quality.png (benches/quality.py's plot)."""
     from quality import plot
 
-    results = [json.loads(p.read_text()) for p in sorted((REPO / "benches" / "results").glob("real_model_quality*.json"))]
+    results = [
+        json.loads(p.read_text()) for p in sorted((REPO / "benches" / "results").glob("real_model_quality*.json"))
+    ]
     rows = {r["scheme"]: r for res in results for r in res["rows"]}
     rows.pop("q0f32", None)  # 32 bits a weight: off the scale
     for r in rows.values():
