@@ -246,6 +246,43 @@ def test_chat_templates_render_as_transformers_does(which, hf_reference, tmp_pat
             assert ours.render(conv, add_generation_prompt=gen) == want
 
 
+@pytest.mark.parametrize("which", ["smollm2", "llama3", "qwen"])
+def test_mlc_conv_template_renders_as_transformers_does(which, hf_reference, tmp_path):
+    """The Conversation written for MLC's engine (``conv_template``) builds the prompt the
+    model's template renders (transformers' renderer as the reference), with and without a
+    system message, over several turns; SmolLM2's tokenizer is detected byte-level as MLC does."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from mlcbuild.artifacts.chat_template import ChatTemplate
+    from mlcbuild.artifacts.conv_template import conversation, render
+
+    _, tok = hf_reference
+    source = {"smollm2": tok.chat_template, "llama3": LLAMA3_STYLE, "qwen": QWEN_STYLE}[which]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": source, "bos_token": "<s>"}))
+    conv = conversation(ChatTemplate.load(tmp_path), [(2, "<|im_end|>")], which)
+    assert conv["stop_token_ids"] == [2] and conv["stop_str"] == ["<|im_end|>"]
+    turns = [*QUESTION, {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And Germany?"}]
+    for msgs in (turns, [{"role": "system", "content": "Be brief."}, *turns]):
+        if which == "llama3" or msgs[0]["role"] == "system" or conv["system_message"]:
+            want = render_jinja_template([msgs], chat_template=source, add_generation_prompt=True, bos_token="<s>")[0][
+                0
+            ]
+            assert render(conv, msgs) == want
+
+
+def test_convert_writes_mlc_chat_config(exact_build):
+    """convert's mlc-chat-config.json: conv_template a Conversation object with the model's stop
+    token, tokenizer_info as MLC detects it, model_config with the sizes MLC's engine reads."""
+    chat = json.loads((exact_build[2] / "mlc-chat-config.json").read_text())
+    conv = chat["conv_template"]
+    assert isinstance(conv, dict) and conv["roles"]["assistant"] == "<|im_start|>assistant\n"
+    assert conv["stop_str"] == ["<|im_end|>"] and conv["stop_token_ids"] == [2]
+    assert chat["tokenizer_info"] == {"token_postproc_method": "byte_level", "prepend_space_in_encode": False,
+                                      "strip_space_in_decode": False}  # fmt: skip
+    for k in ("prefill_chunk_size", "context_window_size", "max_batch_size", "tensor_parallel_shards"):
+        assert isinstance(chat["model_config"][k], int)
+
+
 def test_truncated_or_foreign_gguf_is_a_named_error(tmp_path, gguf_path):
     from mlcbuild.artifacts.checkpoint import open_checkpoint
 
