@@ -1,13 +1,13 @@
 """The Relax pipeline, in named phases: the one list of what runs, in order (MLC-LLM's
 ``compiler_pass/pipeline.py``). Each pass lives in its own module of :mod:`.passes`.
 
-graph     AttachLogitProcessor, AttachSoftmaxWithTemperature, AttachEmbeddingAllocator (the
-          functions MLC-LLM's engine requires beside the model's); AttachVariableBounds;
+graph     AttachLogitProcessor, AttachSoftmaxWithTemperature, AttachEmbeddingAllocator, Metal/CUDA/
+          Vulkan: AttachGPUSampler (the functions MLC-LLM's engine requires beside the model's); AttachVariableBounds;
           DispatchKVCache (TVM's paged KV cache built for the target, ``create_tir_paged_kv_cache``);
           CPU: DispatchKernels (our GEMVs and prefill matmuls, :mod:`mlcbuild.kernels`, by
           shape and ISA); FuseTransposeMatmul (``x @ W^T`` as one NT matmul); CPU:
           FuseDecodeGEMV (RMSNorm, SwiGLU and residual adds into the int8 decode GEMVs)
-lower     LegalizeOps (CPU: SiLU with a polynomial exp), AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
+lower     GPU: DispatchSampling, DispatchSortScan (TVM's); LegalizeOps (CPU: SiLU with a polynomial exp), AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
 tir       FuseDequantizeMatmul, DeadCodeElimination
 schedule  ApplyTuningRecords (``tuning_logs/<target>/``), then the rules of :mod:`.schedules`
           (dlight defaults, fixed where they break); then ReplaceAttention (ours in place of
@@ -32,6 +32,7 @@ from tvm.s_tir import dlight as dl
 
 from mlcbuild.compiler.passes.apply_tuning_records import apply_tuning_records
 from mlcbuild.compiler.passes.attach_embedding_allocator import attach_embedding_allocator
+from mlcbuild.compiler.passes.attach_gpu_sampler import attach_gpu_sampler
 from mlcbuild.compiler.passes.attach_logit_processor import attach_logit_processor
 from mlcbuild.compiler.passes.attach_metadata import estimate_memory_usage
 from mlcbuild.compiler.passes.attach_softmax_with_temperature import attach_softmax_with_temperature
@@ -82,7 +83,7 @@ def front_phases(variable_bounds: dict[str, int], target) -> list[tuple[str, lis
     cpu = target.kind.name == "llvm"
     legalize = cpu_legalize_map() if cpu else None
     graph = [attach_logit_processor(target), attach_softmax_with_temperature]
-    graph += [attach_embedding_allocator(variable_bounds["seq_len"])]
+    graph += [attach_embedding_allocator(variable_bounds["seq_len"]), attach_gpu_sampler(target)]
     graph += [attach_variable_bounds(variable_bounds), dispatch_kv_cache(target)]
     graph += [dispatch_kernels(int8_dot_isa(target))] if cpu else []
     graph += [relax.transform.FuseTransposeMatmul()] + ([fuse_decode_gemv] if cpu else [])
@@ -90,7 +91,8 @@ def front_phases(variable_bounds: dict[str, int], target) -> list[tuple[str, lis
         ("graph", graph),
         (
             "lower",
-            [
+            ([] if cpu else [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan()])
+            + [
                 relax.transform.LegalizeOps(customize_legalize_map=legalize),
                 relax.transform.AnnotateTIROpPattern(),
                 relax.transform.FoldConstant(),
