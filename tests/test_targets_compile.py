@@ -39,6 +39,9 @@ def test_tiny_model_compiles_for_every_target(target, scheme, cache_dir):
     assert build["inputs"]["target"]["tvm"]["kind"] == desc.kind
     chat = json.loads((res.artifact / "mlc-chat-config.json").read_text())
     assert chat["quantization"] == scheme and chat["vocab_size"] == 1001 and chat["model_type"] == "llama"
+    from mlcbuild.artifacts.mlc_contract import check_artifact
+
+    assert [f for f in check_artifact(res.artifact) if f.level == "missing"] == []  # verify --mlc
     if desc.output_format == "tar":
         prefix = f"odd_tiny_{scheme}_"
         assert build["library"]["system_lib_prefix"] == prefix

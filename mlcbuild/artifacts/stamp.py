@@ -47,8 +47,12 @@ ABI_FIELDS = ("tvm", "tvm_commit", "tvm_ffi", "mlcbuild")
 
 def abi_stamp(toolchain: dict[str, str]) -> dict[str, str]:
     """The stamp compiled into a library: TVM version and git commit, TVM FFI, LLVM and mlcbuild
-    versions, from :func:`toolchain_stamp`'s dict."""
-    return {ABI_MARKER: "1", **{k: toolchain[k] for k in ("tvm", "tvm_commit", "tvm_ffi", "llvm", "mlcbuild")}}
+    versions, from :func:`toolchain_stamp`'s dict, and the MLC-LLM contract level it follows
+    (:data:`mlcbuild.artifacts.mlc_contract.CONTRACT`)."""
+    from mlcbuild.artifacts.mlc_contract import CONTRACT
+
+    fields = {k: toolchain[k] for k in ("tvm", "tvm_commit", "tvm_ffi", "llvm", "mlcbuild")}
+    return {ABI_MARKER: "1", **fields, "mlc_contract": CONTRACT}
 
 
 def stamp_json(stamp: dict[str, str]) -> str:
@@ -56,15 +60,19 @@ def stamp_json(stamp: dict[str, str]) -> str:
     return json.dumps(stamp, separators=(",", ":"))
 
 
-def read_library_stamp(path: Path) -> dict[str, str] | None:
-    """The ABI stamp of a library file (``.so``, a gzipped ``.tar`` of objects as TVM writes
-    system libraries, ``.a``), read from its bytes alone (the JSON string constant of its
-    ``mlcbuild_stamp`` function), or ``None`` if it has none."""
+def library_bytes(path: Path) -> bytes:
+    """A library file's bytes (``.so``, ``.a``, or a gzipped ``.tar`` of objects as TVM writes
+    system libraries, decompressed): its string constants (the VM executable's) are in them."""
     import gzip
 
     data = Path(path).read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def read_library_stamp(path: Path) -> dict[str, str] | None:
+    """The ABI stamp of a library file (:func:`library_bytes`), read from its bytes alone (the
+    JSON string constant of its ``mlcbuild_stamp`` function), or ``None`` if it has none."""
+    data = library_bytes(path)
     start = data.find(b'{"' + ABI_MARKER.encode() + b'"')
     if start < 0:
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -28,10 +29,12 @@ from mlcbuild.cli.app import (
               help="build even if the memory estimate exceeds the target's memory_budget_bytes (recorded)")  # fmt: skip
 @click.option("--dump-ir", type=click.Path(file_okay=False, path_type=Path),
               help="also write the module's TVMScript after export and after each pipeline phase here")  # fmt: skip
+@click.option("--strict", is_flag=True, help="fail if the artifact misses anything MLC-LLM's engine requires")
 @cache_options
 def compile_cmd(recipe: Path, target_name: str, out: Path | None, as_json: bool, allow_over_budget: bool,
-                dump_ir: Path | None, cache) -> None:  # fmt: skip
-    """Compile RECIPE for a target (default: host) into a cached library."""
+                dump_ir: Path | None, strict: bool, cache) -> None:  # fmt: skip
+    """Compile RECIPE for a target (default: host) into a cached library; warn about anything
+    MLC-LLM's engine would miss (``verify --mlc``)."""
     _, result = compile_with_progress(
         recipe,
         target_name,
@@ -41,10 +44,17 @@ def compile_cmd(recipe: Path, target_name: str, out: Path | None, as_json: bool,
         allow_over_budget=allow_over_budget,
         dump_ir=dump_ir,
     )
+    from mlcbuild.artifacts.mlc_contract import check_artifact
+    from mlcbuild.cli.ship import report_mlc
+
+    findings = [f for f in check_artifact(result.artifact) if f.level == "missing" or strict]
+    report_mlc(findings)
     if as_json:
         click.echo(json.dumps(result.to_json()))
     else:
         _say(stdout, f"[green]{result.cache}[/] ", f"{result.artifact}  key {result.key[:16]}  {result.seconds:.2f} s")
+    if strict and findings:
+        sys.exit(1)
 
 
 def compile_with_progress(

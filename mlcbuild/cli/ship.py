@@ -35,11 +35,14 @@ from mlcbuild.errors import MlcbuildError
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), help="package config (TOML/JSON)")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("dist"), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
+@click.option("--strict", is_flag=True, help="fail if the package misses anything MLC-LLM's apps require")
 @cache_options
-def package_cmd(recipes, target_name, weights, config, out, as_json, cache) -> None:
-    """Build RECIPES (or a --config's models) for one target into an app package: libraries
-    (Android/iOS: one static libmodel_<platform>.a), bundled weights, mlc-app-config.json and
-    manifest.json with every file's sha256 and the ABI stamp."""
+def package_cmd(recipes, target_name, weights, config, out, as_json, strict, cache) -> None:
+    """Build RECIPES (or a --config's models, ours or MLC's mlc-package-config.json) for one
+    target into an app package in MLC-LLM's layout: libraries (Android/iOS: one static
+    libmodel_<platform>.a), bundle/ with mlc-app-config.json and the bundled weights, and
+    manifest.json with every file's sha256 and the ABI stamp; warn about anything MLC's apps
+    would miss (``verify --mlc``)."""
     from mlcbuild.ship.package import PackageModel, package, read_package_config
     from mlcbuild.spec.target import load_target
 
@@ -66,12 +69,18 @@ def package_cmd(recipes, target_name, weights, config, out, as_json, cache) -> N
             cache=cache,
             on_model=lambda m, what: progress.update(task, description=f"{what} {m} for {desc.name}"),
         )
+    from mlcbuild.ship.mlc_verify import check_package_mlc
+
+    findings = [f for f in check_package_mlc(out) if f.level == "missing" or strict]
+    report_mlc(findings)
     if as_json:
         click.echo(json.dumps(manifest))
     else:
         _say(
             stdout, "[green]packaged[/] ", f"{len(manifest['models'])} models, {len(manifest['files'])} files in {out}"
         )
+    if strict and findings:
+        sys.exit(1)
 
 
 @main.command("matrix")
@@ -135,9 +144,15 @@ def matrix_cmd(recipes, targets, jobs, ray_address, as_json, cache) -> None:
 
 @main.command("verify")
 @click.argument("dist", type=click.Path(file_okay=False, path_type=Path))
-def verify_cmd(dist: Path) -> None:
+@click.option("--mlc", is_flag=True, help="check an artifact, converted weights or a package against what "
+              "MLC-LLM's engine and apps require (function table, _metadata, chat config, app layout)")  # fmt: skip
+@click.option("--strict", is_flag=True, help="with --mlc: notes fail too")
+def verify_cmd(dist: Path, mlc: bool, strict: bool) -> None:
     """Re-hash every file of a package against its manifest and check library stamps and
-    prefixes; list each problem by file and exit 1 if there is any."""
+    prefixes; list each problem by file and exit 1 if there is any. With --mlc, DIST may be an
+    artifact or converted weights too, and each missing piece is named."""
+    if mlc:
+        return _verify_mlc(dist, strict)
     from mlcbuild.ship.package import verify
 
     problems = verify(dist)
@@ -146,3 +161,20 @@ def verify_cmd(dist: Path) -> None:
     if problems:
         sys.exit(1)
     _say(stdout, "[green]verified[/] ", str(dist))
+
+
+def _verify_mlc(path: Path, strict: bool) -> None:
+    from mlcbuild.ship.mlc_verify import CONTRACT, verify_mlc
+
+    findings = verify_mlc(path)
+    report_mlc(findings)
+    if any(f.level == "missing" or strict for f in findings):
+        sys.exit(1)
+    _say(stdout, "[green]MLC-LLM contract met[/] ", f"{path} ({CONTRACT})")
+
+
+def report_mlc(findings) -> None:
+    """Print ``verify --mlc`` findings on stderr: missing pieces, then notes."""
+    for f in findings:
+        tag = "[bold red]missing:[/] " if f.level == "missing" else "[yellow]note:[/] "
+        _say(err, tag, str(f))

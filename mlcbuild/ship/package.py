@@ -7,13 +7,20 @@ their verification.
       lib/libmodel_android.a     # Android targets: every model's system library in one archive
       lib/libmodel_iphone.a      # iOS targets (likewise)
       lib/<model_id>.so          # other targets: one loadable library per model
-      <model_id>/                # bundled weights (tensor-cache.json, shards, tokenizer, mlc-chat-config.json)
-      mlc-app-config.json        # model ids, library prefixes/files, weight locations, memory estimates
+      bundle/mlc-app-config.json # model ids, libraries, weight locations, memory estimates
+      bundle/<model_id>/         # bundled weights (tensor-cache.json, shards, tokenizer, mlc-chat-config.json)
       .mlcbuild-package          # marks the directory as ours: a later package may replace it
       manifest.json              # sha256 of every file, the ABI stamp, the build and weights keys
 
-in the spirit of MLC-LLM's ``mlc_llm package`` (``mlc-package-config.json`` in,
-``mlc-app-config.json`` out). ``verify`` re-hashes every file, finds missing and unlisted
+MLC-LLM's ``mlc_llm package`` layout (``python/mlc_llm/interface/package.py``: ``lib/`` and
+``bundle/``), which its iOS and Android app projects copy as they are. ``mlc-app-config.json``
+has MLC's fields: ``model_id``; ``model_lib`` (a system library's prefix without its trailing
+``_``: the app loads ``SystemLib(model_lib + "_")``; a ``.so`` path on other targets);
+``model_url`` always, in the Hugging Face form the apps read (the Android app dereferences it
+for bundled models too); ``model_path`` (under ``bundle/``) for bundled weights;
+``estimated_vram_bytes``. MLC's Android app runs its engine on OpenCL only: an Android
+package of a CPU-only build is refused. ``mlc-package-config.json`` (MLC's input) is read too
+(:func:`mlcbuild.ship.package_config.read_package_config`). ``verify`` re-hashes every file, finds missing and unlisted
 files, and checks each library's ABI stamp (:mod:`mlcbuild.artifacts.stamp`) and each model's
 system-library prefix in the archive.
 
@@ -26,7 +33,6 @@ resolves every manifest path inside the package and refuses anything else and sy
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -40,29 +46,16 @@ from typing import Any, Callable
 from mlcbuild.artifacts.cache import Cache, file_sha256
 from mlcbuild.artifacts.info import read_build
 from mlcbuild.errors import MlcbuildError
+from mlcbuild.ship.package_config import _MODEL_ID, PackageModel, check_model_id, read_package_config
+
+__all__ = ["PackageModel", "package", "read_package_config", "verify"]
 from mlcbuild.spec.target import TargetDescriptor
 
 MANIFEST = "manifest.json"
-APP_CONFIG = "mlc-app-config.json"
+BUNDLE = "bundle"
+APP_CONFIG = f"{BUNDLE}/mlc-app-config.json"
 MARKER = ".mlcbuild-package"
 MARKER_TEXT = "mlcbuild-package/1\n"
-_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def check_model_id(model_id: str, where: Path | str | None) -> str:
-    """``model_id`` if it is one plain path component (letters, digits, ``._-``, not
-    starting with ``.`` or ``-``; the package's ``<model_id>/`` and ``lib/<model_id>.so``).
-
-    Raises:
-        MlcbuildError: anything else (``../x``, ``/etc``, ``a/b``), naming ``where``.
-    """
-    if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id) or model_id in ("lib",):
-        raise MlcbuildError(
-            f"model_id {model_id!r} is not a plain name (it names a directory and a file inside the package)",
-            path=where,
-            fix="use letters, digits, '.', '_' and '-' only, starting with a letter or digit (not 'lib')",
-        )
-    return model_id
 
 
 def _walk(root: Path) -> tuple[list[str], list[str]]:
@@ -143,63 +136,6 @@ def _check_out(out: Path) -> None:
         )
 
 
-@dataclasses.dataclass
-class PackageModel:
-    """One model of a package.
-
-    Attributes:
-        recipe: the recipe file.
-        weights: a checkpoint directory to convert and bundle, or ``None``.
-        weights_url: where the app downloads converted weights instead (not bundled).
-        model_id: the app's name for the model (default: the recipe's model name).
-    """
-
-    recipe: Path
-    weights: Path | None = None
-    weights_url: str | None = None
-    model_id: str | None = None
-    config: Path | None = None  # the package config that listed it (named in errors)
-
-
-def read_package_config(path: Path) -> tuple[str | None, list[PackageModel]]:
-    """A package config (TOML or JSON): ``target`` (optional) and ``[[models]]`` with ``recipe``,
-    and optionally ``weights`` (a checkpoint to bundle), ``weights_url``, ``model_id``; paths
-    are relative to the file.
-
-    Raises:
-        MlcbuildError: unreadable file, no models, or an unknown key.
-    """
-    import tomllib
-
-    path = Path(path)
-    try:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (OSError, ValueError) as e:
-        raise MlcbuildError(f"cannot read the package config: {e}", path=path, fix="write TOML or JSON") from e
-    models = data.get("models") if isinstance(data, dict) else None
-    if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
-        raise MlcbuildError("the package config lists no models", path=path, fix='add [[models]] with recipe = "..."')
-    allowed = {"recipe", "weights", "weights_url", "model_id"}
-    out = []
-    for i, m in enumerate(models):
-        unknown = set(m) - allowed
-        if unknown or "recipe" not in m:
-            raise MlcbuildError(
-                f"models[{i}]: " + (f"unknown keys {sorted(unknown)}" if unknown else "no recipe"),
-                path=path,
-                fix=f"each model has recipe and optionally {', '.join(sorted(allowed - {'recipe'}))}",
-            )
-        rel = lambda p: (path.parent / p).resolve() if p is not None else None  # noqa: E731
-        if m.get("model_id") is not None:
-            check_model_id(m["model_id"], path)
-        for k in ("recipe", "weights", "weights_url", "model_id"):
-            if m.get(k) is not None and not isinstance(m[k], str):
-                raise MlcbuildError(f"models[{i}].{k} must be a string", path=path, fix=f'write {k} = "..."')
-        out.append(PackageModel(rel(m["recipe"]), rel(m.get("weights")), m.get("weights_url"), m.get("model_id"), path))
-    return data.get("target"), out
-
-
 def platform_of(desc: TargetDescriptor) -> str:
     """``"android"``, ``"iphone"`` (static system libraries merged into ``libmodel_<p>.a``) or
     ``"so"`` (one loadable library per model), from the descriptor's output form and host triple."""
@@ -240,6 +176,19 @@ def merge_static_libraries(libs: list[tuple[str, Path]], out: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.unlink(missing_ok=True)
         subprocess.run([_archiver(), "rcs", str(out), *map(str, objects)], check=True, capture_output=True)
+
+
+def model_url(weights_url: str | None, source: str, model_id: str) -> str:
+    """``model_url`` of an app config entry: ``weights_url`` if given, else the recipe's source
+    as a Hugging Face URL (``org/name``, ``hf://org/name``, ``HF://...``: MLC's package writes
+    ``https://huggingface.co/org/name``), else ``https://huggingface.co/local/<model_id>``, a
+    placeholder for bundled weights the app never downloads (``verify --mlc`` notes it)."""
+    if weights_url:
+        return weights_url
+    hub = re.fullmatch(r"(?:hf://|HF://)?([A-Za-z0-9][\w.-]*/[\w.-]+)", source)
+    if hub and not Path(source).exists():
+        return f"https://huggingface.co/{hub.group(1)}"
+    return f"https://huggingface.co/local/{model_id}"
 
 
 def prefix_present(archive_bytes: bytes, prefix: str) -> bool:
@@ -283,6 +232,14 @@ def package(
     out = Path(out).absolute()
     _check_out(out)
     plat = platform_of(desc)
+    if plat == "android" and not desc.is_gpu:
+        raise MlcbuildError(
+            f"{desc.name} is a CPU-only Android target: MLC-LLM's Android app (mlc4j) runs its engine on OpenCL, "
+            "so its library would not load there",
+            path=desc.path,
+            fix="package for an Android GPU target (s24, pixel8), or ship this target's lib.tar from "
+            "`mlcbuild compile` with your own runtime",
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".mlcbuild-package-", dir=out.parent))
     old = None
@@ -310,22 +267,21 @@ def package(
                 entry["model_lib"] = f"lib/{dest.name}"
             else:
                 prefix = build.library.system_lib_prefix
-                if any(e.get("model_lib") == prefix for e in entries):
+                if any(e.get("model_lib") == prefix.removesuffix("_") for e in entries):
                     raise MlcbuildError(
                         f"two models share the system-lib prefix {prefix!r}",
                         path=pm.recipe,
                         fix="set build.system_lib_prefix in one recipe",
                     )
                 libs.append((prefix, lib))
-                entry["model_lib"] = prefix
+                entry["model_lib"] = prefix.removesuffix("_")  # the app adds the "_"
             if pm.weights is not None:
                 if on_model:
                     on_model(model_id, "convert")
                 conv = convert_weights(recipe, pm.weights, cache=cache)
-                shutil.copytree(conv.weights, work / model_id)
+                shutil.copytree(conv.weights, work / BUNDLE / model_id)
                 entry["model_path"], entry["weights_key"] = model_id, conv.key
-            elif pm.weights_url:
-                entry["model_url"] = pm.weights_url
+            entry["model_url"] = model_url(pm.weights_url, recipe.source, model_id)
             mem = build.memory
             tmp_bytes = temporary_bytes(recipe)
             entry["memory"] = {
@@ -343,6 +299,7 @@ def package(
             if missing:
                 raise MlcbuildError(f"system-lib prefixes {missing} missing from the archive", path=archive)
         app = {"target": desc.name, "platform": plat, "model_list": entries}
+        (work / APP_CONFIG).parent.mkdir(parents=True, exist_ok=True)
         (work / APP_CONFIG).write_text(json.dumps(app, indent=2) + "\n")
         (work / MARKER).write_text(MARKER_TEXT)
         files = {p.relative_to(work).as_posix(): file_sha256(p) for p in sorted(work.rglob("*")) if p.is_file()}
@@ -421,7 +378,7 @@ def verify(dist: Path) -> list[str]:
         if p.suffix == ".a":
             data = p.read_bytes()
             for m in manifest.get("models", []):
-                if not prefix_present(data, str(m.get("model_lib"))):
+                if not prefix_present(data, f"{m.get('model_lib')}_"):
                     problems.append(f"{rel}: system-lib prefix {m.get('model_lib')!r} of {m.get('model_id')} not found")
     problems += _verify_app_config(
         dist, manifest, {rel: p for rel in files if (p := inside(dist, rel)) and p.is_file()}
@@ -430,8 +387,8 @@ def verify(dist: Path) -> list[str]:
 
 
 def _verify_app_config(dist: Path, manifest: dict, safe: dict[str, Path]) -> list[str]:
-    """Problems of ``mlc-app-config.json``: each model's id a plain name, its ``model_lib``
-    (a ``.so`` platform: a listed file) and ``model_path`` (listed files under it) present.
+    """Problems of ``bundle/mlc-app-config.json``: each model's id a plain name, its ``model_lib``
+    (a ``.so`` platform: a listed file) and ``model_path`` (listed files under ``bundle/<path>``) present.
     ``safe``: the listed files present inside the package (their hashes are checked apart)."""
     if APP_CONFIG not in safe:
         # listed but missing or changed: reported above
@@ -451,12 +408,13 @@ def _verify_app_config(dist: Path, manifest: dict, safe: dict[str, Path]) -> lis
         lib = m.get("model_lib")
         if so and (not isinstance(lib, str) or lib not in safe):
             problems.append(f"{APP_CONFIG}: {mid}'s model_lib {lib!r} is not a file of the package")
-        path = m.get("model_path")
+        path = m.get("model_path")  # relative to bundle/
         if path is not None:
-            if not isinstance(path, str) or inside(dist, path) is None:
+            full = f"{BUNDLE}/{path.rstrip('/')}" if isinstance(path, str) else None
+            if full is None or inside(dist, full) is None:
                 problems.append(f"{APP_CONFIG}: {mid}'s model_path {path!r} is outside the package")
-            elif not any(rel.startswith(path.rstrip("/") + "/") for rel in safe):
+            elif not any(rel.startswith(full + "/") for rel in safe):
                 problems.append(f"{APP_CONFIG}: {mid}'s model_path {path!r} holds no file of the package")
-            elif f"{path.rstrip('/')}/tensor-cache.json" not in safe:
+            elif f"{full}/tensor-cache.json" not in safe:
                 problems.append(f"{APP_CONFIG}: {mid}'s model_path {path!r} has no tensor-cache.json")
     return problems
