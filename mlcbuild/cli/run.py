@@ -106,6 +106,7 @@ def run_cmd(artifact, weights_dir, prompt, prompt_ids, as_chat, max_new_tokens, 
         raise MlcbuildError("--chat takes --prompt (a user message)", fix='e.g. --chat --prompt "Hello"')
     sampler = _sampler(**sampling)
     model, chat, artifact, weights_dir = _host_model(artifact, weights_dir, cache)
+    sampler.softmax = model.softmax  # the library's softmax_with_temperature
     has_tokenizer = (weights_dir / "tokenizer.json").is_file()
     tokenizer = load_tokenizer(weights_dir) if prompt is not None or has_tokenizer else None
     template = ChatTemplate.load(weights_dir) if as_chat else None
@@ -157,6 +158,7 @@ def chat_cmd(artifact, weights_dir, system, max_new_tokens, cache, **sampling) -
 
     sampler = _sampler(**sampling)
     model, chat, _, weights_dir = _host_model(artifact, weights_dir, cache)
+    sampler.softmax = model.softmax  # the library's softmax_with_temperature
     tokenizer, template = load_tokenizer(weights_dir), ChatTemplate.load(weights_dir)
     conv = Conversation(model, tokenizer, template, stop_ids(chat, tokenizer, template), sampler, system)
     interactive = sys.stdin.isatty()

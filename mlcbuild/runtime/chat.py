@@ -32,7 +32,9 @@ class Sampler:
     processors apply them (``generation/logits_process.py``): repetition penalty (Keskar et
     al. 2019: a seen token's logit divided by the penalty if positive, multiplied if
     negative), temperature, top-k, top-p (the smallest set of tokens whose probability
-    reaches ``top_p``). ``temperature`` 0: greedy (argmax), the default.
+    reaches ``top_p``). ``temperature`` 0: greedy (argmax), the default. ``softmax``: the
+    library's (:meth:`mlcbuild.runtime.engine.Engine.softmax`, set by the caller), used in
+    place of NumPy's where given.
     """
 
     temperature: float = 0.0
@@ -40,6 +42,7 @@ class Sampler:
     top_k: int = 0
     repetition_penalty: float = 1.0
     seed: int | None = None
+    softmax: Callable[[np.ndarray, float], np.ndarray | None] | None = None
 
     def __post_init__(self):
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0:
@@ -57,10 +60,13 @@ class Sampler:
             x[seen] = np.where(v < 0, v * self.repetition_penalty, v / self.repetition_penalty)
         if self.temperature == 0:
             return int(np.argmax(x))
-        x /= self.temperature
-        if self.top_k and self.top_k < x.size:
+        if self.top_k and self.top_k < x.size:  # before the temperature: the same set
             x[x < np.partition(x, -self.top_k)[-self.top_k]] = -np.inf
-        p = np.exp(x - x.max())
+        p = self.softmax(x, self.temperature) if self.softmax else None
+        if p is None:
+            x /= self.temperature
+            p = np.exp(x - x.max())
+        p = np.asarray(p, np.float64)
         p /= p.sum()
         if self.top_p < 1.0:
             order = np.argsort(-p, kind="stable")

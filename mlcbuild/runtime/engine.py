@@ -168,6 +168,18 @@ class Engine:
         """Feed one token. Returns its logits, ``[vocab]`` float32."""
         return self.step(np.asarray([token]), "decode").numpy().reshape(-1)
 
+    def softmax(self, logits: np.ndarray, temperature: float) -> np.ndarray | None:
+        """Probabilities ``[vocab]`` float32 of ``logits`` (``[vocab]``) at ``temperature`` by the
+        library's own ``softmax_with_temperature`` (MLC's; 0: greedy one-hot), or ``None`` for a
+        library without it (built before it existed)."""
+        try:
+            fn = self.vm["softmax_with_temperature"]
+        except AttributeError:
+            return None
+        x = self._tensor(np.asarray(logits, np.float32).reshape(1, 1, -1), self.device)
+        t = self._tensor(np.asarray([temperature], np.float32), self.device)
+        return fn(x, t).numpy().reshape(-1)
+
     def sync(self) -> None:
         """Wait for the device to finish what was queued."""
         self.device.sync()
