@@ -78,22 +78,8 @@ def conversation(template: ChatTemplate, stop: list[tuple[int, str]], name: str)
         default = lead[len(sys_head) : len(lead) - len(sys_tail)]
     else:
         raise NotExpressible(f"without a system message the prompt starts {lead!r}, not a system block")
-    conv = {
-        "name": name,
-        "system_template": sys_head + SYSTEM_SLOT + sys_tail,
-        "system_message": default,
-        "add_role_after_system_message": True,
-        "roles": {"user": user_head, "assistant": asst_head},
-        "role_templates": {"user": "{user_message}", "assistant": "{assistant_message}", "tool": "{tool_message}"},
-        "messages": [],
-        "seps": [user_tail, asst_tail],
-        "role_content_sep": "",
-        "role_empty_sep": "",
-        "stop_str": [text for _, text in stop if text],
-        "stop_token_ids": [i for i, _ in stop],
-        "function_string": "",
-        "use_function_calling": False,
-    }
+    conv = _conversation(name, sys_head + SYSTEM_SLOT + sys_tail, default, user_head, asst_head,
+                         [user_tail, asst_tail], stop)  # fmt: skip
     probes = [[sys_msg, user1, asst1, {"role": "user", "content": _U2}]]
     if lead:  # a template that writes no system block without a system message: MLC always does
         probes.append([user1, asst1, {"role": "user", "content": _U2}])
@@ -118,18 +104,17 @@ def render(conv: dict[str, Any], messages: list[dict[str, str]]) -> str:
     return out + conv["roles"]["assistant"] + conv["role_empty_sep"]
 
 
-def plain_lm(stop: list[tuple[int, str]]) -> dict[str, Any]:
-    """MLC's ``LM`` template (``python/mlc_llm/conversation_template/``: no roles, no system
-    prompt): text in, text out."""
+def _conversation(name, system_template, system_message, user, assistant, seps, stop) -> dict[str, Any]:
+    """MLC's Conversation JSON (``conversation_protocol.py``'s fields) with these pieces."""
     return {
-        "name": "LM",
-        "system_template": SYSTEM_SLOT,
-        "system_message": "",
+        "name": name,
+        "system_template": system_template,
+        "system_message": system_message,
         "add_role_after_system_message": True,
-        "roles": {"user": "", "assistant": ""},
+        "roles": {"user": user, "assistant": assistant},
         "role_templates": {"user": "{user_message}", "assistant": "{assistant_message}", "tool": "{tool_message}"},
         "messages": [],
-        "seps": [""],
+        "seps": seps,
         "role_content_sep": "",
         "role_empty_sep": "",
         "stop_str": [text for _, text in stop if text],
@@ -137,6 +122,12 @@ def plain_lm(stop: list[tuple[int, str]]) -> dict[str, Any]:
         "function_string": "",
         "use_function_calling": False,
     }
+
+
+def plain_lm(stop: list[tuple[int, str]]) -> dict[str, Any]:
+    """MLC's ``LM`` template (``python/mlc_llm/conversation_template/``: no roles, no system
+    prompt): text in, text out."""
+    return _conversation("LM", SYSTEM_SLOT, "", "", "", [""], stop)
 
 
 def _types(node: Any, kind: str) -> list[dict]:
