@@ -157,14 +157,15 @@ def test_verify_refuses_paths_outside_symlinks_and_missing_app_files(tmp_path):
         "platform": "so",
         "model_list": [{"model_id": "m", "model_lib": "lib/m.so", "model_path": "m"}],
     }
-    (dist / "mlc-app-config.json").write_text(json.dumps(app))
+    (dist / "bundle").mkdir()
+    (dist / "bundle" / "mlc-app-config.json").write_text(json.dumps(app))
     outside = file_sha256(tmp_path / "x_tokenizer.json")
     manifest = {
         "files": {
             "../x_tokenizer.json": outside,
             "/etc/hostname": file_sha256(Path("/etc/hostname")) if Path("/etc/hostname").is_file() else "0",
             "link.json": outside,
-            "mlc-app-config.json": file_sha256(dist / "mlc-app-config.json"),
+            "bundle/mlc-app-config.json": file_sha256(dist / "bundle" / "mlc-app-config.json"),
         },
         "libraries": [],
         "platform": "so",
@@ -174,7 +175,7 @@ def test_verify_refuses_paths_outside_symlinks_and_missing_app_files(tmp_path):
     assert "../x_tokenizer.json: a path outside the package" in problems
     assert "/etc/hostname: a path outside the package" in problems
     assert "link.json: a symlink" in problems
-    assert "model_lib 'lib/m.so' is not a file" in problems and "model_path 'm'" in problems
+    assert "model_lib 'lib/m.so' is not a file" in problems and "model_path 'm' holds no file" in problems
 
 
 def test_remote_entry_of_another_key_is_rejected(tmp_path):

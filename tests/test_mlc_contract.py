@@ -2,8 +2,10 @@
 (mlc-ai/mlc-llm 79d603f): ``cpp/serve/function_table.cc`` (loading, function lookup,
 parameters by name), ``cpp/serve/model.cc`` (KV cache creation, ``AllocEmbeddingTensor``,
 ``BatchPrefill``, ``BatchDecode``), ``cpp/serve/logit_processor.cc`` (``softmax_with_temperature``),
-``cpp/serve/sampler/cpu_sampler.cc`` (greedy: the most probable token). Two sequences of
-different lengths run in one batch; each one's greedy ids must equal ``transformers``'.
+``cpp/serve/sampler/cpu_sampler.cc`` (greedy: the most probable token), ``BatchVerify`` and
+``CommitAcceptedTokenTreeNodesToKVCache`` (speculative decoding). Two sequences of different
+lengths run in one batch; each one's greedy ids, and each draft-tree node's logits, must equal
+``transformers``'.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from factories import make_checkpoint, tiny_config
 from test_convert_run import cli, hf_greedy, recipe_file
 from test_mixed import fake_quantized
 from test_parity import GEMMA2
+
+from mlcbuild.artifacts.mlc_contract import library_functions
+from mlcbuild.artifacts.stamp import library_bytes
 
 PROMPTS = ([1, 5, 9, 22, 7, 60, 3, 44, 17, 2, 31], [4, 8, 15, 16, 23])  # 11 and 5 tokens
 N_DECODE = 8
@@ -98,6 +103,24 @@ class MLCStyleEngine:
         self.end(self.kv)
         return self.sample(logits)
 
+    def batch_verify(self, trees: list[list[int]], parents: list[list[int]]) -> np.ndarray:
+        """model.cc BatchVerify: every sequence's draft tree in one ``batch_verify``, the trees'
+        parent indices (each tree's own, root -1) concatenated into ``begin_forward``;
+        logits ``[total, vocab]``."""
+        lengths = [len(t) for t in trees]
+        emb = self.embed([t for tree in trees for t in tree])
+        view = self.tvm.runtime.tensor(emb.reshape(1, sum(lengths), -1))
+        self.begin(self.kv, self.shape(range(len(trees))), self.shape(lengths), self.shape([p for ps in parents for p in ps]))
+        logits, self.kv = self.fn("batch_verify")(view, self.kv, self.params)
+        self.end(self.kv)
+        return logits.numpy().reshape(sum(lengths), -1)
+
+    def commit(self, leaves: list[int]) -> None:
+        """CommitAcceptedTokenTreeNodesToKVCache: keep each tree's path to its accepted leaf."""
+        self.tvm.get_global_func("vm.builtin.attention_kv_cache_commit_accepted_token_tree_nodes")(
+            self.kv, self.shape(range(len(leaves))), self.shape(leaves)
+        )
+
 
 @pytest.mark.parametrize("scheme", ["q0f32", "q4f32_1"])
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -138,6 +161,36 @@ def test_mlc_style_driver_two_sequences_match_transformers(case, scheme, tmp_pat
         for seq, t in zip(got, eng.batch_decode([s[-1] for s in got]), strict=True):
             seq.append(t)
     assert got == want
+    if case == "gemma2":  # soft-capped attention: TVM's tree-mask kernels would drop the cap
+        assert "batch_verify" not in library_functions(library_bytes(f"{artifact}/{build.library.file}"))
+        return
+    _verify_token_trees(eng, hf, [p + s[:-1] for p, s in zip(PROMPTS, got, strict=True)], [s[-1] for s in got])
+
+
+def _verify_token_trees(eng, hf, contexts, roots):
+    """Speculative decoding as MLC runs it: sequence 0 verifies a chain of 3 draft tokens,
+    sequence 1 a root with two children; every node's logits equal ``transformers``' on the
+    context plus the node's path; after committing each tree's last node, a decode step sees
+    exactly the accepted path."""
+    trees = [[roots[0], 30, 41], [roots[1], 52, 63]]
+    parents = [[-1, 0, 1], [-1, 0, 0]]
+    paths = [[[0], [0, 1], [0, 1, 2]], [[0], [0, 1], [0, 2]]]
+
+    def ref(ids):
+        with torch.no_grad():
+            return hf(torch.tensor([ids])).logits[0, -1].numpy()
+
+    logits = eng.batch_verify(trees, parents)
+    k = 0
+    for ctx, tree, tree_paths in zip(contexts, trees, paths, strict=True):
+        for path in tree_paths:
+            want = ref(ctx + [tree[i] for i in path])
+            assert np.abs(logits[k] - want).max() <= 1e-4 * np.abs(want).max(), (k, path)
+            k += 1
+    eng.commit([2, 2])
+    accepted = [ctx + [tree[i] for i in ps[2]] for ctx, tree, ps in zip(contexts, trees, paths, strict=True)]
+    nxt = eng.batch_decode([7, 9])
+    assert nxt == [int(np.argmax(ref(a + [t]))) for a, t in zip(accepted, [7, 9], strict=True)]
 
 
 def test_verify_mlc_names_what_an_old_artifact_lacks(tmp_path, cache_dir):

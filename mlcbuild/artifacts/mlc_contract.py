@@ -39,6 +39,10 @@ FUNCTIONS = {
     "alloc_embedding_tensor": 0,
     "softmax_with_temperature": 2,
 }
+# speculative decoding's verify step (function_table.cc looks it up; only speculative modes call
+# it): a library whose KV cache has no exact tree attention (soft-capped or windowed attention)
+# leaves it out
+OPTIONAL_FUNCTIONS = {"batch_verify": 3}
 # PrimFuncs the logit processor checks for when it is made (found by name)
 LOGIT_KERNELS = ("apply_logit_bias_inplace", "apply_penalty_inplace", "apply_bitmask_inplace")
 # the GPU sampler's four (checked when it is made, on these TVM target kinds)
@@ -86,7 +90,7 @@ def library_functions(blob: bytes) -> dict[str, int | None]:
     arity: dict[str, int | None] = {}
     for fn, i in re.findall(rb"ErrorContext\(fn=([A-Za-z_0-9]+), loc=param\[(\d+)\]", blob):
         arity[fn.decode()] = max(arity.get(fn.decode()) or 0, int(i) + 1)
-    for name in (*FUNCTIONS, *LOGIT_KERNELS, *GPU_SAMPLER):
+    for name in (*FUNCTIONS, *OPTIONAL_FUNCTIONS, *LOGIT_KERNELS, *GPU_SAMPLER):
         raw = name.encode()
         # the VM executable's function table: uint64 length + name; a kernel's symbol: a C
         # string, under a system library's prefix ("<prefix>_apply_...")
@@ -125,6 +129,11 @@ def check_library(path: Path, kind: str, prefix: str | None = None) -> list[Find
         if name not in found:
             out.append(Finding("missing", where, f"function {name} (MLC's engine looks it up by name)"))
         elif n and found[name] is not None and found[name] != n:
+            out.append(Finding("missing", where, f"function {name} takes {found[name]} arguments, MLC passes {n}"))
+    for name, n in OPTIONAL_FUNCTIONS.items():
+        if name not in found:
+            out.append(Finding("note", where, f"no {name}: MLC's speculative decoding modes are unavailable"))
+        elif found[name] not in (None, n):
             out.append(Finding("missing", where, f"function {name} takes {found[name]} arguments, MLC passes {n}"))
     meta = library_metadata(blob)
     if meta is None:

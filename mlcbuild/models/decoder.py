@@ -95,6 +95,9 @@ class DecoderForCausalLM(nn.Module):
         self.cfg = cfg
         self.dtype = dtype
         self.attention_window = attention_window
+        # TVM's tree-mask attention kernels have neither a soft-cap nor a window: batch_verify
+        # is exported only where they compute the model's attention
+        self.tree_attention = cfg.attn_logit_softcapping is None and attention_window == 0
         self.model = DecoderModel(cfg, dtype, windowed=attention_window > 0)
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype)
@@ -136,6 +139,14 @@ class DecoderForCausalLM(nn.Module):
 
     def batch_decode(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache):
         """One token per sequence ``[n, 1, d]`` -> logits ``[n, 1, vocab]`` float32."""
+        return self._logits(self.model(input_embeds, paged_kv_cache)), paged_kv_cache
+
+    def batch_verify(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache):
+        """Draft tokens of one or more token trees, concatenated ``[1, s, d]`` (each tree's
+        parents given to the KV cache's ``begin_forward``) -> logits of every token
+        ``[1, s, vocab]`` float32. Speculative decoding's verify step, as MLC-LLM's
+        ``batch_verify`` (``python/mlc_llm/model/llama/llama_model.py``); the KV cache's
+        tree-mask attention kernels (TVM's ``tree_attn*``) give each token its ancestors only."""
         return self._logits(self.model(input_embeds, paged_kv_cache)), paged_kv_cache
 
     def create_paged_kv_cache(
@@ -185,4 +196,10 @@ class DecoderForCausalLM(nn.Module):
                 "$": {"param_mode": "none", "effect_mode": "none"},
             },
         }
+        if self.tree_attention:
+            spec["batch_verify"] = {
+                "input_embeds": nn.spec.Tensor([1, "seq_len", d], self.dtype),
+                "paged_kv_cache": kv,
+                "$": packed,
+            }
         return nn.spec.ModuleSpec.from_raw(spec, self)

@@ -80,6 +80,39 @@ def build_kv_cache(bb: rx.BlockBuilder, target, sizes: list, spec: dict) -> rx.E
     return cache._expr  # pylint: disable=protected-access
 
 
+TREE_MASK_CPU = ("tree_attn_paged_kv_cpu", "batch_tree_attn")
+"""TVM's CPU tree-mask kernels by their global symbols (the names once the module is finalized),
+in the order ``vm.builtin.paged_attention_kv_cache_create`` takes them
+(``f_attention_prefill_with_tree_mask_paged_kv`` first, as TVM's GPU branch passes them)."""
+
+
+def _tree_mask_kernels_in_runtime_order(call: rx.Call) -> rx.Call:
+    """TVM 0.27's CPU branch of ``TIRPagedKVCache`` passes the two tree-mask kernels swapped (the
+    ragged one in the paged slot), so the runtime calls one with the other's 14/16 arguments at
+    the first token tree (``batch_verify``). The creation call with the two in the runtime's
+    order (:data:`TREE_MASK_CPU`); other calls as they are."""
+
+    def name(arg) -> str | None:
+        if isinstance(arg, rx.Tuple) and len(arg.fields) == 2 and isinstance(arg.fields[1], tvm.ir.GlobalVar):
+            return arg.fields[1].name_hint
+        return None
+
+    if not (
+        isinstance(call.op, tvm.ir.Op)
+        and call.op.name == "relax.call_pure_packed"
+        and isinstance(call.args[0], rx.ExternFunc)
+        and call.args[0].global_symbol == "vm.builtin.paged_attention_kv_cache_create"
+    ):
+        return call
+    args = list(call.args)
+    where = {name(a): i for i, a in enumerate(args) if name(a) in TREE_MASK_CPU}
+    if len(where) != 2:
+        return call
+    i, j = sorted(where.values())
+    args[i], args[j] = args[where[TREE_MASK_CPU[0]]], args[where[TREE_MASK_CPU[1]]]
+    return rx.Call(call.op, args, call.attrs, call.ty_args, call.span)
+
+
 def dispatch_kv_cache(target):
     """The pass: every :data:`KV_CACHE_GENERIC` call becomes :func:`build_kv_cache`'s."""
 
@@ -92,9 +125,16 @@ def dispatch_kv_cache(target):
             sizes, spec = call.args[1], json.loads(call.args[2].value)
             return build_kv_cache(self.builder_, target, list(sizes.values), spec)
 
+    @rx.expr_functor.mutator
+    class _TreeMaskOrder(rx.PyExprMutator):
+        def visit_call_(self, call: rx.Call) -> rx.Expr:  # pylint: disable=arguments-renamed
+            return _tree_mask_kernels_in_runtime_order(super().visit_call_(call))
+
     @tvm.transform.module_pass(opt_level=0, name="DispatchKVCache")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         mod = rewrite_functions(_Rewrite(mod), mod)
+        if target.kind.name == "llvm":
+            mod = rewrite_functions(_TreeMaskOrder(mod), mod)
         funcs = {gv.name_hint: (gv, f) for gv, f in mod.functions_items()}
         if MODEL_CREATOR not in funcs:
             return mod
