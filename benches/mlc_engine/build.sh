@@ -25,6 +25,6 @@ cp -r "$TVM/src" "$OUT/mlc/3rdparty/tvm/"
 INC="-I$OUT/include -I$SITE/tvm_ffi/include -I$XG/include -I$XG/3rdparty/picojson -I$OUT/mlc/cpp -I$OUT/stub"
 { find "$OUT/mlc/cpp" -name '*.cc' -not -path '*/json_ffi/*'; find "$XG/cpp" -name '*.cc' -not -path '*pybind*' -not -path '*nanobind*'; } |
   sort | xargs -P"$(nproc)" -I{} sh -c 'o="$0/obj/$(echo "{}" | md5sum | cut -c1-12).o"; [ -f "$o" ] || g++ -std=c++17 -O1 -fPIC $1 -c "{}" -o "$o"' "$OUT" "$INC"
-g++ -shared -o "$OUT/libmlc_llm.so" "$OUT"/obj/*.o -L"$SITE/tvm/lib" -ltvm_runtime -L"$SITE/tvm_ffi/lib" -ltvm_ffi \
+g++ -shared -o "$OUT/libmlc_llm.so" "$OUT"/obj/*.o -L"$SITE/tvm/lib" -ltvm_runtime -ltvm_runtime_extra -L"$SITE/tvm_ffi/lib" -ltvm_ffi \
   -Wl,-rpath,"$SITE/tvm/lib" -Wl,-rpath,"$SITE/tvm_ffi/lib"
 echo "$OUT/libmlc_llm.so"

