@@ -95,7 +95,7 @@ def plot(result: dict, path: Path, method=None) -> None:
     except ImportError:
         print("matplotlib not installed (make quality-deps): no plot")
         return
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     rows = [r for r in result["results"] if r["bits_per_weight"] < 20]  # q0f32 off the scale
 
     def by_name(scheme: str) -> str:
@@ -112,9 +112,12 @@ def plot(result: dict, path: Path, method=None) -> None:
             continue
         ax.plot([r["bits_per_weight"] for r in pts], [r["perplexity"] for r in pts], marker, label=name)
         for r in pts:
-            ax.annotate(r["scheme"], (r["bits_per_weight"], r["perplexity"]), fontsize=7, xytext=(4, 4),
+            ax.annotate(r.get("label", r["scheme"]), (r["bits_per_weight"], r["perplexity"]), fontsize=6, xytext=(4, 2),
                         textcoords="offset points")  # fmt: skip
     ax.axhline(result["reference_perplexity"], color="gray", linestyle="--", linewidth=0.8, label="unquantized")
+    ppl = [r["perplexity"] for r in rows]
+    if ppl and max(ppl) > 8 * min(ppl):  # a 3-bit outlier would flatten the rest
+        ax.set_yscale("log")
     ax.set_xlabel("bits per weight (weights file x 8 / parameters)")
     ax.set_ylabel(f"perplexity ({result['tokens']} held-out tokens)")
     ax.set_title(result["model"])

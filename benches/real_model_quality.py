@@ -159,6 +159,8 @@ def plot_all() -> None:
     rows.pop("q0f32", None)  # 32 bits a weight: off the scale
     for r in rows.values():
         r.setdefault("bits_per_weight", r["weights_bytes"] * 8 / N_PARAMS)
+        scheme, _, opts = r["scheme"].partition(":")
+        r["label"] = f"{scheme} mixed with q8" if "overrides=" in opts else r["scheme"]
     ref = results[0]
     plot({"results": list(rows.values()), "reference_perplexity": ref["transformers_perplexity"],
           "tokens": f"{ref.get('tokens', 2048)} pydoc", "model": "SmolLM2-135M-Instruct"},
