@@ -27,7 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipes", nargs="+", default=sorted(str(p.relative_to(REPO)) for p in (REPO / "recipes").glob("*.toml")))
+    ap.add_argument(
+        "--recipes", nargs="+", default=sorted(str(p.relative_to(REPO)) for p in (REPO / "recipes").glob("*.toml"))
+    )
     ap.add_argument("--targets", default="host,s24,pixel8,iphone15pro")
     ap.add_argument("--out", default="mlc_verify_sweep")
     args = ap.parse_args()

@@ -110,7 +110,9 @@ class MLCStyleEngine:
         lengths = [len(t) for t in trees]
         emb = self.embed([t for tree in trees for t in tree])
         view = self.tvm.runtime.tensor(emb.reshape(1, sum(lengths), -1))
-        self.begin(self.kv, self.shape(range(len(trees))), self.shape(lengths), self.shape([p for ps in parents for p in ps]))
+        self.begin(
+            self.kv, self.shape(range(len(trees))), self.shape(lengths), self.shape([p for ps in parents for p in ps])
+        )
         logits, self.kv = self.fn("batch_verify")(view, self.kv, self.params)
         self.end(self.kv)
         return logits.numpy().reshape(sum(lengths), -1)

@@ -31,8 +31,10 @@ sys.path.insert(0, str(REPO / "tests"))
 PROMPTS = ([1, 5, 9, 22, 7, 60, 3, 44, 17, 2, 31], [4, 8, 15, 16, 23])
 N_TOKENS = 8
 N_EMBEDDED = 32
-ENGINE = ("mlc-ai/mlc-llm@79d603f cpp/ (serve ThreadedEngine, json_ffi left out) + mlc-ai/xgrammar@d4f57c4, -O1, "
-          "against apache-tvm 0.27.0.post1 runtime; stand-in tokenizer (ids in, ids out); greedy, stop_token_ids []")
+ENGINE = (
+    "mlc-ai/mlc-llm@79d603f cpp/ (serve ThreadedEngine, json_ffi left out) + mlc-ai/xgrammar@d4f57c4, -O1, "
+    "against apache-tvm 0.27.0.post1 runtime; stand-in tokenizer (ids in, ids out); greedy, stop_token_ids []"
+)
 QUESTION = "What is the capital of France?"
 
 
@@ -75,7 +77,9 @@ def build_embedded(tmp: Path) -> tuple[Path, Path, list[int], list[int]]:
     rec = tmp / "smollm2-exact.toml"
     r = cli("recipe", gguf, "--name", "smollm2-exact", "--context-window", 512, "-o", rec)
     assert r.exit_code == 0, r.output
-    rec.write_text(rec.read_text().replace("f16_ggml", "f32_ggml").replace("[build]\n", "[build]\nmax_batch_size = 2\n"))
+    rec.write_text(
+        rec.read_text().replace("f16_ggml", "f32_ggml").replace("[build]\n", "[build]\nmax_batch_size = 2\n")
+    )
     out = {}
     for cmd in (["convert", rec, "--weights", gguf], ["compile", rec, "--target", "host"]):
         r = cli(*cmd, "--json", "--cache-dir", tmp / "cache")
@@ -119,7 +123,10 @@ def run_engine(engine_so: Path, weights: Path, lib: Path, prompts, n: int, vocab
             done.set()
 
     module["init_threaded_engine"](tvm.cpu(), tvm_ffi.convert(callback), None)
-    loops = [threading.Thread(target=module[k], daemon=True) for k in ("run_background_loop", "run_background_stream_back_loop")]
+    loops = [
+        threading.Thread(target=module[k], daemon=True)
+        for k in ("run_background_loop", "run_background_stream_back_loop")
+    ]
     for t in loops:
         t.start()
     chat = json.loads((weights / "mlc-chat-config.json").read_text())
@@ -173,7 +180,9 @@ def main() -> None:
                          "engine_ids": ids, "transformers_ids": [want, want], "equal": ids == [want, want],
                          "engine_text": tok.decode(ids[0]), "finish": got["finish"]})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
-    write_results(REPO / "benches" / "results" / "mlc_engine.json", {"benchmark": "mlc_engine", "engine": ENGINE, "results": rows})
+    write_results(
+        REPO / "benches" / "results" / "mlc_engine.json", {"benchmark": "mlc_engine", "engine": ENGINE, "results": rows}
+    )
 
 
 if __name__ == "__main__":
