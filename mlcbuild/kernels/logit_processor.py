@@ -15,7 +15,9 @@ All take ``logits``, ``[batch_size, vocab_size]`` float32, and change it in plac
   a token whose bit (``bitmask[row, v // 32] >> (v % 32) & 1``) is 0 gets the lowest float32
   (grammar-constrained decoding), for the rows ``seq_ids``.
 
-CPU builds run them as serial loops; GPU builds one thread per element, ``threads`` a block.
+Each kernel is written once over a flat element index ``bx * t + tx``: GPU builds bind ``bx``
+and ``tx`` to blocks and threads (``t`` threads a block), CPU builds run them as serial loops
+(``t`` = 1).
 """
 
 from __future__ import annotations
@@ -23,45 +25,45 @@ from __future__ import annotations
 from tvm.script import tirx as T
 
 
+def _loops(threads: int):
+    """(outer, inner, t): the two loop kinds of the flat element index and the inner extent.
+    ``threads`` 0: serial loops, t = 1 (CPU); else ``blockIdx.x`` x ``threadIdx.x`` of ``threads``."""
+    if not threads:
+        return T.serial, T.serial, 1
+    return (
+        (lambda n: T.thread_binding(n, thread="blockIdx.x")),
+        (lambda n: T.thread_binding(n, thread="threadIdx.x")),
+        threads,
+    )
+
+
 def logit_bias(threads: int = 0):
     """``apply_logit_bias_inplace``; ``threads`` 0: the CPU form, else GPU blocks of that many threads."""
+    outer, inner, t = _loops(threads)
 
     @T.prim_func(s_tir=False)
-    def cpu(var_logits: T.handle, var_pos2seq_id: T.handle, var_token_ids: T.handle, var_logit_bias: T.handle):
+    def func(var_logits: T.handle, var_pos2seq_id: T.handle, var_token_ids: T.handle, var_logit_bias: T.handle):
         T.func_attr({"global_symbol": "apply_logit_bias_inplace", "tirx.is_scheduled": True, "tirx.noalias": True})
         batch_size, vocab_size, num_token = T.int32(), T.int32(), T.int32()
         logits = T.match_buffer(var_logits, (batch_size, vocab_size), "float32")
         pos2seq_id = T.match_buffer(var_pos2seq_id, (num_token,), "int32")
         token_ids = T.match_buffer(var_token_ids, (num_token,), "int32")
         bias = T.match_buffer(var_logit_bias, (num_token,), "float32")
-        for i in range(num_token):
-            logits[pos2seq_id[i], token_ids[i]] = logits[pos2seq_id[i], token_ids[i]] + bias[i]
-
-    if not threads:
-        return cpu
-
-    @T.prim_func(s_tir=False)
-    def gpu(var_logits: T.handle, var_pos2seq_id: T.handle, var_token_ids: T.handle, var_logit_bias: T.handle):
-        T.func_attr({"global_symbol": "apply_logit_bias_inplace", "tirx.is_scheduled": True, "tirx.noalias": True})
-        batch_size, vocab_size, num_token = T.int32(), T.int32(), T.int32()
-        logits = T.match_buffer(var_logits, (batch_size, vocab_size), "float32")
-        pos2seq_id = T.match_buffer(var_pos2seq_id, (num_token,), "int32")
-        token_ids = T.match_buffer(var_token_ids, (num_token,), "int32")
-        bias = T.match_buffer(var_logit_bias, (num_token,), "float32")
-        for bx in T.thread_binding((num_token + threads - 1) // threads, thread="blockIdx.x"):
-            for tx in T.thread_binding(threads, thread="threadIdx.x"):
-                if bx * threads + tx < num_token:
-                    i = bx * threads + tx
+        for bx in outer((num_token + t - 1) // t):
+            for tx in inner(t):
+                if bx * t + tx < num_token:
+                    i = bx * t + tx
                     logits[pos2seq_id[i], token_ids[i]] = logits[pos2seq_id[i], token_ids[i]] + bias[i]
 
-    return gpu
+    return func
 
 
 def penalty(threads: int = 0):
     """``apply_penalty_inplace``; ``threads`` as :func:`logit_bias`."""
+    outer, inner, t = _loops(threads)
 
     @T.prim_func(s_tir=False)
-    def cpu(
+    def func(
         var_logits: T.handle,
         var_seq_ids: T.handle,
         var_pos2seq_id: T.handle,
@@ -77,37 +79,10 @@ def penalty(threads: int = 0):
         token_ids = T.match_buffer(var_token_ids, (num_token,), "int32")
         token_cnt = T.match_buffer(var_token_cnt, (num_token,), "int32")
         penalties = T.match_buffer(var_penalties, (num_seq, 3), "float32")
-        for i in range(num_token):
-            s = pos2seq_id[i]
-            v = logits[seq_ids[s], token_ids[i]] - (penalties[s, 0] + T.Cast("float32", token_cnt[i]) * penalties[s, 1])
-            logits[seq_ids[s], token_ids[i]] = T.if_then_else(
-                v < T.float32(0), v * penalties[s, 2], v / penalties[s, 2]
-            )
-
-    if not threads:
-        return cpu
-
-    @T.prim_func(s_tir=False)
-    def gpu(
-        var_logits: T.handle,
-        var_seq_ids: T.handle,
-        var_pos2seq_id: T.handle,
-        var_token_ids: T.handle,
-        var_token_cnt: T.handle,
-        var_penalties: T.handle,
-    ):
-        T.func_attr({"global_symbol": "apply_penalty_inplace", "tirx.is_scheduled": True, "tirx.noalias": True})
-        batch_size, vocab_size, num_token, num_seq = T.int32(), T.int32(), T.int32(), T.int32()
-        logits = T.match_buffer(var_logits, (batch_size, vocab_size), "float32")
-        seq_ids = T.match_buffer(var_seq_ids, (num_seq,), "int32")
-        pos2seq_id = T.match_buffer(var_pos2seq_id, (num_token,), "int32")
-        token_ids = T.match_buffer(var_token_ids, (num_token,), "int32")
-        token_cnt = T.match_buffer(var_token_cnt, (num_token,), "int32")
-        penalties = T.match_buffer(var_penalties, (num_seq, 3), "float32")
-        for bx in T.thread_binding((num_token + threads - 1) // threads, thread="blockIdx.x"):
-            for tx in T.thread_binding(threads, thread="threadIdx.x"):
-                if bx * threads + tx < num_token:
-                    i = bx * threads + tx
+        for bx in outer((num_token + t - 1) // t):
+            for tx in inner(t):
+                if bx * t + tx < num_token:
+                    i = bx * t + tx
                     s = pos2seq_id[i]
                     v = logits[seq_ids[s], token_ids[i]] - (
                         penalties[s, 0] + T.Cast("float32", token_cnt[i]) * penalties[s, 1]
@@ -116,39 +91,26 @@ def penalty(threads: int = 0):
                         v < T.float32(0), v * penalties[s, 2], v / penalties[s, 2]
                     )
 
-    return gpu
+    return func
 
 
 def bitmask(threads: int = 0):
     """``apply_bitmask_inplace``; ``threads`` as :func:`logit_bias`."""
+    outer, inner, t = _loops(threads)
 
     @T.prim_func(s_tir=False)
-    def cpu(var_logits: T.handle, var_seq_ids: T.handle, var_bitmask: T.handle):
+    def func(var_logits: T.handle, var_seq_ids: T.handle, var_bitmask: T.handle):
         T.func_attr({"global_symbol": "apply_bitmask_inplace", "tirx.is_scheduled": True, "tirx.noalias": True})
         batch_size, vocab_size, num_seq = T.int32(), T.int32(), T.int32()
         logits = T.match_buffer(var_logits, (batch_size, vocab_size), "float32")
         seq_ids = T.match_buffer(var_seq_ids, (num_seq,), "int32")
         mask = T.match_buffer(var_bitmask, (batch_size, (vocab_size + 31) // 32), "int32")
-        for s, v in T.grid(num_seq, vocab_size):
-            if (mask[seq_ids[s], v // 32] >> (v % 32)) & 1 == 0:
-                logits[seq_ids[s], v] = T.min_value("float32")
-
-    if not threads:
-        return cpu
-
-    @T.prim_func(s_tir=False)
-    def gpu(var_logits: T.handle, var_seq_ids: T.handle, var_bitmask: T.handle):
-        T.func_attr({"global_symbol": "apply_bitmask_inplace", "tirx.is_scheduled": True, "tirx.noalias": True})
-        batch_size, vocab_size, num_seq = T.int32(), T.int32(), T.int32()
-        logits = T.match_buffer(var_logits, (batch_size, vocab_size), "float32")
-        seq_ids = T.match_buffer(var_seq_ids, (num_seq,), "int32")
-        mask = T.match_buffer(var_bitmask, (batch_size, (vocab_size + 31) // 32), "int32")
-        for bx in T.thread_binding((num_seq * vocab_size + threads - 1) // threads, thread="blockIdx.x"):
-            for tx in T.thread_binding(threads, thread="threadIdx.x"):
-                if bx * threads + tx < num_seq * vocab_size:
-                    s = (bx * threads + tx) // vocab_size
-                    v = (bx * threads + tx) % vocab_size
+        for bx in outer((num_seq * vocab_size + t - 1) // t):
+            for tx in inner(t):
+                if bx * t + tx < num_seq * vocab_size:
+                    s = (bx * t + tx) // vocab_size
+                    v = (bx * t + tx) % vocab_size
                     if (mask[seq_ids[s], v // 32] >> (v % 32)) & 1 == 0:
                         logits[seq_ids[s], v] = T.min_value("float32")
 
-    return gpu
+    return func
