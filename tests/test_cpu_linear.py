@@ -201,3 +201,53 @@ def test_prefill_matmul_float_matches_numpy(m, n, k):
     lib["main"](tvm.runtime.tensor(x, dev), tvm.runtime.tensor(w, dev), y)
     ref = x[0] @ w.T
     assert np.abs(y.numpy()[0] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+# /proc/cpuinfo flags of the three x86 kinds the project meets (a subset: what decides)
+ZEN4 = frozenset("avx2 fma avx512f avx512bw avx512vl avx512dq avx512_vnni avx512_bf16".split())  # no avx_vnni
+CLIENT_INTEL = frozenset("avx2 fma avx_vnni".split())
+AVX2_ONLY = frozenset("avx2 fma".split())
+
+
+@pytest.mark.parametrize(
+    "flags,isa,needs",
+    [
+        (ZEN4, "avxvnni", {"avx512_vnni", "avx512vl"}),
+        (CLIENT_INTEL, "avxvnni", {"avx_vnni"}),
+        (AVX2_ONLY, "avx2", set()),
+    ],
+    ids=["avx512-vnni", "avx-vnni", "avx2"],
+)
+def test_int8_gemv_on_each_x86_isa(flags, isa, needs):
+    """The host target of a Zen 4 / Intel server (AVX512-VNNI, no AVX-VNNI), a client Intel
+    (AVX-VNNI) and an AVX2-only CPU: the int8 path chosen by instruction set, the GEMV's
+    assembly has that path's instructions (EVEX/VEX ``vpdpbusd`` on ymm, or
+    ``vpmaddubsw``), and where this CPU has the instructions the
+    result equals NumPy's within the bound above."""
+    from mlcbuild.compiler.target import x86_host_features
+    from mlcbuild.spec.target import linux_cpu_flags
+
+    if "x86" not in str(HOST.attrs["mtriple"]):
+        pytest.skip("an x86 host")
+    mattr = x86_host_features(flags)
+    attrs = {"kind": "llvm", "mtriple": str(HOST.attrs["mtriple"]), "mcpu": "x86-64-v3", "num-cores": 2}
+    target = tvm.target.Target({**attrs, **({"mattr": mattr} if mattr else {})})
+    assert int8_dot_isa(target) == isa
+    n, k, s = 64, 256, get_scheme("q4f32_1")
+    func = int8_gemv(n, k, s.bits, s.max_int, "float32", "float32", isa).with_attr("global_symbol", "main")
+    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
+    asm = lib.inspect_source("asm")
+    assert ("vpdpbusd" if isa == "avxvnni" else "vpmaddubsw") in asm
+    dots = [ln for ln in asm.splitlines() if "vpdpbusd" in ln]
+    assert all("ymm" in ln for ln in dots)  # the 256-bit form, also on AVX-512 machines
+    if not needs <= linux_cpu_flags():
+        return  # compiled and inspected only
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    x = (rng.standard_normal((1, 1, k)) * 3).astype(np.float32)
+    qw, qs = s.quantize(w)
+    dev = tvm.cpu()
+    y = tvm.runtime.empty((1, 1, n), "float32", dev)
+    lib["main"](*(tvm.runtime.tensor(a, dev) for a in (x, qw, qs)), y)
+    ref = s.dequantize(qw, qs, k) @ activation_reference(x.reshape(k))
+    assert np.abs(y.numpy().reshape(n) - ref).max() <= 1e-5 * np.abs(ref).max()

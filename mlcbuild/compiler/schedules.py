@@ -128,6 +128,8 @@ def vector_registers(target) -> tuple[int, int]:
     mattr = [str(a).lower() for a in (target.attrs.get("mattr") or [])]
     if cpu_family(target) == "arm":
         return 32, 128
+    if "+prefer-256-bit" in mattr:  # the host's AVX-512 (compiler/target.py): 256-bit vectors
+        return 16, 256  # 32 ymm registers exist; tiles stay those measured for AVX2
     if "+avx512f" in mattr or cpu in ("x86-64-v4", "skylake-avx512", "sapphirerapids", "icelake-server", "znver4"):
         return 32, 512
     if (

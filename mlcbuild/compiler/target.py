@@ -45,11 +45,46 @@ def codegen_available(desc: TargetDescriptor) -> bool:
         return False
 
 
-def _native_host() -> dict[str, Any]:
-    """This machine's CPU as LLVM sees it, with the ISA level capped where LLVM is slow.
+# The kernel's /proc/cpuinfo flags -> LLVM features, by instruction set (never by vendor).
+# AVX-512 is enabled with "prefer-256-bit": LLVM keeps vectorizing at 256 bits (with the exact
+# CPU name of an AVX-512 machine LLVM 22 spent ~90 s per vectorized GEMV: feasibility notes),
+# while the int8 GEMVs get the EVEX-encoded 256-bit vpdpbusd of AVX512-VNNI + VL (Zen 4,
+# Intel servers) and AVX-512's 32 vector registers are there for LLVM's allocator.
+_AVX512 = (("avx512f", "+avx512f"), ("avx512bw", "+avx512bw"), ("avx512vl", "+avx512vl"),
+           ("avx512dq", "+avx512dq"), ("avx512_vnni", "+avx512vnni"), ("avx512_bf16", "+avx512bf16"))  # fmt: skip
 
-    On x86 with AVX2+FMA the CPU is given as ``x86-64-v3``: with the exact CPU name of an
-    AVX-512 machine, LLVM 22 spent ~90 s per vectorized GEMV (notes from the feasibility spike).
+
+def x86_host_features(flags: frozenset[str]) -> list[str]:
+    """LLVM ``mattr`` for an x86 CPU with these ``/proc/cpuinfo`` flags, on top of ``x86-64-v3``.
+
+    AVX-VNNI (client Intel since Alder Lake, Xeon since Sapphire Rapids) gives ``+avxvnni``
+    only: the VEX path the kernels were tuned on (adding AVX-512 there: SmolLM2 q4f32_1 decode 280
+    against 310 tokens/s, medians of 3 on a 2-core Xeon VM; LLVM widens the GEMV's index
+    arithmetic to zmm). Without
+    AVX-VNNI, AVX-512 F/BW/VL (Zen 4, Xeons before Sapphire Rapids) gives the AVX-512
+    features present (VNNI, BF16 among them) and ``+prefer-256-bit``; a CPU with neither
+    (AVX2 only) gets nothing more.
+
+    Args:
+        flags: the kernel's CPU flags (``linux_cpu_flags()``).
+
+    Returns:
+        LLVM feature strings, e.g. ``["+avx512f", ..., "+avx512vnni", "+prefer-256-bit"]``.
+    """
+    if "avx_vnni" in flags:
+        return ["+avxvnni"]
+    if {"avx512f", "avx512bw", "avx512vl"} <= flags:
+        return [feature for flag, feature in _AVX512 if flag in flags] + ["+prefer-256-bit"]
+    return []
+
+
+def _native_host() -> dict[str, Any]:
+    """This machine's CPU as LLVM sees it: ``x86-64-v3`` plus the ISA extensions the kernel
+    reports (:func:`x86_host_features`) on x86, LLVM's CPU name elsewhere.
+
+    The CPU name is not used on x86: with the exact name of an AVX-512 machine LLVM 22 spent
+    ~90 s per vectorized GEMV (feasibility notes), and under KVM LLVM names CPUs it cannot see
+    fully (an AVX-VNNI Xeon as "rocketlake", which lacks it). The flags come from the kernel.
     """
     import tvm
 
@@ -63,12 +98,10 @@ def _native_host() -> dict[str, Any]:
             )
         except Exception:  # pragma: no cover
             has_avx2 = False
-        cpu = "x86-64-v3" if has_avx2 else "x86-64"
-        # AVX-VNNI (256-bit vpdpbusd, used by the int8 decode GEMVs) costs LLVM no compile
-        # time. Read from the kernel: under KVM, LLVM names this machine's CPU "rocketlake",
-        # which lacks it.
-        if has_avx2 and "avx_vnni" in linux_cpu_flags():
-            return {"mtriple": triple, "mcpu": cpu, "mattr": ["+avxvnni"]}
+        if not has_avx2:
+            return {"mtriple": triple, "mcpu": "x86-64"}
+        mattr = x86_host_features(linux_cpu_flags())
+        return {"mtriple": triple, "mcpu": "x86-64-v3", **({"mattr": mattr} if mattr else {})}
     return {"mtriple": triple, "mcpu": cpu}
 
 
