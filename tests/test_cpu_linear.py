@@ -21,6 +21,25 @@ def _needs(isa: str) -> None:
         pytest.skip(f"this CPU has no {isa}")
 
 
+def _gemv_lib(n, k, s, isa, target):
+    func = int8_gemv(n, k, s.bits, s.max_int, "float32", s.model_dtype, isa).with_attr("global_symbol", "main")
+    return tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
+
+
+def _run_gemv(lib, n, k, s, seed):
+    """``(got, ref, exact)``: the GEMV on random W [n, k] and x [1, 1, k] float32; the reference
+    ``dequant(W) @ activation_reference(x)`` and the float ``dequant(W) @ x``, each [n]."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    x = (rng.standard_normal((1, 1, k)) * 3).astype(np.float32)
+    qw, qs = s.quantize(w)
+    dev = tvm.cpu()
+    y = tvm.runtime.empty((1, 1, n), "float32", dev)
+    lib["main"](*(tvm.runtime.tensor(a, dev) for a in (x, qw, qs)), y)
+    dequant = s.dequantize(qw, qs, k)
+    return y.numpy().reshape(n), dequant @ activation_reference(x.reshape(k)), dequant @ x.reshape(k)
+
+
 @pytest.mark.parametrize(
     "n,k,scheme,isa",
     [
@@ -35,20 +54,9 @@ def test_int8_gemv_matches_numpy(n, k, scheme, isa):
     """``y = dequant(W) @ activation_reference(x)`` within 1e-5 x max |y| (float summation order only)."""
     _needs(isa)
     s = get_scheme(scheme)
-    rng = np.random.default_rng(n + k)
-    w = rng.standard_normal((n, k)).astype(np.float32)
-    x = (rng.standard_normal((1, 1, k)) * 3).astype(np.float32)
-    qw, qs = s.quantize(w)
-    func = int8_gemv(n, k, s.bits, s.max_int, "float32", str(qs.dtype), isa).with_attr("global_symbol", "main")
-    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=HOST)
-    dev = tvm.cpu()
-    y = tvm.runtime.empty((1, 1, n), "float32", dev)
-    lib["main"](*(tvm.runtime.tensor(a, dev) for a in (x, qw, qs)), y)
-    ref = s.dequantize(qw, qs, k) @ activation_reference(x.reshape(k))
-    got = y.numpy().reshape(n)
+    got, ref, exact = _run_gemv(_gemv_lib(n, k, s, isa, HOST), n, k, s, n + k)
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
     # and the activation quantization is what separates it from the float GEMV (~0.5 %)
-    exact = s.dequantize(qw, qs, k) @ x.reshape(k)
     assert 1e-4 < np.abs(got - exact).max() / np.abs(exact).max() < 2e-2
 
 
@@ -234,20 +242,12 @@ def test_int8_gemv_on_each_x86_isa(flags, isa, needs):
     target = tvm.target.Target({**attrs, **({"mattr": mattr} if mattr else {})})
     assert int8_dot_isa(target) == isa
     n, k, s = 64, 256, get_scheme("q4f32_1")
-    func = int8_gemv(n, k, s.bits, s.max_int, "float32", "float32", isa).with_attr("global_symbol", "main")
-    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
+    lib = _gemv_lib(n, k, s, isa, target)
     asm = lib.inspect_source("asm")
     assert ("vpdpbusd" if isa == "avxvnni" else "vpmaddubsw") in asm
     dots = [ln for ln in asm.splitlines() if "vpdpbusd" in ln]
     assert all("ymm" in ln for ln in dots)  # the 256-bit form, also on AVX-512 machines
     if not needs <= linux_cpu_flags():
         return  # compiled and inspected only
-    rng = np.random.default_rng(3)
-    w = rng.standard_normal((n, k)).astype(np.float32)
-    x = (rng.standard_normal((1, 1, k)) * 3).astype(np.float32)
-    qw, qs = s.quantize(w)
-    dev = tvm.cpu()
-    y = tvm.runtime.empty((1, 1, n), "float32", dev)
-    lib["main"](*(tvm.runtime.tensor(a, dev) for a in (x, qw, qs)), y)
-    ref = s.dequantize(qw, qs, k) @ activation_reference(x.reshape(k))
-    assert np.abs(y.numpy().reshape(n) - ref).max() <= 1e-5 * np.abs(ref).max()
+    got, ref, _ = _run_gemv(lib, n, k, s, 3)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()

@@ -38,37 +38,43 @@ ENGINE = (
 QUESTION = "What is the capital of France?"
 
 
+def convert_and_compile(recipe: Path, source: Path, tmp: Path) -> tuple[Path, Path]:
+    """``mlcbuild convert`` + ``compile --target host`` into a cache under ``tmp``: (weights dir, library path)."""
+    from test_convert_run import cli
+
+    from mlcbuild.artifacts.info import read_build
+
+    out = {}
+    for cmd in (["convert", recipe, "--weights", source], ["compile", recipe, "--target", "host"]):
+        r = cli(*cmd, "--json", "--cache-dir", tmp / "cache")
+        assert r.exit_code == 0, r.output
+        out.update(json.loads(r.stdout.strip().splitlines()[-1]))
+    return Path(out["weights"]), Path(out["artifact"]) / read_build(out["artifact"]).library.file
+
+
 def build_model(tmp: Path, scheme: str) -> tuple[Path, Path, object]:
     """The tiny Llama of the tests (random weights, seed 1) converted and compiled for host:
     (weights dir, library path, the ``transformers`` model)."""
     from factories import make_checkpoint, tiny_config
-    from test_convert_run import cli, recipe_file
+    from test_convert_run import recipe_file
 
     cfg = tiny_config()
     hf = make_checkpoint(tmp / "ckpt", cfg, seed=1)
     recipe = recipe_file(tmp, cfg, scheme, name="mlc-engine")
     recipe.write_text(recipe.read_text().replace("max_batch_size = 1", "max_batch_size = 2"))
-    out = {}
-    for cmd in (["convert", str(recipe), "--weights", str(tmp / "ckpt")], ["compile", str(recipe), "--target", "host"]):
-        r = cli(*cmd, "--json", "--cache-dir", tmp / "cache")
-        assert r.exit_code == 0, r.output
-        out.update(json.loads(r.stdout.strip().splitlines()[-1]))
-    from mlcbuild.artifacts.info import read_build
-
-    build = read_build(out["artifact"])
-    return Path(out["weights"]), Path(out["artifact"]) / build.library.file, hf
+    return *convert_and_compile(recipe, tmp / "ckpt", tmp), hf
 
 
-def build_embedded(tmp: Path) -> tuple[Path, Path, list[int], list[int]]:
+def build_embedded(tmp: Path) -> tuple[Path, Path, list[int], list[int], object]:
     """The embedded SmolLM2-135M-Instruct imported exactly from its GGUF at fp32 compute, compiled
     for host: (weights dir, library path, chat prompt ids, ``transformers``' greedy ids for
-    ``N_EMBEDDED`` tokens past the end token, as ``run --ignore-eos`` does)."""
+    ``N_EMBEDDED`` tokens past the end token, as ``run --ignore-eos`` does (``hf_greedy``'s
+    ``generate`` would stop there), the tokenizer)."""
     import platformdirs
     import torch
     import transformers
     from test_convert_run import cli
 
-    from mlcbuild.artifacts.info import read_build
     from mlcbuild.artifacts.pypi_source import resolve
     from mlcbuild.spec.recipe import load_recipe
 
@@ -80,11 +86,7 @@ def build_embedded(tmp: Path) -> tuple[Path, Path, list[int], list[int]]:
     rec.write_text(
         rec.read_text().replace("f16_ggml", "f32_ggml").replace("[build]\n", "[build]\nmax_batch_size = 2\n")
     )
-    out = {}
-    for cmd in (["convert", rec, "--weights", gguf], ["compile", rec, "--target", "host"]):
-        r = cli(*cmd, "--json", "--cache-dir", tmp / "cache")
-        assert r.exit_code == 0, r.output
-        out.update(json.loads(r.stdout.strip().splitlines()[-1]))
+    weights, lib = convert_and_compile(rec, gguf, tmp)
     kw = {"gguf_file": gguf.name}
     tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, **kw)
     hf = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw).eval()
@@ -94,8 +96,7 @@ def build_embedded(tmp: Path) -> tuple[Path, Path, list[int], list[int]]:
     with torch.no_grad():
         for _ in range(N_EMBEDDED):
             want.append(int(hf(torch.tensor([want])).logits[0, -1].argmax()))
-    build = read_build(out["artifact"])
-    return Path(out["weights"]), Path(out["artifact"]) / build.library.file, ids, want[len(ids) :], tok
+    return weights, lib, ids, want[len(ids) :], tok
 
 
 def run_engine(engine_so: Path, weights: Path, lib: Path, prompts, n: int, vocab: int) -> dict[str, list[int]]:

@@ -45,11 +45,7 @@ def codegen_available(desc: TargetDescriptor) -> bool:
         return False
 
 
-# The kernel's /proc/cpuinfo flags -> LLVM features, by instruction set (never by vendor).
-# AVX-512 is enabled with "prefer-256-bit": LLVM keeps vectorizing at 256 bits (with the exact
-# CPU name of an AVX-512 machine LLVM 22 spent ~90 s per vectorized GEMV: feasibility notes),
-# while the int8 GEMVs get the EVEX-encoded 256-bit vpdpbusd of AVX512-VNNI + VL (Zen 4,
-# Intel servers) and AVX-512's 32 vector registers are there for LLVM's allocator.
+# /proc/cpuinfo flag -> LLVM feature, for the AVX-512 subsets x86_host_features enables
 _AVX512 = (("avx512f", "+avx512f"), ("avx512bw", "+avx512bw"), ("avx512vl", "+avx512vl"),
            ("avx512dq", "+avx512dq"), ("avx512_vnni", "+avx512vnni"), ("avx512_bf16", "+avx512bf16"))  # fmt: skip
 
@@ -57,13 +53,13 @@ _AVX512 = (("avx512f", "+avx512f"), ("avx512bw", "+avx512bw"), ("avx512vl", "+av
 def x86_host_features(flags: frozenset[str]) -> list[str]:
     """LLVM ``mattr`` for an x86 CPU with these ``/proc/cpuinfo`` flags, on top of ``x86-64-v3``.
 
-    AVX-VNNI (client Intel since Alder Lake, Xeon since Sapphire Rapids) gives ``+avxvnni``
-    only: the VEX path the kernels were tuned on (adding AVX-512 there: SmolLM2 q4f32_1 decode 280
-    against 310 tokens/s, medians of 3 on a 2-core Xeon VM; LLVM widens the GEMV's index
-    arithmetic to zmm). Without
-    AVX-VNNI, AVX-512 F/BW/VL (Zen 4, Xeons before Sapphire Rapids) gives the AVX-512
-    features present (VNNI, BF16 among them) and ``+prefer-256-bit``; a CPU with neither
-    (AVX2 only) gets nothing more.
+    By instruction set, never by vendor. AVX-VNNI (client Intel since Alder Lake, Xeons since
+    Sapphire Rapids) gives ``+avxvnni`` only: the VEX path the kernels were tuned on (adding
+    AVX-512 there: SmolLM2 q4f32_1 decode 280 against 310 tokens/s, medians of 3 on a 2-core
+    Xeon VM; LLVM widens the GEMV's index arithmetic to zmm). Without AVX-VNNI, AVX-512
+    F/BW/VL (Zen 4, Xeons before Sapphire Rapids) gives the AVX-512 features present (VNNI,
+    BF16 among them) and ``+prefer-256-bit``, so LLVM keeps 256-bit vectors and the int8 GEMVs
+    get AVX512-VNNI's 256-bit ``vpdpbusd``; a CPU with neither (AVX2 only) gets nothing more.
 
     Args:
         flags: the kernel's CPU flags (``linux_cpu_flags()``).
