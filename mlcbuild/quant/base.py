@@ -39,8 +39,9 @@ class Scheme:
 
     def dequantize_info(self, layout: str | None = None) -> dict[str, Any] | None:
         """How a weight of this scheme is stored, for the kernels that read it packed:
-        ``{"kind", "bits", "group_size", "max_int", "layout", "scale_dtype"}`` (``layout``
-        the weight's, default the scheme's), or ``None`` (no such kernel reads it)."""
+        ``{"kind", "bits", "group_size", "max_int", "layout", "scale_dtype", "has_min"}``
+        (``layout`` the weight's, default the scheme's; ``"group"``: ``w = (q - max_int) * scale``,
+        plus a per-group ``q_min`` tensor added when ``has_min``), or ``None`` (no such kernel reads it)."""
         return None
 
     def quantize_module(self, module, compute_dtype: str):

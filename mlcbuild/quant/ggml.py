@@ -19,7 +19,10 @@ orientation (no requantization)::
 :meth:`GGMLQuant.dequantize` equals ``gguf.quants.dequantize`` bit for bit (tests). Float
 tensors of a checkpoint are quantized by llama.cpp's reference quantizer as the ``gguf``
 package implements it (``gguf/quants.py``), the same blocks ``llama-quantize`` writes
-without an importance matrix. The kernels are TVM's dequantize + matmul (dlight-scheduled).
+without an importance matrix. The dequantize kernel is tagged as a group format
+(:meth:`GGMLQuant.dequantize_info`: zero point = the offset, Q4_1's minimum as ``has_min``), so on
+CPUs the compiler runs the same int8 GEMVs and prefill matmuls as for q4f16_1 / q8f16_1; elsewhere
+TVM's dequantize + matmul (dlight-scheduled).
 """
 
 from __future__ import annotations
@@ -135,6 +138,20 @@ class GGMLQuant(Scheme):
             "requantize it",
             fix=fix,
         )
+
+    def dequantize_info(self, layout: str | None = None) -> dict[str, Any]:
+        """``{"kind": "group", bits, group_size 32, max_int: the code offset, layout "NK",
+        scale_dtype "float16", has_min}``: a group format with zero point 8 (Q4_0), 128 (Q8_0) or 0
+        plus a minimum (Q4_1), see :class:`.base.Scheme`."""
+        return {
+            "kind": "group",
+            "bits": self.bits,
+            "group_size": BLOCK,
+            "max_int": self.offset,
+            "layout": "NK",
+            "scale_dtype": "float16",
+            "has_min": int(self.has_min),
+        }
 
     # ---- model rewriting -----------------------------------------------------------------------
     def quantize_module(self, module, compute_dtype: str):

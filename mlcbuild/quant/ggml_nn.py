@@ -9,7 +9,7 @@ from tvm.relax.frontend.nn import Tensor, op
 
 from mlcbuild.quant.base import swap_linear_or_embedding
 from mlcbuild.quant.ggml import BLOCK, GGMLQuant
-from mlcbuild.quant.group_nn import DEQUANTIZE_PREFIX
+from mlcbuild.quant.group_nn import DEQUANTIZE_ATTR, DEQUANTIZE_PREFIX
 
 
 def quantize_module(scheme: GGMLQuant, m: nn.Module, compute_dtype: str):
@@ -57,7 +57,12 @@ class _GGMLWeight(nn.Module):
         def dequantize(qw: te.Tensor, qs: te.Tensor, qm: te.Tensor | None = None):
             return te.compute((n, k), lambda i, j: self._value(qw, qs, qm, i, j, dtype), name=DEQUANTIZE_PREFIX)
 
-        return op.tensor_expr_op(dequantize, name_hint=DEQUANTIZE_PREFIX, args=self._args())
+        return op.tensor_expr_op(
+            dequantize,
+            name_hint=DEQUANTIZE_PREFIX,
+            args=self._args(),
+            attrs={DEQUANTIZE_ATTR: self.scheme.dequantize_info()},  # for the CPU kernels' dispatch
+        )
 
 
 class GGMLLinear(_GGMLWeight):

@@ -150,7 +150,7 @@ class GroupQuant(Scheme):
         return ((q - self.max_int) * scale)[:, :k]
 
     def dequantize_info(self, layout: str | None = None) -> dict:
-        """``{"kind": "group", bits, group_size, max_int, layout, scale_dtype}`` (see :class:`.base.Scheme`)."""
+        """``{"kind": "group", bits, group_size, max_int, layout, scale_dtype, has_min: 0}`` (see :class:`.base.Scheme`)."""
         return {
             "kind": "group",
             "bits": self.bits,
@@ -158,6 +158,7 @@ class GroupQuant(Scheme):
             "max_int": self.max_int,
             "layout": layout or self.layout,
             "scale_dtype": self.model_dtype,
+            "has_min": 0,
         }
 
     # ---- model rewriting ----------------------------------------------------------------

@@ -9,7 +9,7 @@ float linear is ``matmul(x, permute_dims(weight))``. On an ``llvm`` target, befo
 =====================  ==============================  =====================================
 weight                 ``x`` ``[1, 1, K]`` (decode)    ``x`` ``[1, tokens, K]`` (prefill)
 =====================  ==============================  =====================================
-group, NK, int8 ISA    :func:`.int8_gemv.int8_gemv`    x86 AVX2 fp32: :func:`.cpu_matmul.prefill_matmul`
+group/GGML, int8 ISA   :func:`.int8_gemv.int8_gemv`    x86 AVX2 fp32: :func:`.cpu_matmul.prefill_matmul`
 float32, x86 AVX2      :func:`.float_gemv.float_gemv`  :func:`.cpu_matmul.prefill_matmul_float`
 =====================  ==============================  =====================================
 
@@ -56,7 +56,7 @@ def _weight_info(mod: tvm.IRModule, call: relax.Call) -> dict | None:
         return None
     a = attrs[DEQUANTIZE_ATTR]
     return {
-        **{k: int(a[k]) for k in ("bits", "group_size", "max_int")},
+        **{k: int(a[k]) for k in ("bits", "group_size", "max_int", "has_min")},
         **{k: str(a[k]) for k in ("kind", "layout", "scale_dtype")},
     }
 
@@ -65,12 +65,14 @@ def group_kernel(weight: dict, rows: str, n: int, k: int, x_dtype: str, isa: str
     """``(name, PrimFunc)`` of our kernel for a group-quantized ``[n, k]`` weight, or ``None``."""
     if rows == "decode" and int8_gemv.supports(weight, isa):
         return "gemv_int8", int8_gemv.int8_gemv(
-            n, k, weight["bits"], weight["max_int"], x_dtype, weight["scale_dtype"], isa
-        )
+            n, k, weight["bits"], weight["max_int"], x_dtype, weight["scale_dtype"], isa,
+            has_min=bool(weight["has_min"]),
+        )  # fmt: skip
     if rows == "prefill" and cpu_matmul.supports(weight, n, isa, x_dtype):
         return "prefill_matmul", cpu_matmul.prefill_matmul(
-            n, k, weight["bits"], weight["group_size"], weight["max_int"], weight["scale_dtype"]
-        )
+            n, k, weight["bits"], weight["group_size"], weight["max_int"], weight["scale_dtype"],
+            has_min=bool(weight["has_min"]),
+        )  # fmt: skip
     return None
 
 
@@ -125,7 +127,7 @@ def dispatch_kernels(isa: str | None):
             x_dtype = str(x.ty.dtype)
             if isinstance(weight, relax.Call) and weight.op.same_as(CALL_TIR):  # a tagged dequantize
                 info, args = _weight_info(self.mod, weight), list(weight.args[1].fields)
-                if info is None or info["layout"] != "NK" or len(args) != 2:
+                if info is None or info["layout"] != "NK" or len(args) != 2 + info["has_min"]:
                     return call
                 found = group_kernel(info, rows, n, k, x_dtype, isa)
             elif _is_weight(self.current_function, weight) and str(ty.dtype) == "float32" and x_dtype == "float32":

@@ -67,9 +67,9 @@ def fuse_decode_gemv(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         return relax.call_tir(gv, relax.Tuple(args), orig.ty)
 
     def gemv_pattern(x):
-        return is_op("relax.call_tir")(
-            GlobalVarPattern(), TuplePattern([x, wildcard(), wildcard()]), add_constraint=False
-        )
+        """An int8 GEMV call: ``(x, q_weight, q_scale)``, or with ``q_min`` (GGML Q4_1)."""
+        args = TuplePattern([x, wildcard(), wildcard()]) | TuplePattern([x, wildcard(), wildcard(), wildcard()])
+        return is_op("relax.call_tir")(GlobalVarPattern(), args, add_constraint=False)
 
     def rewrite(func: relax.Function) -> relax.Function:
         uses = _use_counts(func)
@@ -127,7 +127,7 @@ def fuse_decode_gemv(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
             sections = s_call.attrs.indices_or_sections
             if not isinstance(sections, tvm.tirx.IntImm) or int(sections) != 2 or int(s_call.attrs.axis) not in (-1, 2):
                 return orig
-            return fused_call(orig, cfg, [gu, orig.args[1].fields[1], orig.args[1].fields[2]], prologue="swiglu")
+            return fused_call(orig, cfg, [gu, *orig.args[1].fields[1:]], prologue="swiglu")
 
         func = rewrite_call(gemv_pattern(act), swiglu, func)
         uses = _use_counts(func)
