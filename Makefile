@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup main test bench bench-deps lint quality-deps quality-model arm-emulation
+.PHONY: setup main test bench bench-deps llamacpp lint quality-deps quality-model arm-emulation
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,12 @@ bench: $(STAMP)
 # the built wheel by source hash alone, so a cached native (AMX) build would be reused.
 bench-deps: $(STAMP)
 	CMAKE_ARGS="$$($(PY) benches/llamacpp_cmake_args.py)" $(BIN)/pip install -q --no-cache-dir llama-cpp-python==0.3.36 gguf==0.19.0
+
+# Benchmark-only: llama.cpp's own C++ tools (llama-bench, llama-quantize, ...) from the tree vendored in
+# the llama-cpp-python 0.3.36 sdist, for benches/vs_llamacpp.py (~10 min on 2 cores, once).
+llamacpp: $(STAMP)
+	bash benches/llamacpp_build.sh
+	$(BIN)/pip install -q 'sentencepiece>=0.1.98,<0.3.0'  # convert_hf_to_gguf.py imports it (requirements-convert_legacy_llama.txt)
 
 lint: $(STAMP)
 	$(BIN)/pip install -q ruff && $(BIN)/ruff check mlcbuild tests benches
