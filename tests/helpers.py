@@ -36,3 +36,57 @@ def compile_and_load(data: dict, state_dict: dict[str, np.ndarray], cache_dir) -
         prefill_chunk_size=b.prefill_chunk_size,
         page_size=b.page_size,
     )
+
+
+# Hugging Face linears our models fuse into one (their outputs concatenated): the fused
+# width decides which prefill kernel runs (``int8_matmul.supports``: a multiple of 64)
+_FUSED = {"q_proj": ("q_proj", "k_proj", "v_proj"), "k_proj": ("q_proj", "k_proj", "v_proj"),
+          "v_proj": ("q_proj", "k_proj", "v_proj"), "gate_proj": ("gate_proj", "up_proj"),
+          "up_proj": ("gate_proj", "up_proj")}  # fmt: skip
+
+
+def emulate_int8_activations(hf, weight_info: dict, prompt_rows: int, mask=None) -> list:
+    """Make ``hf`` quantize linear inputs as our int8 kernels do on this host
+    (:func:`mlcbuild.kernels.int8_gemv.activation_reference`, blocks of 32).
+
+    Ours runs the int8 decode GEMV for one-token rows (every decode step's linears, and the LM
+    head: prefill computes only the last token's logits) where :func:`int8_gemv.supports` the
+    weight (``weight_info``, a scheme's ``dequantize_info``) on the host's ISA, and the int8
+    prefill matmul (:func:`int8_matmul.supports`) for the prompt's rows of linears whose fused
+    output width it takes. The reference recomputes the whole sequence: rows past
+    ``prompt_rows`` are decode rows. ``mask(name)``: only linears it accepts (default all).
+
+    Returns:
+        the hook handles (``.remove()`` them to restore ``hf``).
+    """
+    import torch
+
+    from mlcbuild.compiler.target import int8_dot_isa, tvm_target
+    from mlcbuild.kernels import int8_gemv, int8_matmul
+    from mlcbuild.kernels.int8_gemv import activation_reference
+
+    isa = int8_dot_isa(tvm_target(load_target("host")))
+    if not int8_gemv.supports(weight_info, isa):
+        return []
+    modules = dict(hf.named_modules())
+
+    def hook(first_row: int):
+        def pre(_module, args):
+            x = args[0].detach().numpy().copy()
+            x[:, first_row:] = activation_reference(x[:, first_row:])
+            return (torch.from_numpy(x),)
+
+        return pre
+
+    handles = []
+    for name, module in modules.items():
+        if not isinstance(module, torch.nn.Linear) or (mask is not None and not mask(name)):
+            continue
+        parent, _, leaf = name.rpartition(".")
+        width = (
+            sum(modules[f"{parent}.{x}"].out_features for x in _FUSED[leaf]) if leaf in _FUSED else module.out_features
+        )
+        prefill_int8 = int8_matmul.supports(weight_info, width, isa, "float32")
+        first = 0 if name == "lm_head" or prefill_int8 else prompt_rows
+        handles.append(module.register_forward_pre_hook(hook(first)))
+    return handles

@@ -321,3 +321,58 @@ def test_int8_gemv_on_each_x86_isa(flags, isa, needs):
         return  # compiled and inspected only
     got, ref, _ = _run_gemv(lib, n, k, s, 3)
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize(
+    "scheme,m,n,k",
+    [
+        ("q4f32_1", 7, 128, 100),  # 4-row block + 3 tail rows, K zero-padded to 128
+        ("q4f16_1", 130, 192, 576),  # fp16 scales; 32 blocks + 2 tail rows
+        ("q8f32_1", 9, 64, 96),
+        ("q4f32_ggml_q4_0", 5, 64, 64),  # zero point 8
+        ("q4f32_ggml_q4_1", 6, 128, 1536),  # the minimum term
+        ("q8f32_ggml_q8_0", 1, 64, 64),  # zero point 128, a single row
+    ],
+)
+def test_int8_prefill_matmul_matches_numpy(scheme, m, n, k):
+    """The VNNI prefill kernel (``int8_matmul``) equals ``activation_reference(x) @ dequant(W)^T``
+    (every row quantized as the decode GEMV quantizes its one) within 1e-5 x max |y|."""
+    from mlcbuild.kernels.int8_matmul import prefill_matmul_int8
+
+    _needs("avxvnni")
+    if "ggml" in scheme:
+        s, info, tensors, dequant = _ggml_weight(scheme, n, k, m + n)
+        max_int, has_min, scale_dtype = info["max_int"], s.has_min, "float16"
+    else:
+        s = get_scheme(scheme)
+        tensors = list(s.quantize(np.random.default_rng(m + n).standard_normal((n, k)).astype(np.float32)))
+        dequant, max_int, has_min, scale_dtype = s.dequantize(*tensors, k), s.max_int, False, str(tensors[1].dtype)
+    func = prefill_matmul_int8(n, k, s.bits, max_int, scale_dtype, has_min).with_attr("global_symbol", "main")
+    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=HOST)
+    x = (np.random.default_rng(k).standard_normal((1, m, k)) * 2).astype(np.float32)
+    dev = tvm.cpu()
+    y = tvm.runtime.empty((1, m, n), "float32", dev)
+    lib["main"](*(tvm.runtime.tensor(a, dev) for a in (x, *tensors)), y)
+    ref = activation_reference(x[0]) @ dequant.T
+    assert np.abs(y.numpy()[0] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("flags", [ZEN4, CLIENT_INTEL], ids=["avx512-vnni", "avx-vnni"])
+def test_int8_prefill_matmul_compiles_to_vpdpbusd_on_each_vnni_isa(flags):
+    """Both VNNI hosts get the int8 prefill matmul (dispatch by instruction set), and its
+    assembly does its dot products with 256-bit ``vpdpbusd``."""
+    from mlcbuild.compiler.passes.dispatch_kernels import group_kernel
+    from mlcbuild.compiler.target import x86_host_features
+
+    if "x86" not in str(HOST.attrs["mtriple"]):
+        pytest.skip("an x86 host")
+    attrs = {"kind": "llvm", "mtriple": str(HOST.attrs["mtriple"]), "mcpu": "x86-64-v3", "num-cores": 2}
+    target = tvm.target.Target({**attrs, "mattr": x86_host_features(flags)})
+    isa = int8_dot_isa(target)
+    name, func = group_kernel(get_scheme("q4f32_1").dequantize_info(), "prefill", 64, 256, "float32", isa)
+    assert name == "prefill_matmul_int8"
+    asm = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target).inspect_source(
+        "asm"
+    )
+    dots = [ln for ln in asm.splitlines() if "vpdpbusd" in ln]
+    assert dots and all("ymm" in ln for ln in dots)

@@ -38,13 +38,13 @@ def built(tmp_path_factory, cache_dir):
     d = tmp_path_factory.mktemp("dev")
     make_checkpoint(d / "ckpt", CFG, seed=3)
     recipe = recipe_file(d, CFG, "q4f32_1")
-    conv = json.loads(cli("convert", recipe, "--weights", d / "ckpt", "--json").output)
-    comp = json.loads(cli("compile", recipe, "--json").output)
+    conv = json.loads(cli("convert", recipe, "--weights", d / "ckpt", "--json").stdout)
+    comp = json.loads(cli("compile", recipe, "--json").stdout)
     return {"recipe": recipe, "weights": conv["weights"], "artifact": comp["artifact"], "dir": d}
 
 
 def test_devices_lists_the_key(cluster):
-    rows = json.loads(cli("devices", "--tracker", cluster.tracker, "--json").output)
+    rows = json.loads(cli("devices", "--tracker", cluster.tracker, "--json").stdout)
     assert rows == [{"key": "host", "total": 1, "free": 1, "pending": 0}]
 
 
@@ -175,8 +175,8 @@ def test_bench_local_and_over_rpc(cluster, built, tmp_path):
 
     args = [built["artifact"], "--weights", built["weights"], "--prompt-tokens", 40, "--gen-tokens", 8,
             "--repeat", 3, "--json"]  # fmt: skip
-    local = json.loads(cli("bench", *args, "--local").output)
-    remote = json.loads(cli("bench", *args, "--tracker", cluster.tracker, "--key", "host").output)
+    local = json.loads(cli("bench", *args, "--local").stdout)
+    remote = json.loads(cli("bench", *args, "--tracker", cluster.tracker, "--key", "host").stdout)
     for recs in (local, remote):
         pp, tg = recs
         assert (pp["n_prompt"], pp["n_gen"], tg["n_prompt"], tg["n_gen"]) == (40, 0, 0, 8)
@@ -191,7 +191,7 @@ def test_bench_local_and_over_rpc(cluster, built, tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(local))
     b.write_text(json.dumps(remote))
-    rows = json.loads(cli("bench", "--compare", a, b, "--json").output)
+    rows = json.loads(cli("bench", "--compare", a, b, "--json").stdout)
     assert [r["test"] for r in rows] == ["pp40", "tg8"]
     assert rows[1]["ratio"] == pytest.approx(remote[1]["avg_ts"] / local[1]["avg_ts"], rel=1e-3)
     # Same numbers on the device as on the host runtime.

@@ -64,8 +64,8 @@ def exact_build(tmp_path_factory, gguf_path, cache_dir):
     rec = _recipe(tmp, gguf_path, None, "smollm2-exact")
     text = rec.read_text().replace("f16_ggml", "f32_ggml")
     rec.write_text(text)
-    conv = json.loads(cli("convert", rec, "--weights", gguf_path, "--json").output)
-    comp = json.loads(cli("compile", rec, "--target", "host", "--json").output)
+    conv = json.loads(cli("convert", rec, "--weights", gguf_path, "--json").stdout)
+    comp = json.loads(cli("compile", rec, "--target", "host", "--json").stdout)
     return rec, Path(comp["artifact"]), Path(conv["weights"])
 
 
@@ -133,16 +133,20 @@ def test_exact_import_equals_gguf_dequantization(exact_build, gguf_path):
 def test_exact_import_logits_match_transformers(exact_build, hf_reference):
     """Logits of a chat prompt equal transformers' (same dequantized weights) within 1e-4 x max|logit|.
 
-    The prefill's linears compute in float32; its one-row LM head (the tied Q8_0 embedding) runs
-    the int8 GEMV on CPUs with an integer dot product, so there the reference quantizes the LM
-    head's input as that kernel does (:func:`mlcbuild.kernels.int8_gemv.activation_reference`,
-    llama.cpp's Q8_0 activation blocks)."""
+    On CPUs with an integer dot product our linears quantize their inputs to int8 (the int8
+    prefill matmul, and the int8 GEMV of the one-row LM head, the tied Q8_0 embedding): the
+    reference then quantizes them as those kernels do (``helpers.emulate_int8_activations``;
+    llama.cpp's Q8 activation blocks), and the bound is ``5e-2 x max|logit|``: an activation
+    within float noise of a rounding boundary of ``round(x / d_x)`` lands on either side (ours and
+    torch sum in different orders), and one such flip moves the logits by far more than float
+    noise. Measured on this prompt length: the int8-emulated reference itself, run in float32
+    and in float64, differs by 1.2-2.1 % of max|logit| (2, 8, 37 tokens); ours vs the float32
+    reference 1.4-2.3 %, and 2.9e-6 for a 1-token prompt (no flip)."""
     import torch
+    from helpers import emulate_int8_activations
 
-    from mlcbuild.compiler.target import int8_dot_isa, tvm_target
-    from mlcbuild.kernels.int8_gemv import activation_reference
+    from mlcbuild.quant import get_scheme
     from mlcbuild.runtime.artifact import open_local
-    from mlcbuild.spec.target import load_target
 
     _, artifact, weights = exact_build
     hf, tok = hf_reference
@@ -150,18 +154,17 @@ def test_exact_import_logits_match_transformers(exact_build, hf_reference):
     ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
     engine, _ = open_local(artifact, weights)
     got = engine.prefill(ids)
-    hook = None
-    if int8_dot_isa(tvm_target(load_target("host"))):
-        hook = hf.lm_head.register_forward_pre_hook(
-            lambda _m, a: (torch.from_numpy(activation_reference(a[0].detach().numpy())),)
-        )
+    q4, q8 = (get_scheme(s).dequantize_info() for s in ("q4f32_ggml_q4_1", "q8f32_ggml_q8_0"))
+    hooks = emulate_int8_activations(hf, q4, len(ids), mask=lambda name: name != "lm_head")
+    hooks += emulate_int8_activations(hf, q8, len(ids), mask=lambda name: name == "lm_head")
     try:
         with torch.no_grad():
             want = hf(torch.tensor([ids])).logits[0, -1].numpy()
     finally:
-        if hook is not None:
-            hook.remove()
-    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+        for h in hooks:
+            h.remove()
+    bound = 5e-2 if hooks else 1e-4
+    assert np.abs(got - want).max() <= bound * np.abs(want).max()
 
 
 def test_q0f32_from_gguf_greedy_ids_and_perplexity_equal_transformers(tmp_path, gguf_path, hf_reference):
@@ -173,9 +176,9 @@ def test_q0f32_from_gguf_greedy_ids_and_perplexity_equal_transformers(tmp_path, 
 
     hf, tok = hf_reference
     rec = _recipe(tmp_path, gguf_path, "q0f32", "smollm2-q0f32")
-    conv = json.loads(cli("convert", rec, "--weights", gguf_path, "--json").output)
+    conv = json.loads(cli("convert", rec, "--weights", gguf_path, "--json").stdout)
     res = json.loads(cli("run", rec, "--weights", conv["weights"], "--chat", "--prompt", QUESTION[0]["content"],
-                         "--max-new-tokens", 32, "--ignore-eos", "--json").output)  # fmt: skip
+                         "--max-new-tokens", 32, "--ignore-eos", "--json").stdout)  # fmt: skip
     ids = tok.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=True)
     ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
     assert res["prompt_ids"] == ids
@@ -188,7 +191,7 @@ def test_q0f32_from_gguf_greedy_ids_and_perplexity_equal_transformers(tmp_path, 
     text = tmp_path / "text.txt"
     text.write_text(Path(__file__).read_text())  # real English and code, ~2k tokens
     out = json.loads(cli("eval", rec, "--weights", conv["weights"], "--text", text, "--context", 128,
-                         "--max-tokens", 256, "--json").output)  # fmt: skip
+                         "--max-tokens", 256, "--json").stdout)  # fmt: skip
     ids = tok(text.read_text())["input_ids"][:256]
     assert out["perplexity"] == pytest.approx(reference_perplexity(hf, ids, 128), rel=1e-5)
 
@@ -197,8 +200,8 @@ def test_sampling_is_reproducible_with_a_seed(exact_build):
     rec, artifact, weights = exact_build
     args = ["run", artifact, "--weights", weights, "--chat", "--prompt", "Tell me a story.", "--max-new-tokens", 12,
             "--temperature", 0.9, "--top-p", 0.9, "--top-k", 40, "--json"]  # fmt: skip
-    a, b = (json.loads(cli(*args, "--seed", 7).output)["output_ids"] for _ in range(2))
-    c = json.loads(cli(*args, "--seed", 8).output)["output_ids"]
+    a, b = (json.loads(cli(*args, "--seed", 7).stdout)["output_ids"] for _ in range(2))
+    c = json.loads(cli(*args, "--seed", 8).stdout)["output_ids"]
     assert a == b and a != c
     # the sampler's probabilities come from the library's softmax_with_temperature: NumPy's, to
     # the float32 sum over 49,152 tokens (measured 6.8e-5 relative on random logits)

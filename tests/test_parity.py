@@ -13,12 +13,9 @@ import numpy as np
 import pytest
 import torch
 from factories import hf_model, recipe_data, state_dict_numpy, tiny_config
-from helpers import compile_and_load
+from helpers import compile_and_load, emulate_int8_activations
 
-from mlcbuild.compiler.target import int8_dot_isa, tvm_target
-from mlcbuild.kernels.int8_gemv import activation_reference, supports
 from mlcbuild.quant import get_scheme
-from mlcbuild.spec.target import load_target
 
 LLAMA3_ROPE = {
     "factor": 32.0,
@@ -111,33 +108,10 @@ def reference_logits(model, ids: list[int]) -> np.ndarray:
         return model(torch.tensor([ids])).logits[0, -1].float().numpy()
 
 
-def emulate_int8_decode_activations(hf) -> None:
-    """Make ``hf`` quantize linear inputs as our int8 decode GEMVs do (``group_int8_gemv``).
-
-    Ours runs them for one-token rows: every decode step's linears and the LM head (prefill
-    computes only the last token's logits). The reference recomputes the whole sequence,
-    so decoder linears quantize the rows after the prompt, the LM head every row.
-    """
-
-    def hook(prompt_rows: int | None):
-        def pre(_module, args):
-            x = args[0].detach().numpy().copy()
-            rows = slice(None) if prompt_rows is None else slice(prompt_rows, None)
-            x[:, rows] = activation_reference(x[:, rows])
-            return (torch.from_numpy(x),)
-
-        return pre
-
-    for name, module in hf.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            module.register_forward_pre_hook(hook(None if name == "lm_head" else len(PROMPT)))
-
-
 def check_against(hf, ours, n_decode: int = 8, int8_activations: bool = False) -> None:
     """Ours within ``1e-4 x max |ref|`` of the reference at the prefill and each greedy step.
 
-    ``int8_activations``: ours quantizes one-token activations to int8 (the reference
-    emulates it). Ours and the reference compute each activation in float32 in a different
+    ``int8_activations``: ours quantizes linear inputs to int8 (the reference emulates it). Ours and the reference compute each activation in float32 in a different
     order (~1e-7 apart); where one lands that close to a rounding boundary of
     ``round(x / d_x)`` the two int8 values differ by one, ``d_x = max|x| / 127`` of its
     block, and the logits by far more than float noise; a flipped value written to the KV
@@ -235,8 +209,9 @@ def test_group_scheme_matches_numpy_quantization(scheme_name, case, cache_dir):
 
     q4f16_1 too: on x86 hosts it computes in fp32 with fp16 scales and norm weights
     (``lower.compute_dtype``), so the fp32 bound holds for it. Where the host CPU has an int8
-    dot product, one-token linears quantize their input to int8 (``group_int8_gemv``): the
-    reference then does the same (:func:`emulate_int8_decode_activations`).
+    dot product, linears quantize their input to int8 (``int8_gemv``, ``int8_matmul``): the
+    reference then does the same (:func:`helpers.emulate_int8_activations`), for prompt rows too
+    where the int8 prefill matmul runs.
     """
     cfg = CASES[case]
     hf = hf_model(cfg)
@@ -251,7 +226,5 @@ def test_group_scheme_matches_numpy_quantization(scheme_name, case, cache_dir):
                 p.copy_(torch.from_numpy(scheme.dequantize(q, s, w.shape[1])))
             elif scheme.model_dtype == "float16":  # norm weights and biases are stored in fp16
                 p.copy_(p.half().float())
-    int8 = supports(scheme.dequantize_info(), int8_dot_isa(tvm_target(load_target("host"))))
-    if int8:
-        emulate_int8_decode_activations(hf)
+    int8 = bool(emulate_int8_activations(hf, scheme.dequantize_info(), len(PROMPT)))
     check_against(hf, ours, int8_activations=int8)

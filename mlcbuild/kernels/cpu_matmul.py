@@ -104,7 +104,9 @@ def prefill_matmul(
         """Dequantized weight ``[row, kk]`` as float32 (zero in the padding past ``k``)."""
         q = T.bitwise_and(T.shift_right(qw[row, kk // epw], T.Cast("uint32", kk % epw * bits)), T.uint32(mask))
         if has_min:
-            return T.Cast("float32", q) * T.Cast("float32", qs[row, kk // group]) + T.Cast("float32", qm[row, kk // group])
+            return T.Cast("float32", q) * T.Cast("float32", qs[row, kk // group]) + T.Cast(
+                "float32", qm[row, kk // group]
+            )
         return (T.Cast("float32", q) - T.float32(max_int)) * T.Cast("float32", qs[row, kk // group])
 
     @T.prim_func(s_tir=False)

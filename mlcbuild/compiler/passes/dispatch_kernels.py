@@ -9,7 +9,8 @@ float linear is ``matmul(x, permute_dims(weight))``. On an ``llvm`` target, befo
 =====================  ==============================  =====================================
 weight                 ``x`` ``[1, 1, K]`` (decode)    ``x`` ``[1, tokens, K]`` (prefill)
 =====================  ==============================  =====================================
-group/GGML, int8 ISA   :func:`.int8_gemv.int8_gemv`    x86 AVX2 fp32: :func:`.cpu_matmul.prefill_matmul`
+group/GGML, int8 ISA   :func:`.int8_gemv.int8_gemv`    x86 VNNI: :func:`.int8_matmul.prefill_matmul_int8`,
+                                                       x86 AVX2: fp32 :func:`.cpu_matmul.prefill_matmul`
 float32, x86 AVX2      :func:`.float_gemv.float_gemv`  :func:`.cpu_matmul.prefill_matmul_float`
 =====================  ==============================  =====================================
 
@@ -23,7 +24,7 @@ import tvm
 from tvm import relax, tirx
 
 from mlcbuild.compiler.passes.rewrite import rewrite_functions
-from mlcbuild.kernels import cpu_matmul, float_gemv, int8_gemv
+from mlcbuild.kernels import cpu_matmul, float_gemv, int8_gemv, int8_matmul
 from mlcbuild.quant.group_nn import DEQUANTIZE_ATTR
 
 FLOAT_ISAS = ("avx2", "avxvnni")  # where the fp32 kernels beat dlight's schedules
@@ -68,6 +69,10 @@ def group_kernel(weight: dict, rows: str, n: int, k: int, x_dtype: str, isa: str
             n, k, weight["bits"], weight["max_int"], x_dtype, weight["scale_dtype"], isa,
             has_min=bool(weight["has_min"]),
         )  # fmt: skip
+    if rows == "prefill" and int8_matmul.supports(weight, n, isa, x_dtype):
+        return "prefill_matmul_int8", int8_matmul.prefill_matmul_int8(
+            n, k, weight["bits"], weight["max_int"], weight["scale_dtype"], has_min=bool(weight["has_min"])
+        )
     if rows == "prefill" and cpu_matmul.supports(weight, n, isa, x_dtype):
         return "prefill_matmul", cpu_matmul.prefill_matmul(
             n, k, weight["bits"], weight["group_size"], weight["max_int"], weight["scale_dtype"],
