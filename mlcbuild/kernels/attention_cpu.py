@@ -35,7 +35,7 @@ def ragged_attend_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, soft
     def attend(q, row, head, sm_scale, k, v, base, lo, hi, output, lse, tx):  # noqa: ARG001 - tx: GPU only
         # default (global) scope and under 1 KiB: stack allocations, not workspace calls
         acc = T.decl_buffer((d,), "float32")
-        stats = T.decl_buffer((5,), "float32")  # running max, denominator, score, new max, p
+        stats = T.decl_buffer((6,), "float32")  # running max, denominator, score, new max, p, rescale
         qv = T.decl_buffer((d,), "float32")
         part = T.decl_buffer((lanes,), "float32")
         for j in T.vectorized(d):
@@ -56,12 +56,11 @@ def ragged_attend_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, soft
                 stats[2] = stats[2] + part[lane]
             stats[2] = logit(stats[2] * q_factor(sm_scale, window, softcap), softcap)
             stats[3] = T.max(stats[0], stats[2])
-            stats[4] = T.exp2(stats[2] - stats[3])
-            stats[1] = stats[1] * T.exp2(stats[0] - stats[3]) + stats[4]
+            stats[4] = fast_exp2(stats[2] - stats[3])
+            stats[5] = fast_exp2(stats[0] - stats[3])  # once per key (T.exp2 in the lane loop: a libm call per lane)
+            stats[1] = stats[1] * stats[5] + stats[4]
             for j in T.vectorized(d):
-                acc[j] = acc[j] * T.exp2(stats[0] - stats[3]) + stats[4] * T.Cast(
-                    "float32", v[base + lo + u, head // group, j]
-                )
+                acc[j] = acc[j] * stats[5] + stats[4] * T.Cast("float32", v[base + lo + u, head // group, j])
             stats[0] = stats[3]
         for j in T.vectorized(d):
             output[row, head, j] = T.Cast(dtype, acc[j] / stats[1])
