@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup main test bench bench-deps llamacpp lint quality-deps quality-model arm-emulation
+.PHONY: setup main test bench llamacpp lint quality-deps quality-model arm-emulation
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,13 +27,6 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benches/compile_times.py
-
-# Benchmark-only: llama.cpp for the side-by-side (benches/decode_host.py --llamacpp).
-# llama-cpp-python is an sdist: pip compiles llama.cpp (~9 min on 2 cores), for this CPU's
-# ISA without AMX (benches/llamacpp_cmake_args.py says why); --no-cache-dir: pip caches
-# the built wheel by source hash alone, so a cached native (AMX) build would be reused.
-bench-deps: $(STAMP)
-	CMAKE_ARGS="$$($(PY) benches/llamacpp_cmake_args.py)" $(BIN)/pip install -q --no-cache-dir llama-cpp-python==0.3.36 gguf==0.19.0
 
 # Benchmark-only: llama.cpp's own C++ tools (llama-bench, llama-quantize, ...) from the tree vendored in
 # the llama-cpp-python 0.3.36 sdist, for benches/vs_llamacpp.py (~10 min on 2 cores, once).

@@ -1,4 +1,4 @@
-"""Host CPU prefill and decode speed, next to the memory-bandwidth roofline and (optionally) llama.cpp.
+"""Host CPU prefill and decode speed, next to the memory-bandwidth roofline.
 
 For each recipe shape and scheme: random Hugging Face weights of the recipe's config
 (seed 0; speed does not depend on values) are converted by our converter, the recipe is
@@ -11,16 +11,10 @@ gathers one row), plus the embedding when it doubles as the tied LM head. KV-cac
 reads are left out (small at these lengths). Bandwidth is the read bandwidth of a parallel
 sum over 1 GiB on the same threads (:func:`read_bandwidth`).
 
-``--llamacpp``: side by side with llama.cpp (``make bench-deps`` installs
-llama-cpp-python, benchmark only). The same weights are written as GGUF of comparable
-bits (``llamacpp.GGML_PAIR``: q4f16_1/q4f32_1 vs Q4_0, q8 vs Q8_0, q0f16 vs F16, q0f32 vs
-F32; cached under the user cache dir), loaded with the same thread count, and the two
-alternate run by run (which goes first alternates too) so machine drift cancels. The
-ratio ours / llama.cpp is printed per pair and written to the JSON.
+llama.cpp side by side: ``benches/vs_llamacpp.py`` (its own ``llama-bench`` on the same weights).
 
     .venv/bin/python benches/decode_host.py                 # SmolLM-135M and Llama-3.2-1B shapes
     .venv/bin/python benches/decode_host.py --recipes recipes/smollm-135m.toml --schemes q4f16_1 --runs 3
-    make bench-deps && .venv/bin/python benches/decode_host.py --llamacpp --schemes q4f32_1,q0f32
 """
 
 from __future__ import annotations
@@ -121,7 +115,7 @@ def bench_one(recipe_path: str, scheme: str, args, bandwidth: float, weights: di
     from mlcbuild.artifacts.compile import compile_recipe
     from mlcbuild.artifacts.convert import param_specs
     from mlcbuild.artifacts.info import read_build
-    from mlcbuild.runtime.engine import Engine
+    from mlcbuild.runtime.engine import Engine, Stats, generate
     from mlcbuild.spec.recipe import load_recipe
     from mlcbuild.spec.target import load_target
 
@@ -138,32 +132,17 @@ def bench_one(recipe_path: str, scheme: str, args, bandwidth: float, weights: di
         prefill_chunk_size=recipe.build.prefill_chunk_size,
         page_size=recipe.build.page_size,
     )
-    sides = {"mlcbuild": ours}
-    ggml_type = None
-    if args.llamacpp:
-        import llamacpp
-
-        ggml_type = llamacpp.GGML_PAIR[scheme]
-        gguf = llamacpp.cached_gguf(recipe.name, cfg, weights, ggml_type)
-        sides["llama.cpp"] = llamacpp.LlamaCppModel(
-            gguf,
-            n_ctx=recipe.build.context_window_size,
-            n_threads=args.threads,
-            n_batch=recipe.build.prefill_chunk_size,
-        )
     ids = np.random.default_rng(1).integers(0, cfg.vocab_size, size=args.prompt).tolist()
-    samples: dict[str, list[dict]] = {k: [] for k in sides}
-    tokens: dict[str, list[int]] = {}
-    for side in sides.values():  # warm-up: page faults, thread pools, first-call costs
-        list(side.generate(ids[:8], 4))
-    for run in range(args.runs):
-        order = list(sides) if run % 2 == 0 else list(reversed(sides))
-        for name in order:
-            tokens[name] = list(sides[name].generate(ids, args.gen + 1))
-            samples[name].append(dict(sides[name].stats))
+    list(generate(ours, ids[:8], 4))  # warm-up: page faults, thread pools, first-call costs
+    samples = []
+    for _ in range(args.runs):
+        st = Stats()
+        list(generate(ours, ids, args.gen + 1, stats=st))
+        samples.append({"prefill_tokens": st.prefill_tokens, "prefill_s": st.prefill_s,
+                        "decode_tokens": st.decode_tokens, "decode_s": st.decode_s})  # fmt: skip
     bpt = bytes_per_token(specs, cfg.tie_word_embeddings)
     roofline = bandwidth / bpt
-    pre, dec = _median_rates(samples["mlcbuild"])
+    pre, dec = _median_rates(samples)
     row = {
         "recipe": recipe_path,
         "model": recipe.name,
@@ -174,27 +153,13 @@ def bench_one(recipe_path: str, scheme: str, args, bandwidth: float, weights: di
         "runs": args.runs,
         "prefill_tokens_per_s": round(pre, 2),
         "decode_tokens_per_s": round(dec, 2),
-        "prefill_samples": [round(x["prefill_tokens"] / x["prefill_s"], 2) for x in samples["mlcbuild"]],
-        "decode_samples": [round(x["decode_tokens"] / x["decode_s"], 2) for x in samples["mlcbuild"]],
+        "prefill_samples": [round(x["prefill_tokens"] / x["prefill_s"], 2) for x in samples],
+        "decode_samples": [round(x["decode_tokens"] / x["decode_s"], 2) for x in samples],
         "weight_bytes_per_token": bpt,
         "decode_roofline_tokens_per_s": round(roofline, 2),
         "roofline_fraction": round(dec / roofline, 4),
         "key": res.key,
     }
-    if ggml_type:
-        lpre, ldec = _median_rates(samples["llama.cpp"])
-        same = sum(a == b for a, b in zip(tokens["mlcbuild"], tokens["llama.cpp"], strict=True))
-        row["llamacpp"] = {
-            "ggml_type": ggml_type,
-            "prefill_tokens_per_s": round(lpre, 2),
-            "decode_tokens_per_s": round(ldec, 2),
-            "prefill_samples": [round(x["prefill_tokens"] / x["prefill_s"], 2) for x in samples["llama.cpp"]],
-            "decode_samples": [round(x["decode_tokens"] / x["decode_s"], 2) for x in samples["llama.cpp"]],
-            "roofline_fraction": round(ldec / roofline, 4),
-            "greedy_ids_equal_prefix": same,
-        }
-        row["ratio_prefill"] = round(pre / lpre, 3)
-        row["ratio_decode"] = round(dec / ldec, 3)
     return row
 
 
@@ -206,15 +171,12 @@ def main() -> None:
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for both sides")
-    ap.add_argument("--llamacpp", action="store_true", help="side by side with llama.cpp (make bench-deps)")
-    ap.add_argument("--out", default=None, help="JSON path (default benches/results/decode_host[_vs_llamacpp].json)")
+    ap.add_argument("--out", default=None, help="JSON path (default benches/results/decode_host.json)")
     args = ap.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    out_path = Path(
-        args.out or REPO / "benches" / "results" / f"decode_host{'_vs_llamacpp' if args.llamacpp else ''}.json"
-    )
-    from llamacpp import hf_llama_weights
+    out_path = Path(args.out or REPO / "benches" / "results" / "decode_host.json")
+    from random_weights import hf_llama_weights
     from results_io import write_results
 
     from mlcbuild.spec.recipe import load_recipe
@@ -236,12 +198,6 @@ def main() -> None:
                 f"decode {row['decode_tokens_per_s']:7.2f} tok/s  roofline {row['decode_roofline_tokens_per_s']:7.1f}  "
                 f"({100 * row['roofline_fraction']:.1f} %)"
             )
-            if "llamacpp" in row:
-                lc = row["llamacpp"]
-                line += (
-                    f" | llama.cpp {lc['ggml_type']:5} prefill {lc['prefill_tokens_per_s']:8.1f} decode "
-                    f"{lc['decode_tokens_per_s']:7.2f} | ratio prefill {row['ratio_prefill']:.2f} decode {row['ratio_decode']:.2f}"
-                )
             print(line, flush=True)
         del weights
     bws.append(read_bandwidth())
@@ -251,8 +207,6 @@ def main() -> None:
         roofline = bw / row["weight_bytes_per_token"]
         row["decode_roofline_tokens_per_s"] = round(roofline, 2)
         row["roofline_fraction"] = round(row["decode_tokens_per_s"] / roofline, 4)
-        if "llamacpp" in row:
-            row["llamacpp"]["roofline_fraction"] = round(row["llamacpp"]["decode_tokens_per_s"] / roofline, 4)
         print(f"{row['model']:16} {row['scheme']:8} decode {100 * row['roofline_fraction']:.1f} % of the roofline")
     out = {
         "benchmark": "decode_host",
@@ -262,11 +216,6 @@ def main() -> None:
         "measured at the start, before each model and at the end; the roofline uses the best",
         "results": rows,
     }
-    if args.llamacpp:
-        import llama_cpp
-
-        out["llama_cpp_python"] = llama_cpp.__version__
-        out["llama_cpp_system_info"] = llama_cpp.llama_print_system_info().decode()
     write_results(out_path, out)
 
 

@@ -3,7 +3,8 @@
 ``GGML_NATIVE=ON`` compiles with ``-march=native``: on this project's machine (Sapphire
 Rapids-class, AMX) llama.cpp's AMX kernels then segfault in batched Q4_0 matmuls (prefill
 with ``n_batch > 1``; decode works; llama-cpp-python 0.3.36). So: native off, and every ISA
-extension this CPU reports (``/proc/cpuinfo``) on, except AMX. Printed for ``make bench-deps``.
+extension this CPU reports (``/proc/cpuinfo``) on, except AMX. Printed for ``benches/llamacpp_build.sh``
+(``make llamacpp``).
 """
 
 from pathlib import Path

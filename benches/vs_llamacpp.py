@@ -118,7 +118,7 @@ def llama1b_checkpoint(out: Path, tokenizer_from: Path) -> Path:
     from safetensors.numpy import save_file
 
     sys.path.insert(0, str(REPO / "benches"))
-    from llamacpp import hf_llama_weights
+    from random_weights import hf_llama_weights
 
     from mlcbuild.spec.recipe import load_recipe
 
@@ -274,8 +274,32 @@ def summary_line(model: str, scheme: str, other: str, m: dict, load: bool) -> st
             f"tg {d['mlcbuild']:6.1f} / {d['llama.cpp']:6.1f} = {m['ratio_decode']:.2f}x")  # fmt: skip
 
 
+def markdown(path: Path) -> str:
+    """The results of a run (its JSON) as the Markdown table the README and docs show."""
+    d = json.loads(Path(path).read_text())
+    lines = ["| model | ours | llama.cpp | threads | prefill tok/s ours / llama.cpp | decode tok/s ours / llama.cpp "
+             "| decode, % of roofline ours / llama.cpp |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    names = {"smollm2": "SmolLM2-135M", "llama32-1b": "Llama-3.2-1B shape"}
+    for model, m in d["models"].items():
+        for pair in m["pairs"]:
+            other = "its Q4_1 file" if pair["llamacpp_type"].startswith("Q4_1") else pair["llamacpp_type"]
+            if pair["scheme"] in EXACT and other != "its Q4_1 file":
+                other += " (same file)"
+            for r in pair["runs"]:
+                p, t, f = r["prefill_tokens_per_s"], r["decode_tokens_per_s"], r.get("roofline_fraction")
+                load = ", one core busy" if r["under_load"] else ""
+                roof = f"{100 * f['mlcbuild']:.0f} % / {100 * f['llama.cpp']:.0f} %" if f else "-"
+                lines.append(
+                    f"| {names.get(model, model)} | {pair['scheme']} | {other} | {r['threads']}{load} "
+                    f"| {p['mlcbuild']:.1f} / {p['llama.cpp']:.1f} (**{r['ratio_prefill']:.2f}x**) "
+                    f"| {t['mlcbuild']:.1f} / {t['llama.cpp']:.1f} (**{r['ratio_decode']:.2f}x**) | {roof} |"
+                )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--markdown", type=Path, help="print this result JSON as a Markdown table and exit")
     ap.add_argument("--models", default="smollm2,llama32-1b")
     ap.add_argument("--schemes", default=",".join(PAIRS), help="ours; each is paired as PAIRS says")
     ap.add_argument("--threads", default="1,2")
@@ -288,6 +312,9 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="checkpoints and GGUFs (default: the user cache)")
     ap.add_argument("--out", default=str(REPO / "benches" / "results" / "vs_llamacpp.json"))
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(args.markdown))
+        return
     sys.path.insert(0, str(REPO / "benches"))
     import platformdirs
     from results_io import write_results
