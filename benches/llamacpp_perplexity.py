@@ -1,6 +1,6 @@
 """The exact GGUF import against llama.cpp's own ``llama-perplexity`` on the same file.
 
-    bash benches/llamacpp_build.sh                      # llama.cpp's C++ tools, once (~10 min)
+    make llamacpp                                       # llama.cpp's C++ tools, once (~10 min)
     .venv/bin/python benches/llamacpp_perplexity.py     # -> benches/results/llamacpp_perplexity.json
 
 The embedded model's GGUF (``SmolLM2-135M-Instruct.Q4_1.gguf``) and the same weights as F32
@@ -12,8 +12,10 @@ compute (``q4f32_ggml_q4_1``, embedding ``q8f32_ggml_q8_0``), ``mlcbuild eval --
 token ids come from its ``--kl-divergence-base`` file (which stores them) and are compared with
 our tokenizer's.
 
-The F32 run is the like-for-like one: for Q4_1 weights llama.cpp's CPU matmul rounds the
-activations to Q8_1 blocks (``ggml-cpu``'s ``vec_dot_type``), which we do not.
+For Q4_1 weights llama.cpp's CPU matmul rounds the activations to Q8_1 blocks (``ggml-cpu``'s
+``vec_dot_type``); on x86 hosts with VNNI ours rounds them to int8 blocks of 32 too (the int8
+prefill matmul), so there the Q4_1 run is the like-for-like one; on hosts without, ours computes
+in float32 and the F32 run is. The JSON carries ``int8_activations`` (this host's case).
 """
 
 from __future__ import annotations
@@ -49,9 +51,18 @@ def llama_perplexity(gguf: Path, text: Path, extra: list[str] = ()) -> dict:
     return {"perplexity": final, "cumulative": cumulative, "command": " ".join(map(str, cmd[1:]))}
 
 
+def int8_host() -> bool:
+    """Whether this host's build runs the int8 prefill matmul (``int8_matmul.supports``)."""
+    from mlcbuild.compiler.target import int8_dot_isa, tvm_target
+    from mlcbuild.kernels import int8_matmul
+    from mlcbuild.spec.target import load_target
+
+    return int8_dot_isa(tvm_target(load_target("host"))) in int8_matmul.ISAS
+
+
 def main() -> None:
     if not (BIN / "llama-perplexity").exists():
-        sys.exit(f"{BIN / 'llama-perplexity'} missing: run bash benches/llamacpp_build.sh first")
+        sys.exit(f"{BIN / 'llama-perplexity'} missing: run `make llamacpp` first")
     import pydoc_data.topics
 
     from tokenizers import Tokenizer
@@ -89,6 +100,7 @@ def main() -> None:
             "tokens_scored": ev["tokens"],
             "scheme": "q4f32_ggml_q4_1 (embedding q8f32_ggml_q8_0)",
         },  # fmt: skip
+        "int8_activations": int8_host(),
         "relative_difference_vs_f32": ev["perplexity"] / f32_run["perplexity"] - 1,
         "relative_difference_vs_q4_1": ev["perplexity"] / q4["perplexity"] - 1,
     }
