@@ -23,7 +23,7 @@ import math
 from tvm import tirx
 from tvm.script import tirx as T
 
-from mlcbuild.kernels.signature import without_params
+from mlcbuild.kernels.signature import group_prefill_kernel
 
 TILE = 64  # output features dequantized together
 FEATS = 16  # features per register block: 2 x 8 fp32 lanes
@@ -109,18 +109,8 @@ def prefill_matmul(
             )
         return (T.Cast("float32", q) - T.float32(max_int)) * T.Cast("float32", qs[row, kk // group])
 
-    @T.prim_func(s_tir=False)
-    def prefill_matmul_q(
-        var_x: T.handle,
-        q_weight: T.Buffer((n, words), "uint32"),
-        q_scale: T.Buffer((n, groups), scale_dtype),
-        q_min: T.Buffer((n, groups), scale_dtype),
-        var_y: T.handle,
-    ):
-        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
-        m = T.int64()
-        x = T.match_buffer(var_x, (T.int64(1), m, k), "float32")
-        y = T.match_buffer(var_y, (T.int64(1), m, n), "float32")
+    @T.macro
+    def body(x, q_weight, q_scale, q_min, y, m):
         for tile in T.parallel(n // TILE):
             wt = T.decl_buffer((TILE // FEATS, kp, FEATS), "float32")  # dequantized: [sub-tile, k, feature]
             acc = T.decl_buffer((ROWS, FEATS), "float32")
@@ -134,8 +124,7 @@ def prefill_matmul(
                             )
             tile_rows(x, y, m, wt, acc, tile)
 
-    func = prefill_matmul_q if has_min else without_params(prefill_matmul_q, {"q_min"})
-    return func.without_attr("global_symbol")  # Relax names each call site
+    return group_prefill_kernel(n, k, words, groups, scale_dtype, has_min, body)
 
 
 def supports_float(n: int, dtype: str) -> bool:

@@ -34,7 +34,7 @@ import math
 from tvm import tirx
 from tvm.script import tirx as T
 
-from mlcbuild.kernels.signature import without_params
+from mlcbuild.kernels.signature import group_prefill_kernel
 
 GROUP = 32
 TILE = 64  # output features unpacked together
@@ -121,18 +121,8 @@ def prefill_matmul_int8(
             "int32x8", "llvm.x86.avx512.vpdpbusd.256", acc, T.reinterpret("int8x32", wq), T.reinterpret("int8x32", xq)
         )
 
-    @T.prim_func(s_tir=False)
-    def prefill_matmul_q8(
-        var_x: T.handle,
-        q_weight: T.Buffer((n, words), "uint32"),
-        q_scale: T.Buffer((n, groups), scale_dtype),
-        q_min: T.Buffer((n, groups), scale_dtype),
-        var_y: T.handle,
-    ):
-        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
-        m = T.int64()
-        x = T.match_buffer(var_x, (T.int64(1), m, k), "float32")
-        y = T.match_buffer(var_y, (T.int64(1), m, n), "float32")
+    @T.macro
+    def body(x, q_weight, q_scale, q_min, y, m):
         xq = T.decl_buffer((m, quads), "int32")  # packed int8 quads (a workspace: m is symbolic)
         xd = T.decl_buffer((m, groups), "float32")  # d_x
         xz = T.decl_buffer((m, groups), "int32")  # -Z * sum xq
@@ -240,5 +230,4 @@ def prefill_matmul_int8(
                             0, T.ramp(f * 8, 1, 8)
                         ]
 
-    func = prefill_matmul_q8 if has_min else without_params(prefill_matmul_q8, {"q_min"})
-    return func.without_attr("global_symbol")  # Relax names each call site
+    return group_prefill_kernel(n, k, words, groups, scale_dtype, has_min, body)

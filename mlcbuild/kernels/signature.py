@@ -21,3 +21,31 @@ def without_params(func: tirx.PrimFunc, names: set[str]) -> tirx.PrimFunc:
     if not names <= set(params):
         raise ValueError(f"{sorted(names - set(params))} are not parameters of {params}")
     return tirx.PrimFunc([p for p in func.params if p.name not in names], func.body, func.ret_type, func.attrs)
+
+
+def group_prefill_kernel(n: int, k: int, words: int, groups: int, scale_dtype: str, has_min: bool, body):
+    """The signature the prefill kernels of packed group weights share, around ``body``.
+
+    Buffers: x ``[1, m, k]`` float32 (``m`` symbolic), q_weight ``[n, words]`` uint32, q_scale
+    ``[n, groups]`` ``scale_dtype``, q_min (the same; dropped unless ``has_min``), y ``[1, m, n]``
+    float32. ``body(x, q_weight, q_scale, q_min, y, m)``: a ``T.macro`` computing ``y``.
+    Returns the PrimFunc without a global symbol (Relax names each call site).
+    """
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=False)
+    def prefill(
+        var_x: T.handle,
+        q_weight: T.Buffer((n, words), "uint32"),
+        q_scale: T.Buffer((n, groups), scale_dtype),
+        q_min: T.Buffer((n, groups), scale_dtype),
+        var_y: T.handle,
+    ):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        m = T.int64()
+        x = T.match_buffer(var_x, (T.int64(1), m, k), "float32")
+        y = T.match_buffer(var_y, (T.int64(1), m, n), "float32")
+        body(x, q_weight, q_scale, q_min, y, m)
+
+    func = prefill if has_min else without_params(prefill, {"q_min"})
+    return func.without_attr("global_symbol")
