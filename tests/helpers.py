@@ -45,7 +45,7 @@ _FUSED = {"q_proj": ("q_proj", "k_proj", "v_proj"), "k_proj": ("q_proj", "k_proj
           "up_proj": ("gate_proj", "up_proj")}  # fmt: skip
 
 
-def emulate_int8_activations(hf, weight_info: dict, prompt_rows: int, mask=None) -> list:
+def emulate_int8_activations(hf, weight_info: dict, prompt_rows: int, mask=None, prompt_only: bool = False) -> list:
     """Make ``hf`` quantize linear inputs as our int8 kernels do on this host
     (:func:`mlcbuild.kernels.int8_gemv.activation_reference`, blocks of 32).
 
@@ -55,6 +55,7 @@ def emulate_int8_activations(hf, weight_info: dict, prompt_rows: int, mask=None)
     prefill matmul (:func:`int8_matmul.supports`) for the prompt's rows of linears whose fused
     output width it takes. The reference recomputes the whole sequence: rows past
     ``prompt_rows`` are decode rows. ``mask(name)``: only linears it accepts (default all).
+    ``prompt_only``: the prefill's rows only (a batched decode that stays float).
 
     Returns:
         the hook handles (``.remove()`` them to restore ``hf``).
@@ -70,10 +71,10 @@ def emulate_int8_activations(hf, weight_info: dict, prompt_rows: int, mask=None)
         return []
     modules = dict(hf.named_modules())
 
-    def hook(first_row: int):
+    def hook(rows: slice):
         def pre(_module, args):
             x = args[0].detach().numpy().copy()
-            x[:, first_row:] = activation_reference(x[:, first_row:])
+            x[:, rows] = activation_reference(x[:, rows])
             return (torch.from_numpy(x),)
 
         return pre
@@ -87,6 +88,11 @@ def emulate_int8_activations(hf, weight_info: dict, prompt_rows: int, mask=None)
             sum(modules[f"{parent}.{x}"].out_features for x in _FUSED[leaf]) if leaf in _FUSED else module.out_features
         )
         prefill_int8 = int8_matmul.supports(weight_info, width, isa, "float32")
-        first = 0 if name == "lm_head" or prefill_int8 else prompt_rows
-        handles.append(module.register_forward_pre_hook(hook(first)))
+        if prompt_only:
+            if not prefill_int8:
+                continue
+            rows = slice(0, prompt_rows)
+        else:
+            rows = slice(0 if name == "lm_head" or prefill_int8 else prompt_rows, None)
+        handles.append(module.register_forward_pre_hook(hook(rows)))
     return handles

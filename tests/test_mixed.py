@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from factories import make_checkpoint, recipe_data, tiny_config
+from helpers import emulate_int8_activations
 from test_cache import _toml
 from test_convert_run import PROMPT, cli
 
@@ -67,6 +68,16 @@ def fake_quantized(hf, base: str, overrides: dict[str, str]):
     return hf
 
 
+_OURS = {
+    "q_proj": "qkv_proj",
+    "k_proj": "qkv_proj",
+    "v_proj": "qkv_proj",
+    "gate_proj": "gate_up_proj",
+    "up_proj": "gate_up_proj",
+}
+"""Hugging Face linear -> the fused module of ours it is part of (what overrides name)."""
+
+
 def expected_bytes(scheme, n: int, k: int) -> int:
     """Bytes a ``[n, k]`` weight takes under ``scheme`` (packed words + scales, or floats)."""
     if isinstance(scheme, GroupQuant):
@@ -93,10 +104,22 @@ def test_mixed_recipe_runs_each_module_in_its_scheme(case, tmp_path, cache_dir):
         hf.lm_head.register_forward_pre_hook(
             lambda _m, args: (torch.from_numpy(activation_reference(args[0].numpy())),)
         )
+    # the prompt rows of linears the int8 prefill matmul runs (x86 with VNNI), each in its scheme
+    hooks = []
+    for name, module in hf.named_modules():
+        if isinstance(module, torch.nn.Linear) and name != "lm_head":
+            parent, _, leaf = name.rpartition(".")
+            ours = f"{parent}.{_OURS.get(leaf, leaf)}"
+            info = scheme_for(ours, get_scheme(base), overrides).dequantize_info()
+            hooks += emulate_int8_activations(
+                hf, info, len(PROMPT), mask=lambda n, name=name: n == name, prompt_only=True
+            )
     with torch.no_grad():
         ref = hf(torch.tensor([PROMPT])).logits[0, -1].numpy()
     rel = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
-    assert rel < 1e-4, rel  # fp32 kernels over the same dequantized weights
+    # fp32 kernels over the same dequantized weights; with int8 prompt rows the flip bound of
+    # test_parity.check_against (a rounding boundary met in float noise moves the logits)
+    assert rel < (5e-2 if hooks else 1e-4), rel
 
     # every linear/embedding parameter says its scheme, and takes that scheme's bytes
     index = json.loads((Path(conv["weights"]) / "tensor-cache.json").read_text())
