@@ -11,8 +11,8 @@ as the weight groups, as llama.cpp does for its ``Q4_0 x Q8_0`` dot product
 with ``q`` the stored unsigned weight and ``Z`` the scheme's zero point (``max_int``: 7 for
 int4, 127 for int8; GGML's Q4_0 8, Q8_0 128). A weight with a per-group minimum (GGML's
 Q4_1, ``w = q d_w + m``, ``Z = 0``) adds ``sum_g m[n, g] * d_x[g] * sum_{k in g} xq[k]``, as
-llama.cpp's ``Q4_1 x Q8_1`` dot product does with the activation block's stored sum. The inner sums are integer dot products of unsigned weight bytes and
-signed activation bytes: ``vpdpbusd`` with AVX-VNNI / AVX512-VNNI, ``vpmaddubsw`` +
+llama.cpp's ``Q4_1 x Q8_1`` dot product does with the activation block's stored sum. The inner
+sums are integer dot products of unsigned weight bytes and signed activation bytes: ``vpdpbusd`` with AVX-VNNI / AVX512-VNNI, ``vpmaddubsw`` +
 ``vpmaddwd`` with AVX2 (int4 only: int8 weights would saturate its 16-bit pair sums), ``sdot``
 on aarch64 with the dot-product extension (int4 only: signed x signed).
 The ``- Z * sum xq`` term rides in the accumulator the dot product starts from.
@@ -354,12 +354,6 @@ def int8_gemv(
                     lane == 0, T.Cast("int32", st[2]) * (-max_int), 0
                 )
 
-    def with_min(acc, q_min, xs, row, s):
-        """``acc`` (float32x8, step ``s`` of ``row``) plus the minimum term's share per lane."""
-        if not has_min:
-            return acc
-        return acc + step_scale(lambda g, f32: T.Cast(f32, q_min[row, g]) * xs[g], s * span)
-
     @T.macro
     def gemv(x, nw, q_weight, q_scale, q_min, res, y):
         xq = T.decl_buffer((kp,), "int8")
@@ -411,17 +405,14 @@ def int8_gemv(
             acc1 = T.decl_buffer((1, 8), "float32")
             acc1[0, T.ramp(0, 1, 8)] = T.broadcast(T.float32(0), 8)
             for s in range(steps):
-                acc1[0, T.ramp(0, 1, 8)] = with_min(
-                    fma(
-                        acc1,
-                        0,
-                        step_dot(q_weight, stretch * rows + t, xq, xz, s),
-                        step_scale(lambda g, f32: T.Cast(f32, q_scale[stretch * rows + t, g]) * xd[g], s * span),  # noqa: B023
-                    ),
-                    q_min,
-                    xs,
-                    stretch * rows + t,
-                    s,
+                acc1[0, T.ramp(0, 1, 8)] = fma(
+                    acc1,
+                    0,
+                    step_dot(q_weight, stretch * rows + t, xq, xz, s),
+                    step_scale(lambda g, f32: T.Cast(f32, q_scale[stretch * rows + t, g]) * xd[g], s * span),  # noqa: B023
+                    step_scale(lambda g, f32: T.Cast(f32, q_min[stretch * rows + t, g]) * xs[g], s * span)  # noqa: B023
+                    if has_min
+                    else None,
                 )
             y[0, 0, stretch * rows + t] = out(acc1, 0, res, stretch * rows + t)
 

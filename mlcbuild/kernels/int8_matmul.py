@@ -58,14 +58,6 @@ def supports(weight: dict | None, n: int, isa: str | None, dtype: str) -> bool:
     )
 
 
-def quad_position(i: int, bits: int) -> tuple[int, int]:
-    """``(quad, byte)`` of element ``i`` of a group of 32 in the packed activation (see above)."""
-    if bits == 8:
-        return i // 4, i % 4
-    j, t = i // 8, i % 8
-    return 2 * j + t % 2, t // 2
-
-
 @functools.lru_cache(maxsize=None)  # TVMScript parsing costs ~0.1 s; shapes repeat per layer
 def prefill_matmul_int8(
     n: int, k: int, bits: int, max_int: int, scale_dtype: str, has_min: bool = False
@@ -122,11 +114,42 @@ def prefill_matmul_int8(
         )
 
     @T.macro
+    def block(x, y, xq, xd, xz, xs, wt, ws, wm, iacc, acc, tile, sub, row0, rows):
+        """Rows ``row0 .. row0 + rows`` (``rows`` a Python int) x the 16 features of sub-tile ``sub``."""
+        for i in T.unroll(rows):
+            for f in T.unroll(2):
+                acc[i, T.ramp(f * 8, 1, 8)] = T.broadcast(T.float32(0), 8)
+        for g in range(groups):
+            for i in T.unroll(rows):
+                for f in T.unroll(2):
+                    iacc[i, T.ramp(f * 8, 1, 8)] = T.broadcast(xz[row0 + i, g], 8)
+            for qq in range(qpg):
+                for i in T.unroll(rows):
+                    for f in T.unroll(2):
+                        iacc[i, T.ramp(f * 8, 1, 8)] = dot(
+                            iacc[i, T.ramp(f * 8, 1, 8)],
+                            wt[sub, g * qpg + qq, T.ramp(f * 8, 1, 8)],
+                            T.broadcast(xq[row0 + i, g * qpg + qq], 8),
+                        )
+            for i in T.unroll(rows):
+                for f in T.unroll(2):
+                    acc[i, T.ramp(f * 8, 1, 8)] = acc[i, T.ramp(f * 8, 1, 8)] + T.Cast(
+                        "float32x8", iacc[i, T.ramp(f * 8, 1, 8)]
+                    ) * (ws[sub, g, T.ramp(f * 8, 1, 8)] * T.broadcast(xd[row0 + i, g], 8))
+                    if has_min:
+                        acc[i, T.ramp(f * 8, 1, 8)] = acc[i, T.ramp(f * 8, 1, 8)] + wm[
+                            sub, g, T.ramp(f * 8, 1, 8)
+                        ] * T.broadcast(xs[row0 + i, g], 8)
+        for i in T.unroll(rows):
+            for f in T.unroll(2):
+                y[0, row0 + i, T.ramp(tile * TILE + sub * FEATS + f * 8, 1, 8)] = acc[i, T.ramp(f * 8, 1, 8)]
+
+    @T.macro
     def body(x, q_weight, q_scale, q_min, y, m):
         xq = T.decl_buffer((m, quads), "int32")  # packed int8 quads (a workspace: m is symbolic)
         xd = T.decl_buffer((m, groups), "float32")  # d_x
         xz = T.decl_buffer((m, groups), "int32")  # -Z * sum xq
-        xs = T.decl_buffer((m, groups), "float32")  # d_x * sum xq (weights with minima)
+        xs = T.decl_buffer((m, groups if has_min else 1), "float32")  # d_x * sum xq (weights with minima)
         # ---- 1. every row's activation, quantized once
         for r in T.parallel(m):
             st = T.decl_buffer((4,), "float32")  # max |x|, 127 / max, sum of xq
@@ -152,7 +175,8 @@ def prefill_matmul_int8(
                     )
                 st[2] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]))
                 xz[r, g] = T.Cast("int32", st[2]) * (-max_int)
-                xs[r, g] = xd[r, g] * st[2]
+                if has_min:
+                    xs[r, g] = xd[r, g] * st[2]
                 for qq in range(qpg):
                     xq[r, g * qpg + qq] = packed(x, r, g, qq, st[1])
         # ---- 2. tiles of 64 features: codes unpacked once, then 4 x 16 register blocks
@@ -175,59 +199,8 @@ def prefill_matmul_int8(
                             wm[sub, g, j] = T.Cast("float32", q_min[tile * TILE + sub * FEATS + j, g])
             for sub in range(TILE // FEATS):
                 for rb in range(m // ROWS):
-                    for i in T.unroll(ROWS):
-                        for f in T.unroll(2):
-                            acc[i, T.ramp(f * 8, 1, 8)] = T.broadcast(T.float32(0), 8)
-                    for g in range(groups):
-                        for i in T.unroll(ROWS):
-                            for f in T.unroll(2):
-                                iacc[i, T.ramp(f * 8, 1, 8)] = T.broadcast(xz[rb * ROWS + i, g], 8)
-                        for qq in range(qpg):
-                            for i in T.unroll(ROWS):
-                                for f in T.unroll(2):
-                                    iacc[i, T.ramp(f * 8, 1, 8)] = dot(
-                                        iacc[i, T.ramp(f * 8, 1, 8)],
-                                        wt[sub, g * qpg + qq, T.ramp(f * 8, 1, 8)],
-                                        T.broadcast(xq[rb * ROWS + i, g * qpg + qq], 8),
-                                    )
-                        for i in T.unroll(ROWS):
-                            for f in T.unroll(2):
-                                acc[i, T.ramp(f * 8, 1, 8)] = acc[i, T.ramp(f * 8, 1, 8)] + T.Cast(
-                                    "float32x8", iacc[i, T.ramp(f * 8, 1, 8)]
-                                ) * (ws[sub, g, T.ramp(f * 8, 1, 8)] * T.broadcast(xd[rb * ROWS + i, g], 8))
-                                if has_min:
-                                    acc[i, T.ramp(f * 8, 1, 8)] = acc[i, T.ramp(f * 8, 1, 8)] + wm[
-                                        sub, g, T.ramp(f * 8, 1, 8)
-                                    ] * T.broadcast(xs[rb * ROWS + i, g], 8)
-                    for i in T.unroll(ROWS):
-                        for f in T.unroll(2):
-                            y[0, rb * ROWS + i, T.ramp(tile * TILE + sub * FEATS + f * 8, 1, 8)] = acc[
-                                i, T.ramp(f * 8, 1, 8)
-                            ]
+                    block(x, y, xq, xd, xz, xs, wt, ws, wm, iacc, acc, tile, sub, rb * ROWS, ROWS)
                 for r in range(m - m // ROWS * ROWS):  # the last rows, one at a time
-                    for f in T.unroll(2):
-                        acc[0, T.ramp(f * 8, 1, 8)] = T.broadcast(T.float32(0), 8)
-                    for g in range(groups):
-                        for f in T.unroll(2):
-                            iacc[0, T.ramp(f * 8, 1, 8)] = T.broadcast(xz[m // ROWS * ROWS + r, g], 8)
-                        for qq in range(qpg):
-                            for f in T.unroll(2):
-                                iacc[0, T.ramp(f * 8, 1, 8)] = dot(
-                                    iacc[0, T.ramp(f * 8, 1, 8)],
-                                    wt[sub, g * qpg + qq, T.ramp(f * 8, 1, 8)],
-                                    T.broadcast(xq[m // ROWS * ROWS + r, g * qpg + qq], 8),
-                                )
-                        for f in T.unroll(2):
-                            acc[0, T.ramp(f * 8, 1, 8)] = acc[0, T.ramp(f * 8, 1, 8)] + T.Cast(
-                                "float32x8", iacc[0, T.ramp(f * 8, 1, 8)]
-                            ) * (ws[sub, g, T.ramp(f * 8, 1, 8)] * T.broadcast(xd[m // ROWS * ROWS + r, g], 8))
-                            if has_min:
-                                acc[0, T.ramp(f * 8, 1, 8)] = acc[0, T.ramp(f * 8, 1, 8)] + wm[
-                                    sub, g, T.ramp(f * 8, 1, 8)
-                                ] * T.broadcast(xs[m // ROWS * ROWS + r, g], 8)
-                    for f in T.unroll(2):
-                        y[0, m // ROWS * ROWS + r, T.ramp(tile * TILE + sub * FEATS + f * 8, 1, 8)] = acc[
-                            0, T.ramp(f * 8, 1, 8)
-                        ]
+                    block(x, y, xq, xd, xz, xs, wt, ws, wm, iacc, acc, tile, sub, m // ROWS * ROWS + r, 1)
 
     return group_prefill_kernel(n, k, words, groups, scale_dtype, has_min, body)
