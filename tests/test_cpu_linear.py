@@ -232,6 +232,27 @@ def test_arm_dotprod_kernel_compiles_to_sdot():
     assert asm.count("sdot") >= 8 and "AllocWorkspace" not in asm
 
 
+# /proc/cpuinfo Features of an Arm Neoverse V1 (Graviton 3) and a Cortex-A55-class core
+NEOVERSE_V1 = frozenset("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp asimddp sve i8mm bf16".split())
+CORTEX_A53 = frozenset("fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid".split())
+
+
+@pytest.mark.parametrize(
+    "flags,mattr,isa",
+    [(NEOVERSE_V1, ["+dotprod", "+i8mm", "+sve", "+fullfp16"], "dotprod"), (CORTEX_A53, [], None)],
+    ids=["neoverse-v1", "cortex-a53"],
+)
+def test_arm_host_features_from_cpuinfo(flags, mattr, isa):
+    """An aarch64 host's ISA comes from the kernel's ``Features`` (dotprod, i8mm, SVE, fp16),
+    never from a vendor or LLVM's CPU name; the int8 GEMVs take ``sdot`` only where
+    ``asimddp`` is reported."""
+    from mlcbuild.compiler.target import arm_host_features
+
+    assert arm_host_features(flags) == mattr
+    attrs = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "generic"}
+    assert int8_dot_isa(tvm.target.Target({**attrs, **({"mattr": mattr} if mattr else {})})) == isa
+
+
 @pytest.mark.parametrize(
     "m,n,k,scheme",
     [

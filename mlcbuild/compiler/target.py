@@ -54,9 +54,11 @@ def x86_host_features(flags: frozenset[str]) -> list[str]:
     """LLVM ``mattr`` for an x86 CPU with these ``/proc/cpuinfo`` flags, on top of ``x86-64-v3``.
 
     By instruction set, never by vendor. AVX-VNNI (client Intel since Alder Lake, Xeons since
-    Sapphire Rapids) gives ``+avxvnni`` only: the VEX path the kernels were tuned on (adding
-    AVX-512 there: SmolLM2 q4f32_1 decode 280 against 310 tokens/s, medians of 3 on a 2-core
-    Xeon VM; LLVM widens the GEMV's index arithmetic to zmm). Without AVX-VNNI, AVX-512
+    Sapphire Rapids) gives ``+avxvnni`` only: the VEX path the kernels were tuned on. Adding
+    AVX-512 there costs decode: SmolLM2 q4f32_1 280 against 310 tokens/s (medians of 3, a 2-core
+    Xeon VM), and with ``+prefer-256-bit`` too 356 against 418 tokens/s (2 threads, 3 alternating
+    runs of ``mlcbuild bench --local``, a 2-core Xeon VM with AMX, 2026-12-04); LLVM widens the
+    GEMV's index arithmetic to zmm. Without AVX-VNNI, AVX-512
     F/BW/VL (Zen 4, Xeons before Sapphire Rapids) gives the AVX-512 features present (VNNI,
     BF16 among them) and ``+prefer-256-bit``, so LLVM keeps 256-bit vectors and the int8 GEMVs
     get AVX512-VNNI's 256-bit ``vpdpbusd``; a CPU with neither (AVX2 only) gets nothing more.
@@ -74,9 +76,29 @@ def x86_host_features(flags: frozenset[str]) -> list[str]:
     return []
 
 
+# aarch64 /proc/cpuinfo ``Features`` -> LLVM feature (Linux's arch/arm64/kernel/cpuinfo.c names)
+_ARM = (("asimddp", "+dotprod"), ("i8mm", "+i8mm"), ("sve", "+sve"), ("fphp", "+fullfp16"))
+
+
+def arm_host_features(flags: frozenset[str]) -> list[str]:
+    """LLVM ``mattr`` for an aarch64 CPU with these ``/proc/cpuinfo`` ``Features``: the int8
+    dot products (``asimddp`` -> ``+dotprod``, ``i8mm`` -> ``+i8mm``), SVE and fp16 arithmetic,
+    each only where the kernel reports it. LLVM's CPU name alone misses them under
+    virtualization and on cores it does not know (the same reason as on x86).
+
+    Args:
+        flags: the kernel's CPU features (``linux_cpu_flags()``).
+
+    Returns:
+        LLVM feature strings, e.g. ``["+dotprod", "+i8mm"]``.
+    """
+    return [feature for flag, feature in _ARM if flag in flags]
+
+
 def _native_host() -> dict[str, Any]:
     """This machine's CPU as LLVM sees it: ``x86-64-v3`` plus the ISA extensions the kernel
-    reports (:func:`x86_host_features`) on x86, LLVM's CPU name elsewhere.
+    reports (:func:`x86_host_features`) on x86; LLVM's CPU name elsewhere, plus on aarch64 the
+    extensions the kernel reports (:func:`arm_host_features`).
 
     The CPU name is not used on x86: with the exact name of an AVX-512 machine LLVM 22 spent
     ~90 s per vectorized GEMV (feasibility notes), and under KVM LLVM names CPUs it cannot see
@@ -98,7 +120,8 @@ def _native_host() -> dict[str, Any]:
             return {"mtriple": triple, "mcpu": "x86-64"}
         mattr = x86_host_features(linux_cpu_flags())
         return {"mtriple": triple, "mcpu": "x86-64-v3", **({"mattr": mattr} if mattr else {})}
-    return {"mtriple": triple, "mcpu": cpu}
+    mattr = arm_host_features(linux_cpu_flags()) if machine in ("aarch64", "arm64") else []
+    return {"mtriple": triple, "mcpu": cpu, **({"mattr": mattr} if mattr else {})}
 
 
 def resolved_host(desc: TargetDescriptor) -> dict[str, Any]:

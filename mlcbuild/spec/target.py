@@ -211,9 +211,10 @@ def cpuinfo() -> tuple[str, ...]:
 
 
 def linux_cpu_flags() -> frozenset[str]:
-    """The ``flags`` of ``/proc/cpuinfo`` (empty elsewhere)."""
+    """The CPU flags of ``/proc/cpuinfo``: its ``flags`` line on x86, ``Features`` on aarch64
+    (e.g. ``asimddp i8mm sve``; empty elsewhere)."""
     for line in cpuinfo():
-        if line.startswith("flags"):
+        if line.startswith(("flags", "Features")):
             return frozenset(line.split(":", 1)[1].split())
     return frozenset()
 
