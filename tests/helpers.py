@@ -14,12 +14,13 @@ from mlcbuild.spec.recipe import parse_recipe
 from mlcbuild.spec.target import load_target
 
 
-def compile_and_load(data: dict, state_dict: dict[str, np.ndarray], cache_dir) -> Engine:
-    """Compile recipe ``data`` for ``host`` (through the cache) and load ``state_dict`` into it."""
+def compile_and_load(data: dict, state_dict: dict[str, np.ndarray], cache_dir, target: str = "host") -> Engine:
+    """Compile recipe ``data`` for ``target`` (a ``.so`` target: ``host``, ``pocl``; through the
+    cache) and load ``state_dict`` into it, on the target's device."""
     from mlcbuild.artifacts.info import read_build
 
     recipe = parse_recipe(data)
-    desc = load_target("host")
+    desc = load_target(target)
     result = compile_recipe(recipe, desc, cache=Cache(cache_dir))
     build = read_build(result.artifact)
     params = [(p.name, p.shape, p.dtype) for p in build.params]
@@ -31,6 +32,7 @@ def compile_and_load(data: dict, state_dict: dict[str, np.ndarray], cache_dir) -
     return Engine.local(
         result.artifact / build.library.file,
         arrays,
+        device_kind=desc.kind,
         vocab_size=cfg.vocab_size,
         context_window_size=b.context_window_size,
         prefill_chunk_size=b.prefill_chunk_size,

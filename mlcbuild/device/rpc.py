@@ -236,7 +236,10 @@ def free_port() -> int:
 
 
 class LocalCluster:
-    """A real TVM tracker and one server (host CPU) on 127.0.0.1, as subprocesses.
+    """A real TVM tracker and one server on 127.0.0.1, as subprocesses: the host CPU, and with
+    ``device_kind="opencl"`` the OpenCL device of TVM's OpenCL runtime
+    (:func:`mlcbuild.runtime.devices.runtime_libraries`: the server loads it by
+    ``--load-library``), as a phone's server has its GPU.
 
     Each runs in its own process group, so that stopping it also stops the
     ``popen_worker`` children TVM leaves behind.
@@ -244,9 +247,15 @@ class LocalCluster:
     Attributes:
         tracker: ``"127.0.0.1:PORT"``.
         key: the server's device key.
+
+    Raises:
+        MlcbuildError: ``device_kind``'s runtime is not built (``make opencl-runtime``).
     """
 
-    def __init__(self, key: str = "host", wait_s: float = 30.0):
+    def __init__(self, key: str = "host", wait_s: float = 30.0, device_kind: str = "llvm"):
+        from mlcbuild.runtime.devices import runtime_libraries
+
+        self.libraries = [str(p) for p in runtime_libraries(device_kind)]  # sets the env they read
         self.key = key
         self.wait_s = wait_s
         self.port = free_port()
@@ -279,7 +288,8 @@ class LocalCluster:
         before = sum(k.total for k in list_devices(self.tracker) if k.key == self.key)
         sp = free_port()
         p = self._spawn("tvm.exec.rpc_server", "--tracker", self.tracker, "--key", self.key,
-                        "--host", "127.0.0.1", "--port", str(sp), "--port-end", str(sp + 1), "--silent")  # fmt: skip
+                        "--host", "127.0.0.1", "--port", str(sp), "--port-end", str(sp + 1), "--silent",
+                        *(["--load-library", ":".join(self.libraries)] if self.libraries else []))  # fmt: skip
         deadline = time.monotonic() + self.wait_s
         while sum(k.total for k in list_devices(self.tracker) if k.key == self.key) <= before:
             if time.monotonic() > deadline or p.poll() is not None:

@@ -122,12 +122,14 @@ def engine_sizes(build: BuildInfo) -> dict[str, int]:
 
 
 def open_local(artifact: str | Path, weights: str | Path) -> tuple[Engine, dict[str, Any]]:
-    """A host artifact and converted weights, checked against each other, loaded here.
+    """A ``.so`` artifact (``host``, or a GPU target whose device is here, e.g. ``pocl``) and
+    converted weights, checked against each other, loaded here.
 
     Returns:
         ``(engine, chat config)`` (the weights' ``mlc-chat-config.json``).
     Raises:
-        MlcbuildError: the artifact is not a host ``.so`` build, the weights do not match
+        MlcbuildError: the artifact is not a ``.so`` build, its device's runtime is missing
+            (:func:`mlcbuild.runtime.devices.device_for`), the weights do not match
             it (:func:`check_weights`), the library is not the one built (:func:`library_path`),
             its ABI stamp differs from this runtime (:func:`mlcbuild.artifacts.stamp.check_library_stamp`),
             or a shard is missing/corrupt.
@@ -147,4 +149,5 @@ def open_local(artifact: str | Path, weights: str | Path) -> tuple[Engine, dict[
     build, lib = checked_build(artifact, weights)
     tensors = read_tensor_cache(weights)
     chat = json.loads((weights / "mlc-chat-config.json").read_text())
-    return Engine.local(lib, [tensors[p.name] for p in build.params], **engine_sizes(build)), chat
+    kind = build.inputs["target"]["descriptor"]["device"]["kind"]
+    return Engine.local(lib, [tensors[p.name] for p in build.params], device_kind=kind, **engine_sizes(build)), chat

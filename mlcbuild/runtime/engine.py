@@ -95,15 +95,26 @@ class Engine:
         self.seq_len = 0
 
     @classmethod
-    def local(cls, lib_path: str | Path, params: Iterable[np.ndarray], **sizes: int) -> Engine:
-        """A ``.so`` loaded in this process with NumPy ``params`` (entry-function order);
-        ``sizes``: the keyword arguments of :class:`Engine` (``vocab_size``, ...)."""
+    def local(
+        cls, lib_path: str | Path, params: Iterable[np.ndarray], *, device_kind: str = "llvm", **sizes: int
+    ) -> Engine:
+        """A ``.so`` loaded in this process with NumPy ``params`` (entry-function order), run on
+        the device of ``device_kind`` (the target descriptor's ``device.kind``: ``llvm`` the CPU,
+        ``opencl`` an OpenCL device through :mod:`mlcbuild.runtime.devices`; the CPU runs the
+        VM's shape functions beside it); ``sizes``: the keyword arguments of :class:`Engine`
+        (``vocab_size``, ...).
+
+        Raises:
+            MlcbuildError: the device's runtime or the device is missing (:func:`mlcbuild.runtime.devices.device_for`).
+        """
         use_all_cores()
         import tvm
         import tvm_ffi
         from tvm import relax
 
-        device = tvm.cpu()
+        from mlcbuild.runtime.devices import device_for
+
+        device = device_for(device_kind)  # before the library: its device modules need the runtime's loader
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), device)
         # one FFI array, converted once: a Python list of ~300 tensors costs ~20 us per VM call
         arr = tvm_ffi.Array([tvm.runtime.tensor(np.ascontiguousarray(p), device) for p in params])
