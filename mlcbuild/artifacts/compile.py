@@ -131,6 +131,28 @@ def check_budget(memory: dict[str, int], recipe: Recipe, desc: TargetDescriptor,
     )
 
 
+def check_float16(recipe: Recipe, desc: TargetDescriptor) -> None:
+    """Refuse a float16 scheme for a GPU whose descriptor says ``[device] float16 = false``
+    (an OpenCL device without ``cl_khr_fp16``, e.g. PoCL's CPU device: its OpenCL compiler
+    rejects every kernel that uses ``half``).
+
+    Raises:
+        CompileError: naming the descriptor and the float32 scheme to use instead.
+    """
+    from mlcbuild.quant import get_scheme
+
+    if not desc.is_gpu or desc.device.get("float16", True):
+        return
+    if get_scheme(recipe.scheme).model_dtype == "float16":
+        alt = recipe.scheme.replace("f16", "f32", 1)
+        raise CompileError(
+            f"target {desc.name!r} has no float16 arithmetic ([device] float16 = false) and the recipe's "
+            f"scheme {recipe.scheme} computes in float16",
+            path=str(desc.path) if desc.path else None,
+            fix=f"use a float32 scheme for this target (scheme = \"{alt}\" in [quantization])",
+        )
+
+
 def compile_recipe(
     recipe: Recipe,
     desc: TargetDescriptor,
@@ -161,6 +183,7 @@ def compile_recipe(
     t_start = time.perf_counter()
     cache = cache or Cache()
     check_codegen(desc, cache.memo)
+    check_float16(recipe, desc)
     if on_phase:
         on_phase("key")
     inputs = key_inputs(recipe, desc, cache, tuning_root)

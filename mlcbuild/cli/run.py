@@ -31,17 +31,26 @@ def _artifact_and_weights(f):
         help="converted weights (or, with a recipe, a checkpoint to convert: a directory or a .gguf file; "
         "default with a recipe: its model.source)",
     )(f)
+    f = click.option(
+        "--target",
+        "-t",
+        "target_name",
+        default="host",
+        show_default=True,
+        help="with a recipe: the target to compile for and run on here (host, or pocl: OpenCL on PoCL)",
+    )(f)
     return click.argument("artifact", type=click.Path(exists=True, path_type=Path))(f)
 
 
-def _host_model(artifact: Path, weights_dir: Path | None, cache):
-    """A host model from an artifact, or from a recipe (compiled for host first; a checkpoint
-    given as ``weights_dir``, default the recipe's source, converted first):
-    ``(model, chat config, artifact, weights)``."""
+def _host_model(artifact: Path, weights_dir: Path | None, cache, target_name: str = "host"):
+    """A model loaded here from an artifact, or from a recipe (compiled for ``target_name``
+    first; a checkpoint given as ``weights_dir``, default the recipe's source, converted
+    first): ``(model, chat config, artifact, weights)``. It runs on the artifact's device: the
+    CPU, or OpenCL for a ``pocl`` build (:func:`mlcbuild.runtime.artifact.open_local`)."""
     from mlcbuild.runtime.artifact import open_local
 
     if artifact.suffix == ".toml":
-        r, res = compile_with_progress(artifact, "host", cache)
+        r, res = compile_with_progress(artifact, target_name, cache)
         artifact = res.artifact
         if weights_dir is None:
             from mlcbuild.artifacts.checkpoint import fetch
@@ -93,8 +102,8 @@ def _rate(st) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print ids, text, tokens/s and peak RSS as JSON")
 @_sampling
 @cache_options
-def run_cmd(artifact, weights_dir, prompt, prompt_ids, as_chat, max_new_tokens, ignore_eos, as_json, cache, **sampling):
-    """Generate text on the host CPU with a compiled ARTIFACT (or a recipe, compiled first)."""
+def run_cmd(artifact, weights_dir, target_name, prompt, prompt_ids, as_chat, max_new_tokens, ignore_eos, as_json, cache, **sampling):
+    """Generate text here with a compiled ARTIFACT (or a recipe, compiled first for --target)."""
     import resource
 
     from mlcbuild.runtime.chat import ChatTemplate, load_tokenizer, stop_ids, stream_text
@@ -105,7 +114,7 @@ def run_cmd(artifact, weights_dir, prompt, prompt_ids, as_chat, max_new_tokens, 
     if as_chat and prompt is None:
         raise MlcbuildError("--chat takes --prompt (a user message)", fix='e.g. --chat --prompt "Hello"')
     sampler = _sampler(**sampling)
-    model, chat, artifact, weights_dir = _host_model(artifact, weights_dir, cache)
+    model, chat, artifact, weights_dir = _host_model(artifact, weights_dir, cache, target_name)
     sampler.softmax = model.softmax  # the library's softmax_with_temperature
     has_tokenizer = (weights_dir / "tokenizer.json").is_file()
     tokenizer = load_tokenizer(weights_dir) if prompt is not None or has_tokenizer else None
@@ -151,13 +160,13 @@ def run_cmd(artifact, weights_dir, prompt, prompt_ids, as_chat, max_new_tokens, 
 @click.option("--max-new-tokens", type=int, default=256, show_default=True, help="per reply")
 @_sampling
 @cache_options
-def chat_cmd(artifact, weights_dir, system, max_new_tokens, cache, **sampling) -> None:
-    """Chat on the host CPU with a compiled ARTIFACT (or a recipe): one line per user turn;
+def chat_cmd(artifact, weights_dir, target_name, system, max_new_tokens, cache, **sampling) -> None:
+    """Chat here with a compiled ARTIFACT (or a recipe, for --target): one line per user turn;
     /reset starts over, /stats shows the last turn's speed, /exit (or end of input) ends."""
     from mlcbuild.runtime.chat import ChatTemplate, Conversation, load_tokenizer, stop_ids, stream_text
 
     sampler = _sampler(**sampling)
-    model, chat, _, weights_dir = _host_model(artifact, weights_dir, cache)
+    model, chat, _, weights_dir = _host_model(artifact, weights_dir, cache, target_name)
     sampler.softmax = model.softmax  # the library's softmax_with_temperature
     tokenizer, template = load_tokenizer(weights_dir), ChatTemplate.load(weights_dir)
     conv = Conversation(model, tokenizer, template, stop_ids(chat, tokenizer, template), sampler, system)
@@ -196,11 +205,11 @@ def chat_cmd(artifact, weights_dir, system, max_new_tokens, cache, **sampling) -
 )
 @click.option("--json", "as_json", is_flag=True, help="print {perplexity, nll, tokens, windows, ...} as JSON")
 @cache_options
-def eval_cmd(artifact, weights_dir, text_file, context, max_tokens, score_from, as_json, cache) -> None:
-    """Perplexity of a compiled ARTIFACT (or a recipe, compiled first) on the host over a text file."""
+def eval_cmd(artifact, weights_dir, target_name, text_file, context, max_tokens, score_from, as_json, cache) -> None:
+    """Perplexity of a compiled ARTIFACT (or a recipe, compiled first for --target) over a text file."""
     from mlcbuild.runtime.evaluate import perplexity, text_ids
 
-    model, _, artifact, weights_dir = _host_model(artifact, weights_dir, cache)
+    model, _, artifact, weights_dir = _host_model(artifact, weights_dir, cache, target_name)
     ids = text_ids(weights_dir, text_file, max_tokens)
     with Progress(
         TextColumn("perplexity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True

@@ -150,7 +150,7 @@ def tvm_target(desc: TargetDescriptor):
     host = resolved_host(desc)
     if desc.kind == "llvm":
         return Target(host, host=host)
-    device = {k: v for k, v in desc.device.items()}
+    device = {k: v for k, v in desc.device.items() if k != "float16"}  # ours, not a TVM attribute
     return Target(device, host=host)
 
 

@@ -57,13 +57,17 @@ def remote_engine(session, artifact: Path, weights: Path, key: str = "local") ->
             or a corrupt shard.
         DeviceError: the device went away.
     """
-    from tvm import relax
+    from tvm import relax, rpc
 
     from mlcbuild.artifacts.tensor_cache import INDEX_FILE, verify_tensor_cache
 
     use_all_cores()  # for --local (a device's server sizes its own pool)
     build, lib = checked_build(artifact, weights)
     verify_tensor_cache(weights)
+    if isinstance(session, rpc.LocalSession):  # --local: this process is the device, with its runtime
+        from mlcbuild.runtime.devices import device_for
+
+        device_for(build.device_kind)
     with device_calls("upload", key):
         device = session.cpu(0) if build.device_kind == "llvm" else session.device(build.device_kind, 0)
         session.upload(str(lib), "mlcbuild_lib.so")

@@ -149,5 +149,5 @@ def open_local(artifact: str | Path, weights: str | Path) -> tuple[Engine, dict[
     build, lib = checked_build(artifact, weights)
     tensors = read_tensor_cache(weights)
     chat = json.loads((weights / "mlc-chat-config.json").read_text())
-    kind = build.inputs["target"]["descriptor"]["device"]["kind"]
-    return Engine.local(lib, [tensors[p.name] for p in build.params], device_kind=kind, **engine_sizes(build)), chat
+    params = [tensors[p.name] for p in build.params]
+    return Engine.local(lib, params, device_kind=build.device_kind, **engine_sizes(build)), chat

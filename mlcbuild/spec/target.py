@@ -53,6 +53,7 @@ _SCHEMA: dict[str, Schema] = {
         "max_threads_per_block": ((int,), False, None),
         "max_shared_memory_per_block": ((int,), False, None),
         "thread_warp_size": ((int,), False, None),
+        "float16": ((bool,), False, None),  # false: no half-precision arithmetic (OpenCL without cl_khr_fp16)
     },
     "host": {
         "mtriple": ((str,), True, None),
