@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup main test bench llamacpp lint quality-deps quality-model arm-emulation
+.PHONY: setup main test bench llamacpp lint quality-deps quality-model arm-emulation opencl-runtime
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,8 +21,15 @@ main: $(STAMP)
 	$(BIN)/mlcbuild compile recipes/llama32-3b.toml --target s24
 	$(BIN)/mlcbuild run recipes/smollm2-135m-instruct.toml --chat --prompt "What is the capital of Germany?" --max-new-tokens 64
 
-# Two pytest-xdist workers: the 2 cores compile two tiny models at once.
+# TVM's OpenCL runtime against the wheel (third_party/tvm_opencl_runtime), for GPU builds run on
+# PoCL (targets/pocl.toml): ~10 s; Debian's opencl-c-headers (root for apt).
+opencl-runtime: $(STAMP)
+	bash third_party/tvm_opencl_runtime/build.sh
+
+# Two pytest-xdist workers: the 2 cores compile two tiny models at once. The OpenCL runtime is
+# built first where it can be (its tests skip, saying why, where it cannot).
 test: $(STAMP)
+	-@test -f .opencl/libtvm_runtime_opencl.so || bash third_party/tvm_opencl_runtime/build.sh || echo "no OpenCL runtime: the PoCL tests will skip"
 	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 bench: $(STAMP)
