@@ -11,6 +11,7 @@ why, where PoCL or the runtime is missing.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import torch
 from factories import hf_model, make_checkpoint, recipe_data, state_dict_numpy, tiny_config
 from helpers import compile_and_load
 from test_convert_run import cli, hf_greedy, recipe_file
+from test_gguf import gguf_path, hf_reference  # noqa: F401 - the embedded model's GGUF and transformers' model of it (fixtures)
 from test_parity import CASES, check_against
 
 from mlcbuild.errors import MlcbuildError
@@ -194,3 +196,44 @@ def test_tune_on_the_opencl_device_keeps_a_faster_record(opencl, tmp_path, cache
     assert (logs / "pocl" / "database_tuning_record.json").is_file()
     tuned = compile_recipe(recipe, pocl, cache=Cache(cache_dir), tuning_root=logs)
     assert read_build(tuned.artifact).tuned_kernels == (gemv,)
+
+
+def test_the_embedded_smollm2_answers_on_pocl_as_on_host(opencl, gguf_path, hf_reference, tmp_path, cache_dir):
+    """The real SmolLM2-135M-Instruct (its GGUF from PyPI, q4f32_1: PoCL has no float16, and the
+    exact imports keep GGUF's float16 scales) compiled for ``pocl`` and for ``host``: the same
+    greedy reply to a chat question (``mlcbuild run``); on ``pocl``, ``mlcbuild eval``'s
+    perplexity equals transformers' on NumPy's q4f32_1 dequantization of the same weights
+    (the host build quantizes activations to int8, so its perplexity is not that reference's)."""
+    from mlcbuild.runtime.evaluate import reference_perplexity
+
+    rec = tmp_path / "smollm2-q4f32_1.toml"
+    assert cli("recipe", gguf_path, "--scheme", "q4f32_1", "--name", "smollm2-q4f32_1", "--context-window", 512,
+               "-o", rec).exit_code == 0  # fmt: skip
+    weights = json.loads(cli("convert", rec, "--weights", gguf_path, "--json", "--cache-dir", cache_dir).stdout)["weights"]
+    replies = {}
+    for target in ("host", "pocl"):
+        r = cli("run", rec, "--target", target, "--weights", weights, "--chat", "--prompt",
+                "What is the capital of France?", "--max-new-tokens", 16, "--json", "--cache-dir", cache_dir)  # fmt: skip
+        assert r.exit_code == 0, r.output
+        replies[target] = json.loads(r.stdout.strip().splitlines()[-1])
+    assert replies["pocl"]["output_ids"] == replies["host"]["output_ids"] and "Paris" in replies["pocl"]["text"]
+    text = tmp_path / "text.txt"
+    text.write_text(Path(__file__).read_text())
+    ev = cli("eval", rec, "--target", "pocl", "--weights", weights, "--text", text, "--context", 64,
+             "--max-tokens", 64, "--json", "--cache-dir", cache_dir)  # fmt: skip
+    assert ev.exit_code == 0, ev.output
+    hf, tok = hf_reference
+    scheme = get_scheme("q4f32_1")
+    with torch.no_grad():
+        saved = {n: p.detach().clone() for n, p in hf.named_parameters() if p.ndim == 2}
+        try:
+            for n, p in hf.named_parameters():
+                if p.ndim == 2:  # every linear and the (tied) embedding
+                    w = p.detach().numpy()
+                    p.copy_(torch.from_numpy(scheme.dequantize(*scheme.quantize(w), w.shape[1])))
+            ref = reference_perplexity(hf, tok(text.read_text())["input_ids"][:64], 64)
+        finally:  # the session's reference model stays the GGUF's
+            for n, p in hf.named_parameters():
+                if n in saved:
+                    p.copy_(saved[n])
+    assert json.loads(ev.stdout.strip().splitlines()[-1])["perplexity"] == pytest.approx(ref, rel=1e-4)
