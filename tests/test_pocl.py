@@ -19,7 +19,6 @@ import torch
 from factories import hf_model, make_checkpoint, recipe_data, state_dict_numpy, tiny_config
 from helpers import compile_and_load
 from test_convert_run import cli, hf_greedy, recipe_file
-from test_gguf import gguf_path, hf_reference  # noqa: F401 - the embedded model's GGUF and transformers' model of it (fixtures)
 from test_parity import CASES, check_against
 
 from mlcbuild.errors import MlcbuildError
@@ -161,7 +160,9 @@ def test_mlcbuild_run_on_pocl_gives_transformers_greedy_ids(case, opencl, tmp_pa
     cfg = POCL_CASES[case]
     hf = make_checkpoint(tmp_path / "ckpt", cfg, seed=5)
     recipe = tmp_path / "r.toml"
-    assert cli("recipe", tmp_path / "ckpt", "--out", recipe, "--scheme", "q0f32", "--name", f"ckpt-{case}").exit_code == 0
+    assert (
+        cli("recipe", tmp_path / "ckpt", "--out", recipe, "--scheme", "q0f32", "--name", f"ckpt-{case}").exit_code == 0
+    )
     prompt = [1, 5, 9, 22, 7, 60, 3, 44, 17, 2, 31]
     r = cli("run", recipe, "--target", "pocl", "--weights", tmp_path / "ckpt", "--prompt-ids",
             ",".join(map(str, prompt)), "--max-new-tokens", 12, "--json", "--cache-dir", cache_dir)  # fmt: skip
@@ -192,7 +193,9 @@ def test_tune_on_the_opencl_device_keeps_a_faster_record(opencl, tmp_path, cache
     assert res.name == gemv and res.trials == 8 and res.best_us > 0 and res.default_us > 0
     assert res.status == ("tuned" if res.best_us * 1.05 <= res.default_us else "default-faster")
     if res.status != "tuned":
-        pytest.skip(f"no schedule beat dlight's by 5 % in 8 random trials ({res.best_us:.1f} vs {res.default_us:.1f} us)")
+        pytest.skip(
+            f"no schedule beat dlight's by 5 % in 8 random trials ({res.best_us:.1f} vs {res.default_us:.1f} us)"
+        )
     assert (logs / "pocl" / "database_tuning_record.json").is_file()
     tuned = compile_recipe(recipe, pocl, cache=Cache(cache_dir), tuning_root=logs)
     assert read_build(tuned.artifact).tuned_kernels == (gemv,)
@@ -209,7 +212,9 @@ def test_the_embedded_smollm2_answers_on_pocl_as_on_host(opencl, gguf_path, hf_r
     rec = tmp_path / "smollm2-q4f32_1.toml"
     assert cli("recipe", gguf_path, "--scheme", "q4f32_1", "--name", "smollm2-q4f32_1", "--context-window", 512,
                "-o", rec).exit_code == 0  # fmt: skip
-    weights = json.loads(cli("convert", rec, "--weights", gguf_path, "--json", "--cache-dir", cache_dir).stdout)["weights"]
+    weights = json.loads(cli("convert", rec, "--weights", gguf_path, "--json", "--cache-dir", cache_dir).stdout)[
+        "weights"
+    ]
     replies = {}
     for target in ("host", "pocl"):
         r = cli("run", rec, "--target", target, "--weights", weights, "--chat", "--prompt",
@@ -227,7 +232,7 @@ def test_the_embedded_smollm2_answers_on_pocl_as_on_host(opencl, gguf_path, hf_r
     with torch.no_grad():
         saved = {n: p.detach().clone() for n, p in hf.named_parameters() if p.ndim == 2}
         try:
-            for n, p in hf.named_parameters():
+            for p in hf.parameters():
                 if p.ndim == 2:  # every linear and the (tied) embedding
                     w = p.detach().numpy()
                     p.copy_(torch.from_numpy(scheme.dequantize(*scheme.quantize(w), w.shape[1])))

@@ -149,7 +149,7 @@ def check_float16(recipe: Recipe, desc: TargetDescriptor) -> None:
             f"target {desc.name!r} has no float16 arithmetic ([device] float16 = false) and the recipe's "
             f"scheme {recipe.scheme} computes in float16",
             path=str(desc.path) if desc.path else None,
-            fix=f"use a float32 scheme for this target (scheme = \"{alt}\" in [quantization])",
+            fix=f'use a float32 scheme for this target (scheme = "{alt}" in [quantization])',
         )
 
 

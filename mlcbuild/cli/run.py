@@ -102,7 +102,19 @@ def _rate(st) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print ids, text, tokens/s and peak RSS as JSON")
 @_sampling
 @cache_options
-def run_cmd(artifact, weights_dir, target_name, prompt, prompt_ids, as_chat, max_new_tokens, ignore_eos, as_json, cache, **sampling):
+def run_cmd(
+    artifact,
+    weights_dir,
+    target_name,
+    prompt,
+    prompt_ids,
+    as_chat,
+    max_new_tokens,
+    ignore_eos,
+    as_json,
+    cache,
+    **sampling,
+):
     """Generate text here with a compiled ARTIFACT (or a recipe, compiled first for --target)."""
     import resource
 
