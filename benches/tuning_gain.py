@@ -38,7 +38,7 @@ def kernel_us(mod, target, repeat: int, dev) -> float:
     """Median time of one kernel (``mod["main"]``, already scheduled) on ``dev``, µs."""
     import tvm
 
-    lib = tvm.compile(mod, target=target)
+    lib = tvm.tirx.build(mod, target=target)
     rng = np.random.default_rng(0)
     args = []
     for p in mod["main"].params:

@@ -95,9 +95,9 @@ def test_tvm_tiled_ragged_prefill_on_opencl(opencl):
     """TVM 0.27's own tiled GPU prefill kernel (``batch_prefill_ragged_kv``), which GPU builds of
     models without a window or soft-cap use, against NumPy causal attention: right at head dim
     16 and 64 and 128; at 32 (float32) it is wrong on PoCL whenever the last KV tile is partial
-    (tokens 16-19 of a 20-token prompt, every token of an 11-token one). Found by the q0f32
-    Qwen3 case with head_dim 32 (CASES["qwen3-hd32"]), which fails on ``pocl`` for that reason;
-    whether a phone's driver computes it right is not known here."""
+    (tokens 16-19 of a 20-token prompt, every token of an 11-token one): xfail, until it is right
+    (then CASES["qwen3-hd32"], which fails on ``pocl`` for it, joins POCL_CASES). Whether a
+    phone's driver computes it right is not known here."""
     import tvm
     from tvm.relax.frontend.nn.llm._prefill_kernels import _attention_prefill_ragged
 
@@ -127,7 +127,8 @@ def test_tvm_tiled_ragged_prefill_on_opencl(opencl):
             ref[:, h] = (p / p.sum(1, keepdims=True)) @ v[:, h * h_kv // h_q]
         errors[d] = float(np.abs(out.numpy() - ref).max())
     assert all(errors[d] < 1e-5 for d in (16, 64, 128)), errors
-    assert errors[32] > 0.1, f"TVM's kernel is right at head dim 32 now: {errors}; add qwen3-hd32 to POCL_CASES"
+    if errors[32] > 1e-5:  # as measured on PoCL 3.0 (docs/gpu.md); right elsewhere, the xfail says so
+        pytest.xfail(f"TVM 0.27's tiled ragged prefill is wrong at head dim 32 on this OpenCL device: {errors}")
 
 
 @pytest.mark.parametrize("case", ["gqa2-untied", "qwen2-tied"])

@@ -144,7 +144,7 @@ def open_local(artifact: str | Path, weights: str | Path) -> tuple[Engine, dict[
         raise MlcbuildError(
             f"the artifact was built for target {build.target_name!r} ({build.library.file}), which cannot run here",
             path=artifact,
-            fix="compile the recipe with --target host to run it on this machine",
+            fix="compile the recipe with --target host (or pocl, for the GPU pipeline on OpenCL) to run it here",
         )
     build, lib = checked_build(artifact, weights)
     tensors = read_tensor_cache(weights)
