@@ -270,7 +270,7 @@ def test_eval_json_is_valid_for_a_nan_perplexity(tmp_path, monkeypatch):
     import mlcbuild.cli as cli
     import mlcbuild.runtime.evaluate as ev
 
-    monkeypatch.setattr(cli.run, "_host_model", lambda a, w, c: (None, {}, a, w))
+    monkeypatch.setattr(cli.run, "_host_model", lambda a, w, c, *_target: (None, {}, a, w))
     monkeypatch.setattr(ev, "text_ids", lambda *a: [1, 2, 3])
 
     @dataclasses.dataclass

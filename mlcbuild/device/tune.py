@@ -295,7 +295,11 @@ def tune(
         t0 = time.perf_counter()
         # MetaSchedule re-configures its loggers per call (console at DEBUG after the first);
         # its logs go to files in the work directory, the console stays ours.
-        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.ERROR)
+        ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+        ms_logger.setLevel(logging.ERROR)
+        for h in list(ms_logger.handlers):  # its dictConfig lists handlers by name: an unnamed one breaks it
+            if h.get_name() is None:
+                ms_logger.removeHandler(h)
         with tvm.transform.PassContext(opt_level=3):
             ms.tune_tir(
                 mod=task.mod,
