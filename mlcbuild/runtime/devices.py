@@ -1,7 +1,7 @@
 """The TVM device a library runs on here, and the runtime extension that device needs.
 
-The TVM wheel's ``libtvm_runtime.so`` has the CPU device only; its ``libtvm_runtime_cuda.so``
-adds CUDA. OpenCL comes from ``make opencl-runtime``: TVM's own OpenCL runtime
+The TVM wheel's ``libtvm_runtime.so`` has the CPU device (its ``libtvm_runtime_cuda.so`` adds
+CUDA, not exercised here: no CUDA machine). OpenCL comes from ``make opencl-runtime``: TVM's own OpenCL runtime
 (``src/backend/opencl/runtime`` of apache/tvm, vendored in ``third_party/tvm_opencl_runtime``)
 compiled against the wheel's headers into ``.opencl/libtvm_runtime_opencl.so``, an extension
 library of the wheel's runtime as upstream TVM builds ``libtvm_runtime_opencl.so``
@@ -40,7 +40,8 @@ def _opencl_env() -> None:
 
 def runtime_libraries(kind: str) -> list[Path]:
     """Shared libraries a TVM process (this one or an RPC server) loads for device ``kind``
-    (``"llvm"``, ``"opencl"``, ``"cuda"``), after setting the environment they read.
+    (``"opencl"``: the extension; other kinds: none beyond the wheel's), after setting the
+    environment they read.
 
     Raises:
         MlcbuildError: ``opencl`` and the extension is not built (the fix names ``make opencl-runtime``).
@@ -51,15 +52,11 @@ def runtime_libraries(kind: str) -> list[Path]:
             raise MlcbuildError(
                 "this library runs on OpenCL, and TVM's Python wheel has no OpenCL runtime",
                 path=str(lib),
-                fix="build it with `make opencl-runtime` (TVM's OpenCL runtime against the wheel, ~1 min), "
+                fix="build it with `make opencl-runtime` (TVM's OpenCL runtime against the wheel, ~10 s), "
                 f"or point ${OPENCL_RUNTIME_ENV} at a libtvm_runtime_opencl.so",
             )
         _opencl_env()
         return [lib]
-    if kind == "cuda":
-        import tvm
-
-        return [Path(tvm.__file__).parent / "lib" / "libtvm_runtime_cuda.so"]
     return []
 
 
