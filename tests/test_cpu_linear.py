@@ -17,7 +17,9 @@ HOST_ISA = int8_dot_isa(HOST)
 
 
 def _needs(isa: str) -> None:
-    if HOST_ISA is None or (isa == "avxvnni" and HOST_ISA != "avxvnni"):
+    """Skip unless this host runs ``isa``'s code (a VNNI x86 CPU also runs the AVX2 path)."""
+    runs = {"avxvnni": ("avxvnni",), "avx2": ("avx2", "avxvnni")}[isa]
+    if HOST_ISA not in runs:
         pytest.skip(f"this CPU has no {isa}")
 
 
@@ -47,6 +49,8 @@ def _run_gemv(lib, n, k, s, seed):
         (45, 96, "q4f32_1", "avxvnni"),  # 3 groups: one group per step (odd group count)
         (256, 576, "q4f16_1", "avxvnni"),  # fp16 scales
         (101, 96, "q8f32_1", "avxvnni"),
+        (101, 96, "q8f32_1", "avx2"),  # int8 weights by the sign trick
+        (64, 2048, "q4f32_1", "avx2"),  # two groups per step, pair sums added in 16 bits
         (64, 2048, "q4f32_1", "avxvnni"),  # 64 groups: two chunks of combined scales
     ],
 )
@@ -82,7 +86,7 @@ def _ggml_weight(scheme: str, n: int, k: int, seed: int):
 def test_int8_gemv_of_ggml_blocks_matches_numpy(scheme, n, k):
     """GGML's Q4_0 / Q4_1 / Q8_0 blocks (exact GGUF imports) run the int8 GEMV: ``y`` equals
     ``gguf``-style dequantization ``@ activation_reference(x)`` within 1e-5 x max |y|."""
-    _needs("avxvnni" if scheme.startswith("q8") else "avx2")
+    _needs("avx2")
     s, info, tensors, dequant = _ggml_weight(scheme, n, k, n * k)
     isa = HOST_ISA
     func = int8_gemv(n, k, s.bits, info["max_int"], "float32", "float16", isa, has_min=s.has_min)
@@ -317,11 +321,12 @@ AVX2_ONLY = frozenset("avx2 fma".split())
     ],
     ids=["avx512-vnni", "avx-vnni", "avx2"],
 )
-def test_int8_gemv_on_each_x86_isa(flags, isa, needs):
+@pytest.mark.parametrize("scheme", ["q4f32_1", "q8f32_1"])
+def test_int8_gemv_on_each_x86_isa(flags, isa, needs, scheme):
     """The host target of a Zen 4 / Intel server (AVX512-VNNI, no AVX-VNNI), a client Intel
     (AVX-VNNI) and an AVX2-only CPU: the int8 path chosen by instruction set, the GEMV's
     assembly has that path's instructions (EVEX/VEX ``vpdpbusd`` on ymm, or
-    ``vpmaddubsw``), and where this CPU has the instructions the
+    ``vpmaddubsw``, with ``vpsignb`` for int8 weights), and where this CPU has the instructions the
     result equals NumPy's within the bound above."""
     from mlcbuild.compiler.target import x86_host_features
     from mlcbuild.spec.target import linux_cpu_flags
@@ -332,10 +337,12 @@ def test_int8_gemv_on_each_x86_isa(flags, isa, needs):
     attrs = {"kind": "llvm", "mtriple": str(HOST.attrs["mtriple"]), "mcpu": "x86-64-v3", "num-cores": 2}
     target = tvm.target.Target({**attrs, **({"mattr": mattr} if mattr else {})})
     assert int8_dot_isa(target) == isa
-    n, k, s = 64, 256, get_scheme("q4f32_1")
+    n, k, s = 64, 256, get_scheme(scheme)
     lib = _gemv_lib(n, k, s, isa, target)
     asm = lib.inspect_source("asm")
     assert ("vpdpbusd" if isa == "avxvnni" else "vpmaddubsw") in asm
+    if isa == "avx2":
+        assert "vpdpbusd" not in asm and ("vpsignb" in asm) == (s.bits == 8)
     dots = [ln for ln in asm.splitlines() if "vpdpbusd" in ln]
     assert all("ymm" in ln for ln in dots)  # the 256-bit form, also on AVX-512 machines
     if not needs <= linux_cpu_flags():
@@ -356,11 +363,12 @@ def test_int8_gemv_on_each_x86_isa(flags, isa, needs):
     ],
 )
 def test_int8_prefill_matmul_matches_numpy(scheme, m, n, k):
-    """The VNNI prefill kernel (``int8_matmul``) equals ``activation_reference(x) @ dequant(W)^T``
-    (every row quantized as the decode GEMV quantizes its one) within 1e-5 x max |y|."""
+    """The int8 prefill kernel (``int8_matmul``, this host's ISA: VNNI or AVX2) equals
+    ``activation_reference(x) @ dequant(W)^T`` (every row quantized as the decode GEMV quantizes
+    its one) within 1e-5 x max |y|."""
     from mlcbuild.kernels.int8_matmul import prefill_matmul_int8
 
-    _needs("avxvnni")
+    _needs("avx2")
     if "ggml" in scheme:
         s, info, tensors, dequant = _ggml_weight(scheme, n, k, m + n)
         max_int, has_min, scale_dtype = info["max_int"], s.has_min, "float16"
@@ -368,7 +376,7 @@ def test_int8_prefill_matmul_matches_numpy(scheme, m, n, k):
         s = get_scheme(scheme)
         tensors = list(s.quantize(np.random.default_rng(m + n).standard_normal((n, k)).astype(np.float32)))
         dequant, max_int, has_min, scale_dtype = s.dequantize(*tensors, k), s.max_int, False, str(tensors[1].dtype)
-    func = prefill_matmul_int8(n, k, s.bits, max_int, scale_dtype, has_min).with_attr("global_symbol", "main")
+    func = prefill_matmul_int8(n, k, s.bits, max_int, scale_dtype, has_min, HOST_ISA).with_attr("global_symbol", "main")
     lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=HOST)
     x = (np.random.default_rng(k).standard_normal((1, m, k)) * 2).astype(np.float32)
     dev = tvm.cpu()
@@ -378,22 +386,30 @@ def test_int8_prefill_matmul_matches_numpy(scheme, m, n, k):
     assert np.abs(y.numpy()[0] - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-@pytest.mark.parametrize("flags", [ZEN4, CLIENT_INTEL], ids=["avx512-vnni", "avx-vnni"])
-def test_int8_prefill_matmul_compiles_to_vpdpbusd_on_each_vnni_isa(flags):
-    """Both VNNI hosts get the int8 prefill matmul (dispatch by instruction set), and its
-    assembly does its dot products with 256-bit ``vpdpbusd``."""
+@pytest.mark.parametrize("scheme", ["q4f32_1", "q8f32_1"])
+@pytest.mark.parametrize("flags", [ZEN4, CLIENT_INTEL, AVX2_ONLY], ids=["avx512-vnni", "avx-vnni", "avx2"])
+def test_int8_prefill_matmul_on_each_x86_isa(flags, scheme):
+    """Every x86 host kind gets the int8 prefill matmul (dispatch by instruction set), and its
+    assembly has that path's dot products: 256-bit ``vpdpbusd`` with VNNI; ``vpmaddubsw`` +
+    ``vpmaddwd`` with AVX2 (and ``vpsignb`` for int8 weights, the sign trick). The numbers are
+    checked on this host's path by ``test_int8_prefill_matmul_matches_numpy``."""
     from mlcbuild.compiler.passes.dispatch_kernels import group_kernel
     from mlcbuild.compiler.target import x86_host_features
 
     if "x86" not in str(HOST.attrs["mtriple"]):
         pytest.skip("an x86 host")
     attrs = {"kind": "llvm", "mtriple": str(HOST.attrs["mtriple"]), "mcpu": "x86-64-v3", "num-cores": 2}
-    target = tvm.target.Target({**attrs, "mattr": x86_host_features(flags)})
+    mattr = x86_host_features(flags)
+    target = tvm.target.Target({**attrs, **({"mattr": mattr} if mattr else {})})
     isa = int8_dot_isa(target)
-    name, func = group_kernel(get_scheme("q4f32_1").dequantize_info(), "prefill", 64, 256, "float32", isa)
+    name, func = group_kernel(get_scheme(scheme).dequantize_info(), "prefill", 64, 256, "float32", isa)
     assert name == "prefill_matmul_int8"
     asm = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target).inspect_source(
         "asm"
     )
-    dots = [ln for ln in asm.splitlines() if "vpdpbusd" in ln]
-    assert dots and all("ymm" in ln for ln in dots)
+    if isa == "avxvnni":
+        dots = [ln for ln in asm.splitlines() if "vpdpbusd" in ln]
+        assert dots and all("ymm" in ln for ln in dots)
+    else:
+        assert "vpdpbusd" not in asm and "vpmaddubsw" in asm and "vpmaddwd" in asm
+        assert ("vpsignb" in asm) == scheme.startswith("q8")

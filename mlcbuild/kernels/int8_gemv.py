@@ -12,10 +12,20 @@ with ``q`` the stored unsigned weight and ``Z`` the scheme's zero point (``max_i
 int4, 127 for int8; GGML's Q4_0 8, Q8_0 128). A weight with a per-group minimum (GGML's
 Q4_1, ``w = q d_w + m``, ``Z = 0``) adds ``sum_g m[n, g] * d_x[g] * sum_{k in g} xq[k]``, as
 llama.cpp's ``Q4_1 x Q8_1`` dot product does with the activation block's stored sum. The inner
-sums are integer dot products of unsigned weight bytes and signed activation bytes: ``vpdpbusd`` with AVX-VNNI / AVX512-VNNI, ``vpmaddubsw`` +
-``vpmaddwd`` with AVX2 (int4 only: int8 weights would saturate its 16-bit pair sums), ``sdot``
-on aarch64 with the dot-product extension (int4 only: signed x signed).
-The ``- Z * sum xq`` term rides in the accumulator the dot product starts from.
+sums are integer dot products of unsigned weight bytes and signed activation bytes:
+
+- ``vpdpbusd`` with AVX-VNNI / AVX512-VNNI;
+- AVX2: ``vpmaddubsw`` (16-bit sums of byte pairs), then one ``vpmaddwd`` by ones per step
+  (int4: the step's low- and high-nibble pair sums added in 16 bits first, at most
+  ``2 * 2 * 15 * 127``). Int8 weights by llama.cpp's sign trick (``mul_sum_i8_pairs_float`` in
+  ``ggml-cpu/arch/x86/quants.c``): the weight byte made signed (``s = q - 128``: XOR ``0x80``),
+  its magnitude ``|s|`` (``vpsignb s, s``: -128 gives the unsigned byte 128) times the
+  activation with the weight's sign (``vpsignb xq, s``), so ``|s| * sign(s) * xq = s * xq``
+  and a pair sums to at most ``2 * 128 * 127 < 2^15`` (``vpmaddubsw`` of the unsigned code
+  would saturate); the zero-point term becomes ``(128 - Z) * sum xq``;
+- ``sdot`` on aarch64 with the dot-product extension (int4 only: signed x signed).
+
+The zero-point term rides in the accumulator the dot product starts from.
 
 The loop runs in steps of one 256-bit load of weight words (int32 lanes ``4 j .. 4 j + 3`` of
 a dot product summing one group), each step's activation bytes in the matching order:
@@ -65,9 +75,9 @@ GROUP = 32
 # software prefetch distance along a weight row: 1 KiB ahead measured 2-9 % faster from DRAM
 # than none (4-row streams; 512 B and 4 KiB ahead gained less)
 PREFETCH_WORDS = 256
-# weight bits each instruction set runs: vpmaddubsw saturates int8 x int8 pair sums, sdot is
-# signed x signed (unsigned int8 weights do not fit)
-BITS = {"avxvnni": (4, 8), "avx2": (4,), "dotprod": (4,)}
+# weight bits each instruction set runs: sdot is signed x signed (unsigned int8 weights do not
+# fit); AVX2 runs int8 weights by llama.cpp's sign trick (see int8_gemv)
+BITS = {"avxvnni": (4, 8), "avx2": (4, 8), "dotprod": (4,)}
 # what may produce the activation row inside the kernel (see int8_gemv)
 PROLOGUES = (None, "rms_norm", "swiglu")
 GEMV_ATTR = "mlcbuild.int8_gemv"  # PrimFunc attribute: int8_gemv's arguments (n, k, bits, ...)
@@ -185,6 +195,8 @@ def int8_gemv(
     # groups per chunk of combined scales: the largest divisor of `groups` up to 32 that is a
     # whole number of steps (a [rows, chunk] float32 buffer under TVM's 1 KiB stack limit)
     chunk = max(c for c in range(span, min(groups, 32) + 1, span) if groups % c == 0)
+    signed8 = bits == 8 and isa == "avx2"  # the sign trick: weights q - 128
+    zero_offset = 128 if signed8 else 0  # sum (q - Z) xq = sum (q - offset) xq + (offset - Z) sum xq
 
     def step_terms(qw, row, s):
         """The step's ``(weight bytes, activation offset)`` pairs, int32x8 each (32 bytes)."""
@@ -243,21 +255,37 @@ def int8_gemv(
                 T.reinterpret("int8x32", wb),
                 T.reinterpret("int8x32", xb),
             )
-        pairs = T.call_llvm_pure_intrin(
-            "int16x16",
-            "llvm.x86.avx2.pmadd.ub.sw",
-            T.reinterpret("uint8x32", wb),
-            T.reinterpret("int8x32", xb),
+        raise ValueError(isa)
+
+    def pair_sums(wb, xb):
+        """AVX2: 16-bit sums of adjacent byte products (weight ``wb`` int32x8, activation ``xb``
+        int8x32), int16x16."""
+        if signed8:
+            sw = T.reinterpret("int8x32", T.bitwise_xor(wb, T.broadcast(T.int32(-0x7F7F7F80), 8)))  # 0x80808080
+            magnitude = T.call_llvm_pure_intrin("int8x32", "llvm.x86.avx2.psign.b", sw, sw)
+            signed_x = T.call_llvm_pure_intrin("int8x32", "llvm.x86.avx2.psign.b", xb, sw)
+            return T.call_llvm_pure_intrin(
+                "int16x16", "llvm.x86.avx2.pmadd.ub.sw", T.reinterpret("uint8x32", magnitude), signed_x
+            )
+        return T.call_llvm_pure_intrin(
+            "int16x16", "llvm.x86.avx2.pmadd.ub.sw", T.reinterpret("uint8x32", wb), xb
         )
-        return acc + T.call_llvm_pure_intrin("int32x8", "llvm.x86.avx2.pmadd.wd", pairs, T.broadcast(T.int16(1), 16))
 
     def step_dot(qw, row, xq, xz, s):
         """Integer dot products of step ``s`` of ``row`` with the activation, started from the
         zero-point term ``xz[s]``: int32x8, lanes ``4 j..4 j + 3`` summing group ``span s + j``
         (all 8 lanes when ``span`` is 1)."""
         acc = xz[s, T.ramp(0, 1, 8)]
-        for wb, off in step_terms(qw, row, s):
-            acc = dot(acc, wb, T.reinterpret("int32x8", xq[T.ramp(s * span * GROUP + off, 1, 32)]))
+        terms = step_terms(qw, row, s)
+        at = lambda buf, off: buf[T.ramp(s * span * GROUP + off, 1, 32)]  # noqa: E731
+        if isa == "avx2":
+            pairs = None
+            for wb, off in terms:
+                p = pair_sums(wb, at(xq, off))
+                pairs = p if pairs is None else pairs + p
+            return acc + T.call_llvm_pure_intrin("int32x8", "llvm.x86.avx2.pmadd.wd", pairs, T.broadcast(T.int16(1), 16))
+        for wb, off in terms:
+            acc = dot(acc, wb, T.reinterpret("int32x8", at(xq, off)))
         return acc
 
     # No TVMScript assignments (`v = expr`) below: TVM 0.27 lowers each into a one-element
@@ -351,7 +379,7 @@ def int8_gemv(
                 xs[g] = xd[g] * st[2] * T.float32(span / 8)
             for lane in range(8 // span):  # the group's lanes of the step's dot product
                 xz[g // span, (g % span) * (8 // span) + lane] = T.if_then_else(
-                    lane == 0, T.Cast("int32", st[2]) * (-max_int), 0
+                    lane == 0, T.Cast("int32", st[2]) * (zero_offset - max_int), 0
                 )
 
     @T.macro

@@ -1,4 +1,5 @@
-"""Prefill matmuls with int8 activations and ``vpdpbusd`` (x86 with AVX-VNNI or AVX512-VNNI).
+"""Prefill matmuls with int8 activations and integer dot products (x86: ``vpdpbusd`` with AVX-VNNI
+or AVX512-VNNI, ``vpmaddubsw`` with AVX2).
 
 ``y [1, m, n] = x [1, m, k] @ dequant(q_weight, q_scale (, q_min))^T`` for a symbolic number of
 tokens ``m``, by the arithmetic of :mod:`.int8_gemv` (llama.cpp's ``Q4_0 x Q8_0`` dot product,
@@ -20,6 +21,14 @@ Two parallel loops:
    int32 -> float32 conversions and FMAs with ``d_w * d_x``. 8 int32 and 8 float32 accumulators:
    AVX512-VL's 32 ymm registers hold them (AVX-VNNI's 16 spill some).
 
+AVX2 has no ``vpdpbusd``; a quad's dot product is ``vpmaddubsw`` (16-bit sums of byte pairs)
+then ``vpmaddwd`` by ones (pairs of those into int32), as llama.cpp's AVX2 dot products do
+(``ggml-cpu/arch/x86/quants.c``). Int4 weights (codes 0..15) keep a group's 8 quads in 16-bit
+sums (at most ``8 * 2 * 15 * 127 = 30480 < 2^15``) and widen once per group. Int8 weights use
+the sign trick of :mod:`.int8_gemv`: unpacked as ``s = q - 128`` with ``|s|`` beside it, each
+dot product ``vpmaddubsw(|s|, vpsignb(xq, s))`` widened at once (a pair reaches
+``2 * 128 * 127``), the zero-point term ``(128 - Z) * sum xq``.
+
 An int4 word holds ``k = 8 j .. 8 j + 7`` in its nibbles; ``w & 0x0F0F0F0F`` gives the bytes of
 ``k = 8 j + 0, 2, 4, 6`` and ``(w >> 4) & 0x0F0F0F0F`` those of ``8 j + 1, 3, 5, 7``, so the
 activation quads are packed in that order (a dot product's lane sums its 4 products in any
@@ -40,7 +49,7 @@ GROUP = 32
 TILE = 64  # output features unpacked together
 FEATS = 16  # features per register block: 2 x 8 int32 lanes
 ROWS = 4  # token rows per register block
-ISAS = ("avxvnni",)
+ISAS = ("avxvnni", "avx2")
 
 
 def supports(weight: dict | None, n: int, isa: str | None, dtype: str) -> bool:
@@ -60,9 +69,10 @@ def supports(weight: dict | None, n: int, isa: str | None, dtype: str) -> bool:
 
 @functools.lru_cache(maxsize=None)  # TVMScript parsing costs ~0.1 s; shapes repeat per layer
 def prefill_matmul_int8(
-    n: int, k: int, bits: int, max_int: int, scale_dtype: str, has_min: bool = False
+    n: int, k: int, bits: int, max_int: int, scale_dtype: str, has_min: bool = False, isa: str = "avxvnni"
 ) -> tirx.PrimFunc:
-    """The kernel for ``n`` outputs (a multiple of 64) over ``k`` inputs, float32 activations.
+    """The kernel for ``n`` outputs (a multiple of 64) over ``k`` inputs, float32 activations,
+    on ``isa`` (:data:`ISAS`: ``"avxvnni"``, AVX-VNNI or AVX512-VNNI with VL; ``"avx2"``).
 
     Buffers: x ``[1, m, k]`` float32 (``m`` symbolic), q_weight ``[n, kp * bits / 32]`` uint32
     (codes along ``k``, low bits first), q_scale ``[n, kp / 32]`` ``scale_dtype`` (then, ``has_min``,
@@ -70,10 +80,12 @@ def prefill_matmul_int8(
     ``w = (q - max_int) * d``. ``kp`` is ``k`` rounded up to 32 (zero padding).
 
     Raises:
-        ValueError: ``bits`` not 4 or 8, or ``n`` not a multiple of 64.
+        ValueError: ``bits`` not 4 or 8, ``n`` not a multiple of 64, or an unknown ``isa``.
     """
-    if bits not in (4, 8) or n % TILE:
-        raise ValueError(f"no int8 prefill matmul for {bits}-bit weights with {n} outputs")
+    if bits not in (4, 8) or n % TILE or isa not in ISAS:
+        raise ValueError(f"no int8 prefill matmul for {bits}-bit weights with {n} outputs on {isa}")
+    signed8 = bits == 8 and isa == "avx2"  # the sign trick: codes unpacked as q - 128
+    sum16 = bits == 4 and isa == "avx2"  # a group's pair sums kept in 16 bits
     epw = 32 // bits
     kp = math.ceil(k / GROUP) * GROUP
     words, groups, quads = kp // epw, kp // GROUP, kp // 4
@@ -101,36 +113,73 @@ def prefill_matmul_int8(
         )
 
     def weight_quad(qw, f, quad):
-        """The 4 code bytes of quad ``quad`` of feature ``f`` as int32."""
+        """The 4 code bytes of quad ``quad`` of feature ``f`` as int32 (``signed8``: ``q - 128``)."""
+        if signed8:
+            return T.bitwise_xor(T.reinterpret("int32", qw[f, quad]), T.int32(-0x7F7F7F80))  # 0x80808080
         if bits == 8:
             return T.reinterpret("int32", qw[f, quad])
         w = qw[f, quad // 2]
         w = T.if_then_else(quad % 2 == 0, w, T.shift_right(w, T.uint32(4)))
         return T.reinterpret("int32", T.bitwise_and(w, T.uint32(0x0F0F0F0F)))
 
-    def dot(acc, wq, xq):
+    def pair_sums(wq, xq, wa=None):
+        """AVX2: 16-bit sums of byte-product pairs (``wa``: ``|s|`` of the sign trick), int16x16."""
+        if signed8:
+            signed_x = T.call_llvm_pure_intrin(
+                "int8x32", "llvm.x86.avx2.psign.b", T.reinterpret("int8x32", xq), T.reinterpret("int8x32", wq)
+            )
+            return T.call_llvm_pure_intrin("int16x16", "llvm.x86.avx2.pmadd.ub.sw", T.reinterpret("uint8x32", wa), signed_x)
+        return T.call_llvm_pure_intrin(
+            "int16x16", "llvm.x86.avx2.pmadd.ub.sw", T.reinterpret("uint8x32", wq), T.reinterpret("int8x32", xq)
+        )
+
+    def widen(pairs):
+        return T.call_llvm_pure_intrin("int32x8", "llvm.x86.avx2.pmadd.wd", pairs, T.broadcast(T.int16(1), 16))
+
+    def dot(acc, wq, xq, wa=None):
+        """``acc`` + the 4-byte dot product per int32 lane (the AVX2 int4 path adds 16-bit sums instead)."""
+        if isa == "avx2":
+            return acc + widen(pair_sums(wq, xq, wa))
         return T.call_llvm_pure_intrin(
             "int32x8", "llvm.x86.avx512.vpdpbusd.256", acc, T.reinterpret("int8x32", wq), T.reinterpret("int8x32", xq)
         )
 
     @T.macro
-    def block(x, y, xq, xd, xz, xs, wt, ws, wm, iacc, acc, tile, sub, row0, rows):
+    def block(x, y, xq, xd, xz, xs, wt, wa, ws, wm, iacc, pacc, acc, tile, sub, row0, rows):
         """Rows ``row0 .. row0 + rows`` (``rows`` a Python int) x the 16 features of sub-tile ``sub``."""
         for i in T.unroll(rows):
             for f in T.unroll(2):
                 acc[i, T.ramp(f * 8, 1, 8)] = T.broadcast(T.float32(0), 8)
         for g in range(groups):
-            for i in T.unroll(rows):
-                for f in T.unroll(2):
-                    iacc[i, T.ramp(f * 8, 1, 8)] = T.broadcast(xz[row0 + i, g], 8)
-            for qq in range(qpg):
+            if sum16:
                 for i in T.unroll(rows):
                     for f in T.unroll(2):
-                        iacc[i, T.ramp(f * 8, 1, 8)] = dot(
-                            iacc[i, T.ramp(f * 8, 1, 8)],
-                            wt[sub, g * qpg + qq, T.ramp(f * 8, 1, 8)],
-                            T.broadcast(xq[row0 + i, g * qpg + qq], 8),
+                        pacc[i, T.ramp(f * 16, 1, 16)] = T.broadcast(T.int16(0), 16)
+                for qq in range(qpg):
+                    for i in T.unroll(rows):
+                        for f in T.unroll(2):
+                            pacc[i, T.ramp(f * 16, 1, 16)] = pacc[i, T.ramp(f * 16, 1, 16)] + pair_sums(
+                                wt[sub, g * qpg + qq, T.ramp(f * 8, 1, 8)],
+                                T.broadcast(xq[row0 + i, g * qpg + qq], 8),
+                            )
+                for i in T.unroll(rows):
+                    for f in T.unroll(2):
+                        iacc[i, T.ramp(f * 8, 1, 8)] = T.broadcast(xz[row0 + i, g], 8) + widen(
+                            pacc[i, T.ramp(f * 16, 1, 16)]
                         )
+            else:
+                for i in T.unroll(rows):
+                    for f in T.unroll(2):
+                        iacc[i, T.ramp(f * 8, 1, 8)] = T.broadcast(xz[row0 + i, g], 8)
+                for qq in range(qpg):
+                    for i in T.unroll(rows):
+                        for f in T.unroll(2):
+                            iacc[i, T.ramp(f * 8, 1, 8)] = dot(
+                                iacc[i, T.ramp(f * 8, 1, 8)],
+                                wt[sub, g * qpg + qq, T.ramp(f * 8, 1, 8)],
+                                T.broadcast(xq[row0 + i, g * qpg + qq], 8),
+                                wa[sub, g * qpg + qq, T.ramp(f * 8, 1, 8)] if signed8 else None,
+                            )
             for i in T.unroll(rows):
                 for f in T.unroll(2):
                     acc[i, T.ramp(f * 8, 1, 8)] = acc[i, T.ramp(f * 8, 1, 8)] + T.Cast(
@@ -174,7 +223,7 @@ def prefill_matmul_int8(
                         + T.round(x_at(x, r, g * GROUP + 24 + lane) * st[1])
                     )
                 st[2] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]))
-                xz[r, g] = T.Cast("int32", st[2]) * (-max_int)
+                xz[r, g] = T.Cast("int32", st[2]) * ((128 if signed8 else 0) - max_int)
                 if has_min:
                     xs[r, g] = xd[r, g] * st[2]
                 for qq in range(qpg):
@@ -182,14 +231,28 @@ def prefill_matmul_int8(
         # ---- 2. tiles of 64 features: codes unpacked once, then 4 x 16 register blocks
         for tile in T.parallel(n // TILE):
             wt = T.decl_buffer((TILE // FEATS, quads, FEATS), "int32")
+            wa = T.decl_buffer((TILE // FEATS, quads if signed8 else 1, FEATS), "int32")  # |s| (signed8)
             ws = T.decl_buffer((TILE // FEATS, groups, FEATS), "float32")
             wm = T.decl_buffer((TILE // FEATS, groups if has_min else 1, FEATS), "float32")
             iacc = T.decl_buffer((ROWS, FEATS), "int32")
+            pacc = T.decl_buffer((ROWS, 2 * FEATS if sum16 else 1), "int16")  # 16-bit pair sums (sum16)
             acc = T.decl_buffer((ROWS, FEATS), "float32")
             for sub in range(TILE // FEATS):
                 for qd in range(quads):
                     for j in T.vectorized(FEATS):
                         wt[sub, qd, j] = weight_quad(q_weight, tile * TILE + sub * FEATS + j, qd)
+                if signed8:
+                    for qd in range(quads):
+                        for j0 in range(FEATS // 8):
+                            wa[sub, qd, T.ramp(j0 * 8, 1, 8)] = T.reinterpret(
+                                "int32x8",
+                                T.call_llvm_pure_intrin(
+                                    "int8x32",
+                                    "llvm.x86.avx2.psign.b",
+                                    T.reinterpret("int8x32", wt[sub, qd, T.ramp(j0 * 8, 1, 8)]),
+                                    T.reinterpret("int8x32", wt[sub, qd, T.ramp(j0 * 8, 1, 8)]),
+                                ),
+                            )
                 for g in range(groups):
                     for j in T.vectorized(FEATS):
                         ws[sub, g, j] = T.Cast("float32", q_scale[tile * TILE + sub * FEATS + j, g])
@@ -199,8 +262,8 @@ def prefill_matmul_int8(
                             wm[sub, g, j] = T.Cast("float32", q_min[tile * TILE + sub * FEATS + j, g])
             for sub in range(TILE // FEATS):
                 for rb in range(m // ROWS):
-                    block(x, y, xq, xd, xz, xs, wt, ws, wm, iacc, acc, tile, sub, rb * ROWS, ROWS)
+                    block(x, y, xq, xd, xz, xs, wt, wa, ws, wm, iacc, pacc, acc, tile, sub, rb * ROWS, ROWS)
                 for r in range(m - m // ROWS * ROWS):  # the last rows, one at a time
-                    block(x, y, xq, xd, xz, xs, wt, ws, wm, iacc, acc, tile, sub, m // ROWS * ROWS + r, 1)
+                    block(x, y, xq, xd, xz, xs, wt, wa, ws, wm, iacc, pacc, acc, tile, sub, m // ROWS * ROWS + r, 1)
 
     return group_prefill_kernel(n, k, words, groups, scale_dtype, has_min, body)

@@ -9,8 +9,8 @@ float linear is ``matmul(x, permute_dims(weight))``. On an ``llvm`` target, befo
 =====================  ==============================  =====================================
 weight                 ``x`` ``[1, 1, K]`` (decode)    ``x`` ``[1, tokens, K]`` (prefill)
 =====================  ==============================  =====================================
-group/GGML, int8 ISA   :func:`.int8_gemv.int8_gemv`    x86 VNNI: :func:`.int8_matmul.prefill_matmul_int8`,
-                                                       x86 AVX2: fp32 :func:`.cpu_matmul.prefill_matmul`
+group/GGML, int8 ISA   :func:`.int8_gemv.int8_gemv`    x86 (VNNI or AVX2): :func:`.int8_matmul.prefill_matmul_int8`,
+                                                       else fp32 :func:`.cpu_matmul.prefill_matmul`
 float32, x86 AVX2      :func:`.float_gemv.float_gemv`  :func:`.cpu_matmul.prefill_matmul_float`
 =====================  ==============================  =====================================
 
@@ -71,7 +71,7 @@ def group_kernel(weight: dict, rows: str, n: int, k: int, x_dtype: str, isa: str
         )  # fmt: skip
     if rows == "prefill" and int8_matmul.supports(weight, n, isa, x_dtype):
         return "prefill_matmul_int8", int8_matmul.prefill_matmul_int8(
-            n, k, weight["bits"], weight["max_int"], weight["scale_dtype"], has_min=bool(weight["has_min"])
+            n, k, weight["bits"], weight["max_int"], weight["scale_dtype"], has_min=bool(weight["has_min"]), isa=isa
         )
     if rows == "prefill" and cpu_matmul.supports(weight, n, isa, x_dtype):
         return "prefill_matmul", cpu_matmul.prefill_matmul(
