@@ -80,6 +80,7 @@ def _ggml_weight(scheme: str, n: int, k: int, seed: int):
         ("q4f32_ggml_q4_0", 97, 576),  # zero point 8; 3 rows past 4 stretches
         ("q4f32_ggml_q4_1", 256, 576),  # the minimum, two groups per step
         ("q4f32_ggml_q4_1", 45, 96),  # one group per step, a tail
+        ("q4f32_ggml_q4_1", 64, 1536),  # four groups per step on AVX2 (vphaddw)
         ("q8f32_ggml_q8_0", 101, 64),  # zero point 128
     ],
 )
