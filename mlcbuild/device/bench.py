@@ -37,6 +37,7 @@ from mlcbuild.device.rpc import device_calls
 from mlcbuild.errors import MlcbuildError
 from mlcbuild.runtime.artifact import checked_build, engine_sizes
 from mlcbuild.runtime.engine import Engine, use_all_cores
+from mlcbuild.runtime.threads import decode_threads
 
 
 def remote_engine(session, artifact: Path, weights: Path, key: str = "local") -> tuple[Engine, BuildInfo]:
@@ -61,7 +62,7 @@ def remote_engine(session, artifact: Path, weights: Path, key: str = "local") ->
 
     from mlcbuild.artifacts.tensor_cache import INDEX_FILE, verify_tensor_cache
 
-    use_all_cores()  # for --local (a device's server sizes its own pool)
+    max_threads = use_all_cores()  # for --local (a device's server sizes its own pool)
     build, lib = checked_build(artifact, weights)
     verify_tensor_cache(weights)
     if isinstance(session, rpc.LocalSession):  # --local: this process is the device, with its runtime
@@ -81,7 +82,9 @@ def remote_engine(session, artifact: Path, weights: Path, key: str = "local") ->
         params = f("vm.builtin.param_array_from_cache_by_name_unpacked")(*(p.name for p in build.params))
         f("vm.builtin.tensor_cache.clear")()  # the VM holds the parameters now
         vm = relax.VirtualMachine(module, device)
-        engine = Engine(vm, params, device, get_function=f, **engine_sizes(build))
+        local_cpu = isinstance(session, rpc.LocalSession) and build.device_kind == "llvm"
+        threads = decode_threads(max_threads) if local_cpu else None  # as Engine.local's
+        engine = Engine(vm, params, device, get_function=f, threads=threads, **engine_sizes(build))
     return engine, build
 
 

@@ -75,6 +75,7 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+from mlcbuild.kernels import int8_dot as D
 from mlcbuild.kernels.signature import without_params
 from mlcbuild.kernels.tir_math import fast_silu
 
@@ -253,54 +254,10 @@ def int8_gemv(
         pair = scale_of(T.ramp(g, 1, 2), "float32x2")  # (TIR checks the index count against the inputs' lanes)
         return T.Shuffle([pair, pair, pair, pair], [0, 0, 0, 0, 1, 1, 1, 1])
 
-    def dot(acc, wb, xb):
-        """``acc + sum of 4 byte products`` per int32 lane (unsigned weight x signed activation)."""
-        if isa == "dotprod":
-            # Arm: two 128-bit sdot (signed x signed; int4 weights 0..14 fit in int8), halves joined
-            def half(v, hi):
-                return T.reinterpret("int8x16", tirx.vectorhigh("int32x4", v) if hi else tirx.vectorlow("int32x4", v))
-
-            return tirx.vectorcombine(
-                "int32x8",
-                T.call_llvm_pure_intrin(
-                    "int32x4",
-                    "llvm.aarch64.neon.sdot.v4i32.v16i8",
-                    tirx.vectorlow("int32x4", acc),
-                    half(wb, False),
-                    half(xb, False),
-                ),
-                T.call_llvm_pure_intrin(
-                    "int32x4",
-                    "llvm.aarch64.neon.sdot.v4i32.v16i8",
-                    tirx.vectorhigh("int32x4", acc),
-                    half(wb, True),
-                    half(xb, True),
-                ),
-            )
-        if isa == "avxvnni":
-            # LLVM >= 22 types the byte operands as <32 x i8> (older releases: <8 x i32>)
-            return T.call_llvm_pure_intrin(
-                "int32x8",
-                "llvm.x86.avx512.vpdpbusd.256",
-                acc,
-                T.reinterpret("int8x32", wb),
-                T.reinterpret("int8x32", xb),
-            )
-        raise ValueError(isa)
-
     def pair_sums(wb, xb):
         """AVX2: 16-bit sums of adjacent byte products (weight ``wb`` int32x8, activation ``xb``
-        int8x32), int16x16."""
-        if signed8:
-            sw = T.reinterpret("int8x32", T.bitwise_xor(wb, T.broadcast(T.int32(-0x7F7F7F80), 8)))  # 0x80808080
-            magnitude = T.call_llvm_pure_intrin("int8x32", "llvm.x86.avx2.psign.b", sw, sw)
-            signed_x = T.call_llvm_pure_intrin("int8x32", "llvm.x86.avx2.psign.b", xb, sw)
-            return T.call_llvm_pure_intrin(
-                "int16x16", "llvm.x86.avx2.pmadd.ub.sw", T.reinterpret("uint8x32", magnitude), signed_x
-            )
-        return T.call_llvm_pure_intrin(
-            "int16x16", "llvm.x86.avx2.pmadd.ub.sw", T.reinterpret("uint8x32", wb), xb
-        )
+        int8x32), int16x16; int8 codes by the sign trick."""
+        return D.signed_pair_sums(D.to_signed(wb), xb) if signed8 else D.pair_sums(wb, xb)
 
     def step_dot(qw, row, xq, xz, s):
         """Integer dot products of step ``s`` of ``row`` with the activation, started from the
@@ -313,12 +270,12 @@ def int8_gemv(
             per_load = [pair_sums(wb, at(xq, off)) for wb, off in terms]
             if span >= 2:  # a load's low- and high-nibble pair sums: at most 2 * 2 * 15 * 127 in 16 bits
                 per_load = [per_load[i] + per_load[i + 1] for i in range(0, len(per_load), 2)]
-            pairs = per_load[0]
-            if span == 4:  # 4 pair sums of a group in adjacent 16-bit lanes: at most 4 * 2 * 15 * 127
-                pairs = T.call_llvm_pure_intrin("int16x16", "llvm.x86.avx2.phadd.w", per_load[0], per_load[1])
-            return acc + T.call_llvm_pure_intrin("int32x8", "llvm.x86.avx2.pmadd.wd", pairs, T.broadcast(T.int16(1), 16))
+            # span 4: 4 pair sums of a group in adjacent 16-bit lanes, at most 4 * 2 * 15 * 127
+            pairs = D.join_pairs(per_load[0], per_load[1]) if span == 4 else per_load[0]
+            return acc + D.widen(pairs)
+        dot = D.sdot if isa == "dotprod" else D.vnni_dot
         for wb, off in terms:
-            acc = dot(acc, wb, T.reinterpret("int32x8", at(xq, off)))
+            acc = dot(acc, wb, at(xq, off))
         return acc
 
     # No TVMScript assignments (`v = expr`) below: TVM 0.27 lowers each into a one-element
@@ -366,16 +323,6 @@ def int8_gemv(
         """``acc[r] + float(prod) * scale (+ extra)``, float32x8."""
         out = acc[r, T.ramp(0, 1, 8)] + T.Cast("float32x8", prod) * scale
         return out if extra is None else out + extra
-
-    def hsum4(acc):
-        """x86: the lane sums of ``acc[0..3]``, float32x4 (``vhaddps`` pairs rows, then lanes)."""
-
-        def hadd(a, b):
-            return T.call_llvm_pure_intrin("float32x8", "llvm.x86.avx.hadd.ps.256", a, b)
-
-        row = lambda r: acc[r, T.ramp(0, 1, 8)]  # noqa: E731
-        t = hadd(hadd(row(0), row(1)), hadd(row(2), row(3)))  # [r0 r1 r2 r3 | r0 r1 r2 r3], lanes 0-3 | 4-7
-        return tirx.vectorlow("float32x4", t) + tirx.vectorhigh("float32x4", t)
 
     def hsum(acc, r):
         return T.Cast(
@@ -479,7 +426,7 @@ def int8_gemv(
                         for r in T.unroll(rows):
                             y[0, 0, row_at(task, blk, r)] = out(acc, r, res, row_at(task, blk, r))
                     else:  # the 4 rows' lane sums at once: 3 vhaddps and one add, not 28 scalar adds
-                        sums[T.ramp(0, 1, 4)] = hsum4(acc)
+                        sums[T.ramp(0, 1, 4)] = D.row_sums4([acc[r, T.ramp(0, 1, 8)] for r in range(rows)])
                         for r in T.unroll(rows):
                             y[0, 0, row_at(task, blk, r)] = with_residual(T.Cast(x_dtype, sums[r]), res, row_at(task, blk, r))
         # the last n % rows rows, one at a time

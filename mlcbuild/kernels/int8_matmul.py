@@ -43,6 +43,7 @@ import math
 from tvm import tirx
 from tvm.script import tirx as T
 
+from mlcbuild.kernels import int8_dot as D
 from mlcbuild.kernels.signature import group_prefill_kernel
 
 GROUP = 32
@@ -115,7 +116,7 @@ def prefill_matmul_int8(
     def weight_quad(qw, f, quad):
         """The 4 code bytes of quad ``quad`` of feature ``f`` as int32 (``signed8``: ``q - 128``)."""
         if signed8:
-            return T.bitwise_xor(T.reinterpret("int32", qw[f, quad]), T.int32(-0x7F7F7F80))  # 0x80808080
+            return D.to_signed(T.reinterpret("int32", qw[f, quad]), lanes=1)
         if bits == 8:
             return T.reinterpret("int32", qw[f, quad])
         w = qw[f, quad // 2]
@@ -124,25 +125,11 @@ def prefill_matmul_int8(
 
     def pair_sums(wq, xq, wa=None):
         """AVX2: 16-bit sums of byte-product pairs (``wa``: ``|s|`` of the sign trick), int16x16."""
-        if signed8:
-            signed_x = T.call_llvm_pure_intrin(
-                "int8x32", "llvm.x86.avx2.psign.b", T.reinterpret("int8x32", xq), T.reinterpret("int8x32", wq)
-            )
-            return T.call_llvm_pure_intrin("int16x16", "llvm.x86.avx2.pmadd.ub.sw", T.reinterpret("uint8x32", wa), signed_x)
-        return T.call_llvm_pure_intrin(
-            "int16x16", "llvm.x86.avx2.pmadd.ub.sw", T.reinterpret("uint8x32", wq), T.reinterpret("int8x32", xq)
-        )
-
-    def widen(pairs):
-        return T.call_llvm_pure_intrin("int32x8", "llvm.x86.avx2.pmadd.wd", pairs, T.broadcast(T.int16(1), 16))
+        return D.signed_pair_sums(wq, xq, wa) if signed8 else D.pair_sums(wq, xq)
 
     def dot(acc, wq, xq, wa=None):
         """``acc`` + the 4-byte dot product per int32 lane (the AVX2 int4 path adds 16-bit sums instead)."""
-        if isa == "avx2":
-            return acc + widen(pair_sums(wq, xq, wa))
-        return T.call_llvm_pure_intrin(
-            "int32x8", "llvm.x86.avx512.vpdpbusd.256", acc, T.reinterpret("int8x32", wq), T.reinterpret("int8x32", xq)
-        )
+        return acc + D.widen(pair_sums(wq, xq, wa)) if isa == "avx2" else D.vnni_dot(acc, wq, xq)
 
     @T.macro
     def block(x, y, xq, xd, xz, xs, wt, wa, ws, wm, iacc, pacc, acc, tile, sub, row0, rows):
@@ -164,7 +151,7 @@ def prefill_matmul_int8(
                             )
                 for i in T.unroll(rows):
                     for f in T.unroll(2):
-                        iacc[i, T.ramp(f * 8, 1, 8)] = T.broadcast(xz[row0 + i, g], 8) + widen(
+                        iacc[i, T.ramp(f * 8, 1, 8)] = T.broadcast(xz[row0 + i, g], 8) + D.widen(
                             pacc[i, T.ramp(f * 16, 1, 16)]
                         )
             else:
@@ -245,13 +232,7 @@ def prefill_matmul_int8(
                     for qd in range(quads):
                         for j0 in range(FEATS // 8):
                             wa[sub, qd, T.ramp(j0 * 8, 1, 8)] = T.reinterpret(
-                                "int32x8",
-                                T.call_llvm_pure_intrin(
-                                    "int8x32",
-                                    "llvm.x86.avx2.psign.b",
-                                    T.reinterpret("int8x32", wt[sub, qd, T.ramp(j0 * 8, 1, 8)]),
-                                    T.reinterpret("int8x32", wt[sub, qd, T.ramp(j0 * 8, 1, 8)]),
-                                ),
+                                "int32x8", D.magnitude(wt[sub, qd, T.ramp(j0 * 8, 1, 8)])
                             )
                 for g in range(groups):
                     for j in T.vectorized(FEATS):

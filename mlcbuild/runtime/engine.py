@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from mlcbuild.errors import MlcbuildError
+from mlcbuild.runtime.threads import DecodeThreads, decode_threads
 
 
 def use_all_cores(num_threads: int | None = None) -> int:
@@ -62,6 +63,8 @@ class Engine:
         context_window_size, prefill_chunk_size, page_size: from the recipe's build options, tokens.
         get_function: global-function lookup: ``tvm.get_global_func`` here,
             ``session.get_function`` over RPC.
+        threads: chooses each step's CPU thread count by measured decode time
+            (:mod:`mlcbuild.runtime.threads`); :meth:`local` gives one to CPU engines.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class Engine:
         prefill_chunk_size: int,
         page_size: int = 16,
         get_function: Callable[[str], Any] | None = None,
+        threads: DecodeThreads | None = None,
     ):
         import tvm
 
@@ -93,6 +97,7 @@ class Engine:
         self._popn = f("vm.builtin.kv_state_popn")
         self.kv_cache = None
         self.seq_len = 0
+        self.threads = threads
 
     @classmethod
     def local(
@@ -107,7 +112,7 @@ class Engine:
         Raises:
             MlcbuildError: the device's runtime or the device is missing (:func:`mlcbuild.runtime.devices.device_for`).
         """
-        use_all_cores()
+        max_threads = use_all_cores()
         import tvm
         import tvm_ffi
         from tvm import relax
@@ -118,7 +123,7 @@ class Engine:
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), device)
         # one FFI array, converted once: a Python list of ~300 tensors costs ~20 us per VM call
         arr = tvm_ffi.Array([tvm.runtime.tensor(np.ascontiguousarray(p), device) for p in params])
-        return cls(vm, arr, device, **sizes)
+        return cls(vm, arr, device, threads=decode_threads(max_threads) if device_kind == "llvm" else None, **sizes)
 
     def reset(self) -> None:
         """Start a new sequence (id 0) in a fresh KV cache."""
@@ -159,12 +164,17 @@ class Engine:
             )
         if self.kv_cache is None:
             self.reset()
+        if self.threads is not None:
+            self.threads.before(phase)
+            start = time.perf_counter()
         emb = self._fns["embed"](self._tensor(ids, self.device), self.params)
         emb = emb._create_view((1, ids.size, int(emb.shape[-1])))  # [1, n, hidden]: a view, no copy
         self._begin(self.kv_cache, self._shape(0), self._shape(ids.size))
         res = self._fns[phase](emb, self.kv_cache, self.params)  # (logits, kv cache): taken apart where it is
         out, self.kv_cache = self._item(res, 0), self._item(res, 1)
         self._end(self.kv_cache)
+        if self.threads is not None and phase == "decode":
+            self.threads.after(time.perf_counter() - start)
         self.seq_len += ids.size
         return out
 
