@@ -333,7 +333,8 @@ def int8_gemv(
     def activation(x, nw, xq, xd, xz, xs):
         """The activation row into int8 blocks (``xq``), their scales (``xd``), zero-point
         terms (``xz``) and, for a weight with minima, ``xs[g] = d_x[g] * sum xq`` divided by the
-        group's lanes in a step (each lane adds its share): serial, ``k`` elements (~1 us at k = 576)."""
+        group's lanes in a step (each lane adds its share): serial, a group's maximum and sum
+        over 8 lanes (scalar chains of 32 took ~5 us at k = 1536 while the other threads waited)."""
         xf = T.decl_buffer((kp,), "float32")  # the row before quantization
         st = T.decl_buffer((4,), "float32")  # max |x|, 1 / d_x, sum xq; RMSNorm's rsqrt factor
         if k == kp:
@@ -357,17 +358,29 @@ def int8_gemv(
                 (part[0] + part[1] + part[2] + part[3] + part[4] + part[5] + part[6] + part[7]) / T.float32(k)
                 + T.float32(eps)
             )
+        lanes = T.decl_buffer((8,), "float32")  # per lane: max |x|, then sum xq, over 4 of a group's values
         for g in range(groups):
-            st[0] = T.float32(0)
-            for i in range(GROUP):
-                st[0] = T.max(st[0], T.abs(xf[g * GROUP + i]))
+            for lane in T.vectorized(8):
+                lanes[lane] = T.max(
+                    T.max(T.abs(xf[g * GROUP + lane]), T.abs(xf[g * GROUP + 8 + lane])),
+                    T.max(T.abs(xf[g * GROUP + 16 + lane]), T.abs(xf[g * GROUP + 24 + lane])),
+                )
+            st[0] = T.max(
+                T.max(T.max(lanes[0], lanes[1]), T.max(lanes[2], lanes[3])),
+                T.max(T.max(lanes[4], lanes[5]), T.max(lanes[6], lanes[7])),
+            )
             xd[g] = st[0] / T.float32(127) * st[3]
             st[1] = T.if_then_else(st[0] > T.float32(0), T.float32(127) / st[0], T.float32(0))
-            st[2] = T.float32(0)
+            for lane in T.vectorized(8):  # sums of small integers: exact in float32, in any order
+                lanes[lane] = (
+                    T.round(xf[g * GROUP + lane] * st[1])
+                    + T.round(xf[g * GROUP + 8 + lane] * st[1])
+                    + T.round(xf[g * GROUP + 16 + lane] * st[1])
+                    + T.round(xf[g * GROUP + 24 + lane] * st[1])
+                )
+            st[2] = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
             for i in range(GROUP):
                 xq[xq_at(g, i)] = T.Cast("int8", T.round(xf[g * GROUP + i] * st[1]))
-            for i in range(GROUP):
-                st[2] = st[2] + T.Cast("float32", xq[xq_at(g, i)])
             if has_min:
                 xs[g] = xd[g] * st[2] * T.float32(span / 8)
             for j in range(span):  # the group's lanes of the step's dot product: the term in its first
