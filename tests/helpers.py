@@ -49,7 +49,7 @@ _FUSED = {"q_proj": ("q_proj", "k_proj", "v_proj"), "k_proj": ("q_proj", "k_proj
 
 def emulate_int8_activations(hf, weight_info: dict, prompt_rows: int, mask=None, prompt_only: bool = False) -> list:
     """Make ``hf`` quantize linear inputs as our int8 kernels do on this host
-    (:func:`mlcbuild.kernels.int8_gemv.activation_reference`, blocks of 32).
+    (:func:`mlcbuild.kernels.int8_dot.activation_reference`, blocks of 32).
 
     Ours runs the int8 decode GEMV for one-token rows (every decode step's linears, and the LM
     head: prefill computes only the last token's logits) where :func:`int8_gemv.supports` the
@@ -66,7 +66,7 @@ def emulate_int8_activations(hf, weight_info: dict, prompt_rows: int, mask=None,
 
     from mlcbuild.compiler.target import int8_dot_isa, tvm_target
     from mlcbuild.kernels import int8_gemv, int8_matmul
-    from mlcbuild.kernels.int8_gemv import activation_reference
+    from mlcbuild.kernels.int8_dot import activation_reference
 
     isa = int8_dot_isa(tvm_target(load_target("host")))
     if not int8_gemv.supports(weight_info, isa):

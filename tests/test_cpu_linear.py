@@ -8,7 +8,8 @@ import pytest
 import tvm
 
 from mlcbuild.compiler.target import int8_dot_isa, tvm_target
-from mlcbuild.kernels.int8_gemv import activation_reference, int8_gemv
+from mlcbuild.kernels.int8_dot import activation_reference
+from mlcbuild.kernels.int8_gemv import int8_gemv
 from mlcbuild.quant import get_scheme
 from mlcbuild.spec.target import load_target
 

@@ -20,7 +20,8 @@ from mlcbuild.artifacts.cache import Cache, content_key
 from mlcbuild.artifacts.compile import key_inputs
 from mlcbuild.compiler.target import int8_dot_isa, tvm_target
 from mlcbuild.errors import RecipeError
-from mlcbuild.kernels.int8_gemv import activation_reference, supports
+from mlcbuild.kernels.int8_dot import activation_reference
+from mlcbuild.kernels.int8_gemv import supports
 from mlcbuild.quant import GroupQuant, get_scheme
 from mlcbuild.quant.mixed import scheme_for
 from mlcbuild.runtime.artifact import open_local

@@ -3,6 +3,8 @@ it keeps for given step times, when it probes again, and that it sets TVM's pool
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mlcbuild.runtime import threads as T
@@ -34,7 +36,7 @@ def test_idle_keeps_every_thread_after_one_probe():
     probe = 2 * T.PROBE_STEPS
     assert used[:probe] == [2] * T.PROBE_STEPS + [1] * T.PROBE_STEPS
     assert set(used[probe:]) == {2} and dt.current == 2
-    assert m.configured == [1, 2]  # set only when the count changes
+    assert m.configured == [2, 1, 2]  # set at the first step, then only when the count changes
 
 
 def test_a_busy_core_moves_decode_to_one_thread_fewer_and_back_when_it_goes():
@@ -83,7 +85,9 @@ def test_config_threadpool_sets_the_pool_size():
     import tvm
 
     num_threads = tvm.get_global_func("runtime.NumThreads")
+    T._config_threadpool(10_000)  # capped at the pool's size, whatever an earlier test left set
     size = num_threads()
+    assert 1 <= size <= max(os.cpu_count() or 1, int(os.environ.get("TVM_NUM_THREADS", "1")))
     try:
         T._config_threadpool(1)
         assert num_threads() == 1
@@ -91,3 +95,14 @@ def test_config_threadpool_sets_the_pool_size():
         assert num_threads() == size
     finally:
         T._config_threadpool(size)
+
+
+def test_a_new_engine_sets_its_count_whatever_an_earlier_one_left():
+    """TVM's pool is process-wide: an engine that ended on fewer threads must not leave the next
+    one believing it runs on all of them."""
+    m = FakeMachine({2: 1.0, 1: 1.6})
+    first = T.DecodeThreads(2, m.configure)
+    first.current, first._queue = 1, []
+    first.before("decode")
+    second = T.DecodeThreads(2, m.configure)
+    assert second.before("prefill") == 2 and m.configured == [1, 2]

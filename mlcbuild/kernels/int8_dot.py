@@ -11,13 +11,20 @@ sums the 4 products of bytes ``4 i .. 4 i + 3``.
   as llama.cpp's AVX2 dot products do (``ggml-cpu/arch/x86/quants.c``); for signed weights
   (int8 codes made signed by :func:`to_signed`) :func:`signed_pair_sums`, llama.cpp's sign trick;
 - :func:`sdot`: aarch64 ``sdot`` (signed x signed), two 128-bit halves.
+
+Both kernels quantize the activation the same way, per block of :data:`GROUP` along ``K``:
+:func:`activation_reference` is its NumPy reference.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
+GROUP = 32  # activation block = weight group (llama.cpp's QK8_0)
 SIGN_BITS = -0x7F7F7F80  # 0x80808080 as int32: XOR turns unsigned code bytes q into q - 128
 
 
@@ -102,3 +109,23 @@ def row_sums4(rows):
 
     t = hadd(hadd(rows[0], rows[1]), hadd(rows[2], rows[3]))  # [r0 r1 r2 r3 | r0 r1 r2 r3]: lanes 0-3 | 4-7
     return tirx.vectorlow("float32x4", t) + tirx.vectorhigh("float32x4", t)
+
+
+def activation_reference(x: np.ndarray) -> np.ndarray:
+    """NumPy reference of the activation quantization: ``[..., K]`` float -> dequantized ``xq * d_x``.
+
+    Blocks of 32 along the last axis (zero-padded), ``d_x = max|x| / 127``, ``xq = round(x * (127 /
+    max|x|))`` in float32, halves away from zero: the kernel's arithmetic step for step (``x / d_x``
+    rounds differently and moves a value near a rounding boundary to the other side).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    k = x.shape[-1]
+    kp = math.ceil(k / GROUP) * GROUP
+    xp = np.zeros(x.shape[:-1] + (kp,), np.float32)
+    xp[..., :k] = x
+    blocks = xp.reshape(x.shape[:-1] + (kp // GROUP, GROUP))
+    m = np.abs(blocks).max(axis=-1, keepdims=True)
+    inv = np.where(m > 0, np.float32(127) / np.where(m > 0, m, 1), np.float32(0)).astype(np.float32)
+    v = (blocks * inv).astype(np.float32)
+    q = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+    return (q * (m / np.float32(127))).reshape(xp.shape)[..., :k].astype(np.float32)

@@ -33,9 +33,8 @@ a dot product summing one group), each step's activation bytes in the matching o
 - int4 on AVX2, group count divisible by 4: a step is 4 groups, two of the loads below; each
   load's pair sums (low + high nibbles) in 16 bits, the two joined by ``vphaddw``, so one
   ``vpmaddwd``, convert and FMA serve 4 groups (2 lanes each: groups 0 and 2 in the low 128
-  bits, 1 and 3 in the high ones, the scales spread to match by one permute). Measured on an
-  AVX2-only Zen 3 (2026-12-06, ``vs`` the 2-group step, alternating): 1.15-1.33x cache-hot on
-  one thread at ``K`` 1536-8192, 1.03-1.10x from DRAM; ``K = 576`` (18 groups) keeps 2.
+  bits, 1 and 3 in the high ones, the scales spread to match by one permute;
+  timed in ``docs/benchmarks.md``). ``K = 576`` (18 groups) keeps 2.
 - int4, even group count: a step is 2 groups, 8 packed words (8 nibbles each, ``k = 8 j + t``
   in nibble ``t`` of word ``j``): one dot product with the words' low nibbles
   (``w & 0x0F0F0F0F``: ``t = 0, 2, 4, 6``), one with their high nibbles; lanes 0-3 sum the
@@ -56,10 +55,7 @@ four), with a software prefetch 1 KiB ahead on each row; ``d_w * d_x`` computed 
 groups at a time, vectorized; on x86 the 4 rows' lane sums are 3 ``vhaddps`` and an add.
 Per row and int4 pair of groups the VNNI loop is 11 instructions
 (load, 2 masks, shift, accumulator copy, 2 ``vpdpbusd``, convert, scale load + permute,
-FMA), against 16 with one group per step. Measured on host (2 threads, A/B in one
-process): SmolLM-135M's 3072 x 576 int4 GEMV ~37 us cache-hot (40-60 before pairing, 153
-for the fp32 dequantize + GEMV schedule), Llama-3.2-1B's 2048 x 8192 445 us from DRAM
-(485 before), 23-25 GB/s against ~28 for a plain parallel sum.
+FMA), against 16 with one group per step. Timings: ``docs/internals.md``.
 
 Used for every decode-shaped (``[1, 1, K]``) linear of a group scheme it
 :func:`supports` on a target with an :func:`mlcbuild.compiler.target.int8_dot_isa`, the tied LM
@@ -71,7 +67,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
@@ -79,7 +74,7 @@ from mlcbuild.kernels import int8_dot as D
 from mlcbuild.kernels.signature import without_params
 from mlcbuild.kernels.tir_math import fast_silu
 
-GROUP = 32
+GROUP = D.GROUP
 # software prefetch distance along a weight row: 1 KiB ahead measured 2-9 % faster from DRAM
 # than none (4-row streams; 512 B and 4 KiB ahead gained less)
 PREFETCH_WORDS = 256
@@ -106,26 +101,6 @@ def supports(weight: dict | None, isa: str | None) -> bool:
         and weight["group_size"] == GROUP
         and weight["bits"] in BITS[isa]
     )
-
-
-def activation_reference(x: np.ndarray) -> np.ndarray:
-    """NumPy reference of the activation quantization: ``[..., K]`` float -> dequantized ``xq * d_x``.
-
-    Blocks of 32 along the last axis (zero-padded), ``d_x = max|x| / 127``, ``xq = round(x * (127 /
-    max|x|))`` in float32, halves away from zero: the kernel's arithmetic step for step (``x / d_x``
-    rounds differently and moves a value near a rounding boundary to the other side).
-    """
-    x = np.asarray(x, dtype=np.float32)
-    k = x.shape[-1]
-    kp = math.ceil(k / GROUP) * GROUP
-    xp = np.zeros(x.shape[:-1] + (kp,), np.float32)
-    xp[..., :k] = x
-    blocks = xp.reshape(x.shape[:-1] + (kp // GROUP, GROUP))
-    m = np.abs(blocks).max(axis=-1, keepdims=True)
-    inv = np.where(m > 0, np.float32(127) / np.where(m > 0, m, 1), np.float32(0)).astype(np.float32)
-    v = (blocks * inv).astype(np.float32)
-    q = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
-    return (q * (m / np.float32(127))).reshape(xp.shape)[..., :k].astype(np.float32)
 
 
 def _span(bits: int, k: int, isa: str) -> int:

@@ -46,7 +46,7 @@ from tvm.script import tirx as T
 from mlcbuild.kernels import int8_dot as D
 from mlcbuild.kernels.signature import group_prefill_kernel
 
-GROUP = 32
+GROUP = D.GROUP
 TILE = 64  # output features unpacked together
 FEATS = 16  # features per register block: 2 x 8 int32 lanes
 ROWS = 4  # token rows per register block

@@ -49,7 +49,9 @@ class DecodeThreads:
         self.candidates = [max_threads, max_threads - 1] if max_threads >= 2 else [max(1, max_threads)]
         self._configure = configure or _config_threadpool
         self.current = self.candidates[0]
-        self._set = self.current
+        # unknown until the first step sets it: an earlier engine in this process may have left
+        # TVM's pool (process-wide) at another count
+        self._set: int | None = None
         self._recent: deque[float] = deque(maxlen=WINDOW)
         self._reference: float | None = None  # the current count's median when chosen
         self._probe: list[tuple[int, float]] = []  # (count, seconds) of the running probe
