@@ -9,6 +9,7 @@ common subexpressions) and grid; the device side gives the OpenCL C source.
 
 from __future__ import annotations
 
+import functools
 import numpy as np
 import tvm
 from tvm import tirx
@@ -26,13 +27,28 @@ def _context():
     raise RuntimeError("PoCL is not installed (pip install pocl-binary-distribution)")
 
 
-def have_pocl() -> bool:
-    """Whether ``pyopencl`` and a PoCL platform are installed."""
+@functools.lru_cache(maxsize=None)
+def pocl_problem() -> str | None:
+    """Why PoCL cannot run kernels here (a skip reason), or ``None`` when it can.
+
+    Beyond pyopencl, an ICD loader and the PoCL platform, a one-line kernel is compiled: PoCL
+    3.0's LLVM 14 does not know CPUs newer than itself (an AMD Zen 5 is "generic" to it, and its
+    clang rejects ``-target-cpu generic``: every build fails), which no environment variable of
+    that release overrides.
+    """
     try:
-        _context()
-    except Exception:  # no pyopencl, no ICD loader, no PoCL
-        return False
-    return True
+        ctx = _context()
+    except Exception as e:  # no pyopencl, no ICD loader, no PoCL
+        return f"no PoCL here ({e}; its PyPI wheels are for x86-64 Linux)"
+    import pyopencl as cl
+
+    try:
+        cl.Program(ctx, "__kernel void probe(__global float *a) { a[0] = 1.0f; }").build()
+    except cl.Error as e:
+        log = " ".join(str(e).split())
+        cause = log[log.find("error:"):][:120] if "error:" in log else log[-120:]
+        return f"PoCL is installed but cannot compile a kernel for this CPU ({cause})"
+    return None
 
 
 def _launches(host: tvm.IRModule):

@@ -24,10 +24,10 @@ def _call(func, q, arrays, scalars):
     """Build ``func`` for host and call it: q, then ``arrays`` (NumPy), out, lse, then ``scalars``;
     a GPU kernel (thread-bound) runs on PoCL instead (:func:`opencl.run_opencl`)."""
     if "blockIdx.x" in func.script():
-        from opencl import have_pocl, run_opencl
+        from opencl import pocl_problem, run_opencl
 
-        if not have_pocl():
-            pytest.skip("no PoCL here (its PyPI wheels are for x86-64 Linux)")
+        if problem := pocl_problem():
+            pytest.skip(problem)
 
         rows, h_q, d = q.shape
         bufs = [p for p in func.params if isinstance(p.ty, tirx.BufferType)]

@@ -27,6 +27,10 @@ from mlcbuild.runtime.devices import OPENCL_RUNTIME_ENV, opencl_runtime_path
 
 
 def _opencl_device():
+    from opencl import pocl_problem
+
+    if problem := pocl_problem():
+        pytest.skip(problem)
     try:
         from mlcbuild.runtime.devices import device_for
 
