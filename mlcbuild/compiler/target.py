@@ -58,7 +58,11 @@ def x86_host_features(flags: frozenset[str]) -> list[str]:
     AVX-512 there costs decode: SmolLM2 q4f32_1 280 against 310 tokens/s (medians of 3, a 2-core
     Xeon VM), and with ``+prefer-256-bit`` too 356 against 418 tokens/s (2 threads, 3 alternating
     runs of ``mlcbuild bench --local``, a 2-core Xeon VM with AMX, 2026-12-04); LLVM widens the
-    GEMV's index arithmetic to zmm. Without AVX-VNNI, AVX-512
+    GEMV's index arithmetic to zmm. An AMD Zen 5 (family 26: AVX-VNNI and AVX-512 both) showed
+    no difference beyond its noise: SmolLM2 q4f16_1 decode 387 / 399 tokens/s (AVX-VNNI /
+    AVX-512 with ``+prefer-256-bit``), q8f32_1 200 / 217, prefill within 10 %, and zmm vectors
+    lost prefill (970 against 1369 tokens/s for q4f16_1) while compiling 20-40 % longer (2
+    threads, 3 alternating rounds of ``mlcbuild bench --local``, 2026-12-06). Without AVX-VNNI, AVX-512
     F/BW/VL (Zen 4, Xeons before Sapphire Rapids) gives the AVX-512 features present (VNNI,
     BF16 among them) and ``+prefer-256-bit``, so LLVM keeps 256-bit vectors and the int8 GEMVs
     get AVX512-VNNI's 256-bit ``vpdpbusd``; a CPU with neither (AVX2 only) gets nothing more.
