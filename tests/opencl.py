@@ -10,6 +10,7 @@ common subexpressions) and grid; the device side gives the OpenCL C source.
 from __future__ import annotations
 
 import functools
+
 import numpy as np
 import tvm
 from tvm import tirx

@@ -51,8 +51,8 @@ and may compute the row it quantizes: the RMSNorm before the GEMV or the SwiGLU 
 neighbours in (a decode layer's ~10 kernel launches become 5);
 the GEMV is parallel over groups of 4 rows, one from each of 4 far-apart stretches of the
 weight (independent accumulators and memory streams, activation vector loaded once for all
-four), with a software prefetch 1 KiB ahead on each row; ``d_w * d_x`` computed a chunk of
-groups at a time, vectorized; on x86 the 4 rows' lane sums are 3 ``vhaddps`` and an add.
+four), software prefetches 1 KiB ahead on each row and 4 rows ahead on its scales;
+``d_w * d_x`` of a chunk of groups at a time, vectorized; on x86 the 4 rows' lane sums are 3 ``vhaddps`` and an add.
 Per row and int4 pair of groups the VNNI loop is 11 instructions
 (load, 2 masks, shift, accumulator copy, 2 ``vpdpbusd``, convert, scale load + permute,
 FMA), against 16 with one group per step. Timings: ``docs/internals.md``.
@@ -78,6 +78,7 @@ GROUP = D.GROUP
 # software prefetch distance along a weight row: 1 KiB ahead measured 2-9 % faster from DRAM
 # than none (4-row streams; 512 B and 4 KiB ahead gained less)
 PREFETCH_WORDS = 256
+SCALE_PREFETCH_ROWS = 4  # scales' prefetch distance in rows (0: none): 1B q4f32_1 decode +9 % (docs/benchmarks.md)
 # weight bits each instruction set runs: sdot is signed x signed (unsigned int8 weights do not
 # fit); AVX2 runs int8 weights by llama.cpp's sign trick (see int8_gemv)
 BITS = {"avxvnni": (4, 8), "avx2": (4, 8), "dotprod": (4,)}
@@ -290,6 +291,18 @@ def int8_gemv(
             "void", "tirx.prefetch", T.address_of(qw[row, word + PREFETCH_WORDS]), T.int32(0), T.int32(3), T.int32(1)
         )
 
+    scale_bytes = 2 if scale_dtype == "float16" else 4
+    per_line = 64 // scale_bytes  # scales per 64-byte cache line
+    scale_lines = max(1, chunk // per_line)
+
+    def prefetch_scale(qs, row, g):
+        """Software prefetch of ``qs[row + SCALE_PREFETCH_ROWS, g]`` (a stretch's scales: a stream of their own)."""
+        if isa == "dotprod" or SCALE_PREFETCH_ROWS == 0:
+            return T.int32(0)
+        return T.call_intrin(
+            "void", "tirx.prefetch", T.address_of(qs[row + SCALE_PREFETCH_ROWS, g]), T.int32(0), T.int32(3), T.int32(1)
+        )
+
     def xq_at(g, i):
         """Where ``x[32 g + i]`` goes in the int8 activation buffer."""
         return (g // span) * span * GROUP + _permuted_position(g, i, bits, span)
@@ -386,6 +399,8 @@ def int8_gemv(
                         acc[r, T.ramp(0, 1, 8)] = T.broadcast(T.float32(0), 8)
                     for c in range(groups // chunk):
                         for r in T.unroll(rows):
+                            for line in T.unroll(scale_lines):
+                                T.evaluate(prefetch_scale(q_scale, row_at(task, blk, r), c * chunk + line * per_line))
                             for gi in T.vectorized(chunk):
                                 cs[r, gi] = (
                                     T.Cast("float32", q_scale[row_at(task, blk, r), c * chunk + gi])
