@@ -278,30 +278,21 @@ def int8_gemv(
         """Row ``r`` of row group ``task * per_task + blk``: one per stretch of ``stretch`` rows."""
         return r * stretch + task * per_task + blk
 
-    def prefetch(qw, row, word):
-        """Software prefetch of ``qw[row, word]`` + ``PREFETCH_WORDS`` (read, keep in all caches).
+    def ahead(task, blk, r):
+        return row_at(task, blk, r) + SCALE_PREFETCH_ROWS
 
-        x86 only (where it was measured). A prefetch call in the kernel breaks TVM 0.27's
-        system-library builds (``AttachGlobalSymbol``: "Cannot treat type ir.Call as type
-        ir.Expr"), which is how the Arm targets are packaged.
+    def prefetch(buf, row, col):
+        """Software prefetch of ``buf[row, col]`` (read, keep in all caches). x86 only (where it
+        was measured): a prefetch call in the kernel breaks TVM 0.27's system-library builds
+        (``AttachGlobalSymbol``: "Cannot treat type ir.Call as type ir.Expr"), which is how the
+        Arm targets are packaged.
         """
         if isa == "dotprod":
             return T.int32(0)
-        return T.call_intrin(
-            "void", "tirx.prefetch", T.address_of(qw[row, word + PREFETCH_WORDS]), T.int32(0), T.int32(3), T.int32(1)
-        )
+        return T.call_intrin("void", "tirx.prefetch", T.address_of(buf[row, col]), T.int32(0), T.int32(3), T.int32(1))
 
-    scale_bytes = 2 if scale_dtype == "float16" else 4
-    per_line = 64 // scale_bytes  # scales per 64-byte cache line
-    scale_lines = max(1, chunk // per_line)
-
-    def prefetch_scale(qs, row, g):
-        """Software prefetch of ``qs[row + SCALE_PREFETCH_ROWS, g]`` (a stretch's scales: a stream of their own)."""
-        if isa == "dotprod" or SCALE_PREFETCH_ROWS == 0:
-            return T.int32(0)
-        return T.call_intrin(
-            "void", "tirx.prefetch", T.address_of(qs[row + SCALE_PREFETCH_ROWS, g]), T.int32(0), T.int32(3), T.int32(1)
-        )
+    per_line = 64 // (2 if scale_dtype == "float16" else 4)  # scales per 64-byte cache line
+    scale_lines = max(1, chunk // per_line) if SCALE_PREFETCH_ROWS else 0
 
     def xq_at(g, i):
         """Where ``x[32 g + i]`` goes in the int8 activation buffer."""
@@ -399,8 +390,10 @@ def int8_gemv(
                         acc[r, T.ramp(0, 1, 8)] = T.broadcast(T.float32(0), 8)
                     for c in range(groups // chunk):
                         for r in T.unroll(rows):
-                            for line in T.unroll(scale_lines):
-                                T.evaluate(prefetch_scale(q_scale, row_at(task, blk, r), c * chunk + line * per_line))
+                            for line in T.unroll(scale_lines):  # this chunk's scales (minima) a few rows on
+                                T.evaluate(prefetch(q_scale, ahead(task, blk, r), c * chunk + line * per_line))
+                                if has_min:
+                                    T.evaluate(prefetch(q_min, ahead(task, blk, r), c * chunk + line * per_line))
                             for gi in T.vectorized(chunk):
                                 cs[r, gi] = (
                                     T.Cast("float32", q_scale[row_at(task, blk, r), c * chunk + gi])
@@ -416,7 +409,11 @@ def int8_gemv(
                         for si in range(chunk // span):
                             for r in T.unroll(rows):
                                 T.evaluate(
-                                    prefetch(q_weight, row_at(task, blk, r), (c * (chunk // span) + si) * span * wpg)
+                                    prefetch(
+                                        q_weight,
+                                        row_at(task, blk, r),
+                                        (c * (chunk // span) + si) * span * wpg + PREFETCH_WORDS,
+                                    )
                                 )
                                 acc[r, T.ramp(0, 1, 8)] = fma(
                                     acc,
@@ -431,7 +428,9 @@ def int8_gemv(
                     else:  # the 4 rows' lane sums at once: 3 vhaddps and one add, not 28 scalar adds
                         sums[T.ramp(0, 1, 4)] = D.row_sums4([acc[r, T.ramp(0, 1, 8)] for r in range(rows)])
                         for r in T.unroll(rows):
-                            y[0, 0, row_at(task, blk, r)] = with_residual(T.Cast(x_dtype, sums[r]), res, row_at(task, blk, r))
+                            y[0, 0, row_at(task, blk, r)] = with_residual(
+                                T.Cast(x_dtype, sums[r]), res, row_at(task, blk, r)
+                            )
         # the last n % rows rows, one at a time
         for t in range(n - stretch * rows):
             acc1 = T.decl_buffer((1, 8), "float32")
