@@ -291,8 +291,10 @@ def int8_gemv(
             return T.int32(0)
         return T.call_intrin("void", "tirx.prefetch", T.address_of(buf[row, col]), T.int32(0), T.int32(3), T.int32(1))
 
+    # a prefetch per line's worth of a chunk's scales and one at its last reach every line it touches
     per_line = 64 // (2 if scale_dtype == "float16" else 4)  # scales per 64-byte cache line
-    scale_lines = max(1, chunk // per_line) if SCALE_PREFETCH_ROWS else 0
+    scale_lines = -(-chunk // per_line) + 1 if SCALE_PREFETCH_ROWS else 0
+    scale_col = lambda c, line: c * chunk + T.min(line * per_line, chunk - 1)  # noqa: E731
 
     def xq_at(g, i):
         """Where ``x[32 g + i]`` goes in the int8 activation buffer."""
@@ -391,9 +393,9 @@ def int8_gemv(
                     for c in range(groups // chunk):
                         for r in T.unroll(rows):
                             for line in T.unroll(scale_lines):  # this chunk's scales (minima) a few rows on
-                                T.evaluate(prefetch(q_scale, ahead(task, blk, r), c * chunk + line * per_line))
+                                T.evaluate(prefetch(q_scale, ahead(task, blk, r), scale_col(c, line)))
                                 if has_min:
-                                    T.evaluate(prefetch(q_min, ahead(task, blk, r), c * chunk + line * per_line))
+                                    T.evaluate(prefetch(q_min, ahead(task, blk, r), scale_col(c, line)))
                             for gi in T.vectorized(chunk):
                                 cs[r, gi] = (
                                     T.Cast("float32", q_scale[row_at(task, blk, r), c * chunk + gi])
