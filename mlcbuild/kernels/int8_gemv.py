@@ -51,7 +51,7 @@ and may compute the row it quantizes: the RMSNorm before the GEMV or the SwiGLU 
 neighbours in (a decode layer's ~10 kernel launches become 5);
 the GEMV is parallel over groups of 4 rows, one from each of 4 far-apart stretches of the
 weight (independent accumulators and memory streams, activation vector loaded once for all
-four), software prefetches 1 KiB ahead on each row and 4 rows ahead on its scales;
+four), software prefetches 512 B ahead on each row and 4 rows ahead on its scales;
 ``d_w * d_x`` of a chunk of groups at a time, vectorized; on x86 the 4 rows' lane sums are 3 ``vhaddps`` and an add.
 Per row and int4 pair of groups the VNNI loop is 11 instructions
 (load, 2 masks, shift, accumulator copy, 2 ``vpdpbusd``, convert, scale load + permute,
@@ -75,9 +75,9 @@ from mlcbuild.kernels.signature import without_params
 from mlcbuild.kernels.tir_math import fast_silu
 
 GROUP = D.GROUP
-# software prefetch distance along a weight row: 1 KiB ahead measured 2-9 % faster from DRAM
-# than none (4-row streams; 512 B and 4 KiB ahead gained less)
-PREFETCH_WORDS = 256
+# software prefetch distance along a weight row, 512 B: on Zen 4 (2026-12-07) 1-11 % faster from
+# DRAM than 1 KiB at every SmolLM2 and 1B shape, decode +2-7 %; 1 KiB was chosen on 2026-11-22
+PREFETCH_WORDS = 128
 SCALE_PREFETCH_ROWS = 4  # scales' prefetch distance in rows (0: none): 1B q4f32_1 decode +9 % (docs/benchmarks.md)
 # weight bits each instruction set runs: sdot is signed x signed (unsigned int8 weights do not
 # fit); AVX2 runs int8 weights by llama.cpp's sign trick (see int8_gemv)
