@@ -176,6 +176,12 @@ def test_bench_local_and_over_rpc(cluster, built, tmp_path):
     args = [built["artifact"], "--weights", built["weights"], "--prompt-tokens", 40, "--gen-tokens", 8,
             "--repeat", 3, "--json"]  # fmt: skip
     local = json.loads(cli("bench", *args, "--local").stdout)
+    # decode only, as llama-bench's -p 0: one tg record; nothing at all is a clear error
+    common = [built["artifact"], "--weights", built["weights"], "--repeat", 1, "--json", "--local"]
+    (tg_only,) = json.loads(cli("bench", *common, "--prompt-tokens", 0, "--gen-tokens", 4).stdout)
+    assert (tg_only["n_prompt"], tg_only["n_gen"], len(tg_only["samples_ts"])) == (0, 4, 1)
+    empty = cli("bench", *common, "--prompt-tokens", 0, "--gen-tokens", 0)
+    assert empty.exit_code == 2 and "nothing to measure" in empty.output and "--gen-tokens" in empty.output
     remote = json.loads(cli("bench", *args, "--tracker", cluster.tracker, "--key", "host").stdout)
     for recs in (local, remote):
         pp, tg = recs

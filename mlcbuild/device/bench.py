@@ -160,6 +160,9 @@ def run_bench(model: DeviceModel, spec: BenchSpec, device: str) -> list[dict[str
     Each record: ``avg_ts``/``stddev_ts`` (tokens/s), ``samples_ts``, ``avg_ns``/``stddev_ns``
     /``samples_ns`` (ns per test), plus ours: ``ttft_ms`` (pp only; mean), memory, build key.
     """
+    if not spec.n_prompt and not spec.n_gen:
+        raise MlcbuildError("nothing to measure: 0 prompt and 0 generated tokens",
+                            fix="give --prompt-tokens or --gen-tokens a positive count")
     if spec.n_prompt + 1 > model.context_window_size or spec.n_gen > model.context_window_size:
         raise MlcbuildError(
             f"{spec.n_prompt} prompt / {spec.n_gen} generated tokens exceed the build's context window "
@@ -169,7 +172,8 @@ def run_bench(model: DeviceModel, spec: BenchSpec, device: str) -> list[dict[str
     rng = np.random.default_rng(spec.seed)
     prompt = rng.integers(0, model.vocab_size, size=spec.n_prompt)
     gen = rng.integers(0, model.vocab_size, size=spec.n_gen)
-    model.prefill(prompt[: min(8, spec.n_prompt)])  # warm-up: first calls, page faults, thread pool
+    # warm-up: first calls, page faults, thread pool (a decode-only run, ``-p 0``, warms up on its tokens)
+    model.prefill(prompt[:8] if spec.n_prompt else gen[:1])
     model.decode(gen[:2])
     pp_s, ttft_s, tg_s = [], [], []
     for _ in range(spec.repeat):
