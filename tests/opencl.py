@@ -47,7 +47,7 @@ def pocl_problem() -> str | None:
         cl.Program(ctx, "__kernel void probe(__global float *a) { a[0] = 1.0f; }").build()
     except cl.Error as e:
         log = " ".join(str(e).split())
-        cause = log[log.find("error:"):][:120] if "error:" in log else log[-120:]
+        cause = log[log.find("error:") :][:120] if "error:" in log else log[-120:]
         return f"PoCL is installed but cannot compile a kernel for this CPU ({cause})"
     return None
 

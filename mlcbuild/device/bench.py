@@ -161,8 +161,10 @@ def run_bench(model: DeviceModel, spec: BenchSpec, device: str) -> list[dict[str
     /``samples_ns`` (ns per test), plus ours: ``ttft_ms`` (pp only; mean), memory, build key.
     """
     if not spec.n_prompt and not spec.n_gen:
-        raise MlcbuildError("nothing to measure: 0 prompt and 0 generated tokens",
-                            fix="give --prompt-tokens or --gen-tokens a positive count")
+        raise MlcbuildError(
+            "nothing to measure: 0 prompt and 0 generated tokens",
+            fix="give --prompt-tokens or --gen-tokens a positive count",
+        )
     if spec.n_prompt + 1 > model.context_window_size or spec.n_gen > model.context_window_size:
         raise MlcbuildError(
             f"{spec.n_prompt} prompt / {spec.n_gen} generated tokens exceed the build's context window "
