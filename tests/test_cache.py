@@ -149,13 +149,25 @@ def test_killed_build_leaves_nothing_then_concurrent_builds_build_once(tmp_path)
     recipe = tmp_path / "r.toml"
     recipe.write_text(_toml(recipe_data(TINY, "q4f16_1", name="concurrent")))
     c = Cache(tmp_path / "cache")
+
+    def started() -> subprocess.Popen:
+        p = _spawn(recipe, c.root)
+        deadline = time.time() + 120
+        while time.time() < deadline and not (c.tmp.is_dir() and any(c.tmp.iterdir())):
+            time.sleep(0.2)
+        assert c.tmp.is_dir() and any(c.tmp.iterdir()), "build never started"
+        time.sleep(1.0)  # into the lowering (on its own thread: compiler/fresh_thread.py)
+        return p
+
+    # 0. Ctrl-C and SIGTERM in the middle of a build: the shell's exit codes at once, no entry,
+    # the work directory already removed (no C++ abort from the abandoned lowering thread)
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        p = started()
+        p.send_signal(sig)
+        assert p.wait(timeout=30) == code
+        assert c.entries() == [] and not any(c.tmp.iterdir())
     # 1. kill -9 in the middle of a build: no entry; gc sweeps the tmp dir
-    p = _spawn(recipe, c.root)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (c.tmp.is_dir() and any(c.tmp.iterdir())):
-        time.sleep(0.2)
-    assert c.tmp.is_dir() and any(c.tmp.iterdir()), "build never started"
-    time.sleep(1.0)
+    p = started()
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert c.entries() == [] and not any(c.builds.iterdir())

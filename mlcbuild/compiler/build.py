@@ -12,6 +12,7 @@ import tvm
 from tvm import relax
 
 from mlcbuild.compiler.export import ExportedModel, export_model, variable_bounds
+from mlcbuild.compiler.fresh_thread import in_fresh_thread
 from mlcbuild.compiler.link import cross_linker, link_kind
 from mlcbuild.compiler.metadata import model_metadata
 from mlcbuild.compiler.passes.attach_metadata import with_metadata
@@ -24,6 +25,7 @@ from mlcbuild.spec.target import TargetDescriptor
 LIB_NAMES = {"so": "lib.so", "tar": "lib.tar"}
 
 
+@in_fresh_thread  # TVMScript parsing inspects the whole caller stack
 def build_library(
     recipe: Recipe,
     desc: TargetDescriptor,

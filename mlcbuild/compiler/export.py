@@ -9,6 +9,7 @@ from pathlib import Path
 
 import tvm
 
+from mlcbuild.compiler.fresh_thread import in_fresh_thread
 from mlcbuild.compiler.pipeline import build_pipeline, front_phases
 from mlcbuild.compiler.target import cpu_family, tvm_target
 from mlcbuild.kernels.attention_common import SOFTCAP_ATTR, WINDOW_ATTR
@@ -104,6 +105,7 @@ def variable_bounds(recipe: Recipe) -> dict[str, int]:
     }
 
 
+@in_fresh_thread  # TVMScript parsing inspects the whole caller stack
 def lower_module(
     recipe: Recipe, desc: TargetDescriptor, tuning_dir: Path | None = None, dump_ir: Path | None = None
 ) -> tvm.IRModule:
@@ -116,6 +118,7 @@ def lower_module(
         return pipeline(export_model(recipe, desc).mod)
 
 
+@in_fresh_thread
 def front_module(recipe: Recipe, desc: TargetDescriptor) -> tvm.IRModule:
     """The module after the phases before scheduling (graph, lower, tir).
 
