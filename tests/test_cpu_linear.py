@@ -288,7 +288,8 @@ def test_prefill_matmul_matches_numpy(m, n, k, scheme):
     assert np.abs(y.numpy()[0] - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-@pytest.mark.parametrize("m,n,k", [(7, 128, 100), (1, 64, 64), (130, 192, 96)])
+# k = 1024: the staged weight copy (rows 4 KiB apart, see prefill_matmul_float)
+@pytest.mark.parametrize("m,n,k", [(7, 128, 100), (1, 64, 64), (130, 192, 96), (5, 128, 1024)])
 def test_prefill_matmul_float_matches_numpy(m, n, k):
     """The q0f32 prefill kernel (``prefill_matmul_float``) equals ``x @ W^T`` (1e-5 x max)."""
     from mlcbuild.kernels.cpu_matmul import prefill_matmul_float
