@@ -47,7 +47,7 @@ def in_fresh_thread(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             t.join()
         except BaseException as e:
-            _abandon(t, e)
+            _abandon(e)
             raise
         if "error" in out:
             raise out["error"]  # type: ignore[misc]
@@ -56,16 +56,15 @@ def in_fresh_thread(fn: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
-_abandoned: list[tuple[threading.Thread, int]] = []
+_exit_codes: list[int] = []  # one per lowering thread its caller stopped waiting for
 
 
-def _abandon(thread: threading.Thread, why: BaseException) -> None:
-    """Remember a lowering thread its caller stopped waiting for; at exit, leave at once (the
+def _abandon(why: BaseException) -> None:
+    """Note that a caller stopped waiting for its lowering thread; at exit, leave at once (the
     caller's cleanup, e.g. the cache removing its work directory, ran as the exception unwound it)."""
-    code = why.code if isinstance(why, SystemExit) and isinstance(why.code, int) else 130
-    if not _abandoned:
+    if not _exit_codes:
         atexit.register(_exit_without_abandoned)
-    _abandoned.append((thread, code))
+    _exit_codes.append(why.code if isinstance(why, SystemExit) and isinstance(why.code, int) else 130)
 
 
 def _exit_without_abandoned() -> None:
@@ -73,4 +72,4 @@ def _exit_without_abandoned() -> None:
     # the interpreter's teardown of it calls std::terminate.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(_abandoned[0][1])
+    os._exit(_exit_codes[0])
