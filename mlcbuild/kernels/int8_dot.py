@@ -111,6 +111,16 @@ def row_sums4(rows):
     return tirx.vectorlow("float32x4", t) + tirx.vectorhigh("float32x4", t)
 
 
+def rounded_group(buf, base, inv_d, parity=None):
+    """``round(buf[base + i] * inv_d)`` of a block of 32 float32 values (``parity`` ``None``), or
+    of its even (``0``) or odd (``1``) ones, float32x32 or x16: one contiguous load, the lanes
+    picked by a shuffle (a strided ramp loads element by element)."""
+    row = buf[T.ramp(base, 1, GROUP)] * T.broadcast(inv_d, GROUP)
+    if parity is None:
+        return T.round(row)
+    return T.round(T.Shuffle([row], [parity + 2 * i for i in range(GROUP // 2)]))
+
+
 def activation_reference(x: np.ndarray) -> np.ndarray:
     """NumPy reference of the activation quantization: ``[..., K]`` float -> dequantized ``xq * d_x``.
 

@@ -45,21 +45,18 @@ a dot product summing one group), each step's activation bytes in the matching o
   nibbles in the first half, high nibbles in the second.
 - int8: a step is 1 group of 8 words whose bytes are already ``k`` in order.
 
-The activation quantization is the kernel's first (serial) loop into a scratch buffer,
-and may compute the row it quantizes: the RMSNorm before the GEMV or the SwiGLU activation
-(``prologue``), and add a residual to the output; ``passes.fuse_decode_gemv`` fuses those
-neighbours in (a decode layer's ~10 kernel launches become 5);
-the GEMV is parallel over groups of 4 rows, one from each of 4 far-apart stretches of the
-weight (independent accumulators and memory streams, activation vector loaded once for all
-four), software prefetches 512 B ahead on each row and 4 rows ahead on its scales;
-``d_w * d_x`` of a chunk of groups at a time, vectorized; on x86 the 4 rows' lane sums are 3 ``vhaddps`` and an add.
-Per row and int4 pair of groups the VNNI loop is 11 instructions
-(load, 2 masks, shift, accumulator copy, 2 ``vpdpbusd``, convert, scale load + permute,
-FMA), against 16 with one group per step. Timings: ``docs/internals.md``.
+The activation quantization is the kernel's first (serial) loop into a scratch buffer (a group's
+bytes stored as vectors: the int4 orders above are its even, then odd elements), and may compute
+its row (RMSNorm or SwiGLU: ``prologue``) and add a residual to the output, as
+``passes.fuse_decode_gemv`` fuses (a decode layer's ~10 kernel launches become 5). The GEMV is
+parallel over groups of 4 rows, one from each of 4 far-apart stretches of the weight (4 memory
+streams, the activation loaded once for all), prefetching 512 B ahead on each row and 4 rows
+ahead on its scales; ``d_w * d_x`` vectorized per chunk of groups; on x86 the 4 rows' lane sums
+are 3 ``vhaddps`` and an add. Per row and int4 pair of groups the VNNI loop is 11 instructions
+(load, 2 masks, shift, acc. copy, 2 ``vpdpbusd``, convert, scale load + permute, FMA). Timings: ``docs/internals.md``.
 
-Used for every decode-shaped (``[1, 1, K]``) linear of a group scheme it
-:func:`supports` on a target with an :func:`mlcbuild.compiler.target.int8_dot_isa`, the tied LM
-head included; prefill runs :mod:`.int8_matmul` on x86.
+Used for every decode-shaped (``[1, 1, K]``) linear of a group scheme it :func:`supports` on a target with
+an :func:`mlcbuild.compiler.target.int8_dot_isa`, the tied LM head included; prefill runs :mod:`.int8_matmul` (x86).
 """
 
 from __future__ import annotations
@@ -360,8 +357,11 @@ def int8_gemv(
                     + T.round(xf[g * GROUP + 24 + lane] * st[1])
                 )
             st[2] = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
-            for i in range(GROUP):
-                xq[xq_at(g, i)] = T.Cast("int8", T.round(xf[g * GROUP + i] * st[1]))
+            if bits == 8:  # k order: one 32-byte store; int4: even elements (low nibbles), odd ones
+                xq[T.ramp(g * GROUP, 1, GROUP)] = T.Cast("int8x32", D.rounded_group(xf, g * GROUP, st[1], None))
+            else:
+                xq[T.ramp(xq_at(g, 0), 1, GROUP // 2)] = T.Cast("int8x16", D.rounded_group(xf, g * GROUP, st[1], 0))
+                xq[T.ramp(xq_at(g, 1), 1, GROUP // 2)] = T.Cast("int8x16", D.rounded_group(xf, g * GROUP, st[1], 1))
             if has_min:
                 xs[g] = xd[g] * st[2] * T.float32(span / 8)
             for j in range(span):  # the group's lanes of the step's dot product: the term in its first
