@@ -7,7 +7,9 @@ gate/up, SwiGLU for down, none and a residual for o), and 4-row shapes where the
 nearly all the work. Inputs are random and small enough to stay in cache, so this times the
 kernel's compute and its fork-join, not DRAM. Rounds alternate between the versions (machine
 drift cancels); each round is ``time_evaluator`` of 200 calls. Prints the median µs per call
-of each version and whether their outputs are bit-identical.
+of each version and whether their outputs are bit-identical. ``--gfni-b``: the second version
+built with ``gfni=True`` (the int4 high nibbles by GFNI; the host target has ``+gfni`` where
+the CPU does), e.g. the same file twice to time that switch.
 
     git show HEAD~1:mlcbuild/kernels/int8_gemv.py > /tmp/old.py
     TVM_NUM_THREADS=2 .venv/bin/python benches/int8_gemv_ab.py /tmp/old.py mlcbuild/kernels/int8_gemv.py
@@ -49,6 +51,7 @@ def main() -> None:
     ap.add_argument("versions", nargs=2, type=Path, help="two copies of int8_gemv.py")
     ap.add_argument("--isa", default="avxvnni", help="avxvnni (VNNI) or avx2")
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--gfni-b", action="store_true", help="build the second version with gfni=True (GFNI hosts)")
     args = ap.parse_args()
     import tvm
 
@@ -61,10 +64,11 @@ def main() -> None:
         libs = [
             tvm.tirx.build(
                 m.int8_gemv(n, k, 4, 7, "float32", "float32", args.isa, prologue=prologue, eps=1e-5,
-                            residual=prologue is None).with_attr("global_symbol", "main"),
+                            residual=prologue is None, **({"gfni": True} if args.gfni_b and i else {}))
+                .with_attr("global_symbol", "main"),
                 target=target,
             )
-            for m in mods
+            for i, m in enumerate(mods)
         ]  # fmt: skip
         tensors = [tvm.runtime.tensor(a, dev) for a in inputs(n, k, prologue, np.random.default_rng(0))]
         times = [[] for _ in libs]

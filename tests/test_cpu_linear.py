@@ -25,7 +25,12 @@ def _needs(isa: str) -> None:
 
 
 def _gemv_lib(n, k, s, isa, target):
-    func = int8_gemv(n, k, s.bits, s.max_int, "float32", s.model_dtype, isa).with_attr("global_symbol", "main")
+    from mlcbuild.compiler.target import has_gfni
+
+    gfni = has_gfni(target)
+    func = int8_gemv(n, k, s.bits, s.max_int, "float32", s.model_dtype, isa, gfni=gfni).with_attr(
+        "global_symbol", "main"
+    )
     return tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
 
 
@@ -319,18 +324,20 @@ AVX2_ONLY = frozenset("avx2 fma".split())
     "flags,isa,needs",
     [
         (ZEN4, "avxvnni", {"avx512_vnni", "avx512vl"}),
+        (ZEN4 | {"gfni"}, "avxvnni", {"avx512_vnni", "avx512vl", "gfni"}),
         (CLIENT_INTEL, "avxvnni", {"avx_vnni"}),
         (AVX2_ONLY, "avx2", set()),
     ],
-    ids=["avx512-vnni", "avx-vnni", "avx2"],
+    ids=["avx512-vnni", "avx512-vnni-gfni", "avx-vnni", "avx2"],
 )
 @pytest.mark.parametrize("scheme", ["q4f32_1", "q8f32_1"])
 def test_int8_gemv_on_each_x86_isa(flags, isa, needs, scheme):
-    """The host target of a Zen 4 / Intel server (AVX512-VNNI, no AVX-VNNI), a client Intel
-    (AVX-VNNI) and an AVX2-only CPU: the int8 path chosen by instruction set, the GEMV's
-    assembly has that path's instructions (EVEX/VEX ``vpdpbusd`` on ymm, or
-    ``vpmaddubsw``, with ``vpsignb`` for int8 weights), and where this CPU has the instructions the
-    result equals NumPy's within the bound above."""
+    """The host target of a Zen 4 / Intel server (AVX512-VNNI, no AVX-VNNI; with and without
+    GFNI), a client Intel (AVX-VNNI) and an AVX2-only CPU: the int8 path chosen by instruction
+    set, the GEMV's assembly has that path's instructions (EVEX/VEX ``vpdpbusd`` on ymm, or
+    ``vpmaddubsw``, with ``vpsignb`` for int8 weights; int4 high nibbles by ``vgf2p8affineqb``
+    with GFNI), and where this CPU has the instructions the result equals NumPy's within the
+    bound above."""
     from mlcbuild.compiler.target import x86_host_features
     from mlcbuild.spec.target import linux_cpu_flags
 
@@ -348,6 +355,7 @@ def test_int8_gemv_on_each_x86_isa(flags, isa, needs, scheme):
         assert "vpdpbusd" not in asm and ("vpsignb" in asm) == (s.bits == 8)
     dots = [ln for ln in asm.splitlines() if "vpdpbusd" in ln]
     assert all("ymm" in ln for ln in dots)  # the 256-bit form, also on AVX-512 machines
+    assert ("vgf2p8affineqb" in asm) == ("gfni" in flags and s.bits == 4)
     if not needs <= linux_cpu_flags():
         return  # compiled and inspected only
     got, ref, _ = _run_gemv(lib, n, k, s, 3)

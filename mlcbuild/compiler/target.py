@@ -66,6 +66,8 @@ def x86_host_features(flags: frozenset[str]) -> list[str]:
     F/BW/VL (Zen 4, Xeons before Sapphire Rapids) gives the AVX-512 features present (VNNI,
     BF16 among them) and ``+prefer-256-bit``, so LLVM keeps 256-bit vectors and the int8 GEMVs
     get AVX512-VNNI's 256-bit ``vpdpbusd``; a CPU with neither (AVX2 only) gets nothing more.
+    GFNI, where the CPU has it, is added to each (``+gfni``: the int4 GEMV's high nibbles in one
+    ``vgf2p8affineqb``, :func:`has_gfni`).
 
     Args:
         flags: the kernel's CPU flags (``linux_cpu_flags()``).
@@ -73,11 +75,12 @@ def x86_host_features(flags: frozenset[str]) -> list[str]:
     Returns:
         LLVM feature strings, e.g. ``["+avx512f", ..., "+avx512vnni", "+prefer-256-bit"]``.
     """
+    gfni = ["+gfni"] if "gfni" in flags else []
     if "avx_vnni" in flags:
-        return ["+avxvnni"]
+        return ["+avxvnni"] + gfni
     if {"avx512f", "avx512bw", "avx512vl"} <= flags:
-        return [feature for flag, feature in _AVX512 if flag in flags] + ["+prefer-256-bit"]
-    return []
+        return [feature for flag, feature in _AVX512 if flag in flags] + ["+prefer-256-bit"] + gfni
+    return gfni
 
 
 # aarch64 /proc/cpuinfo ``Features`` -> LLVM feature (Linux's arch/arm64/kernel/cpuinfo.c names)
@@ -190,6 +193,15 @@ def int8_dot_isa(target) -> str | None:
     if has(["avx2"]):
         return "avx2"
     return None
+
+
+def has_gfni(target) -> bool:
+    """Whether an ``llvm`` target is x86 with GFNI (Galois-field byte instructions: Intel since
+    Ice Lake and Alder Lake, AMD since Zen 4), which :mod:`mlcbuild.kernels.int8_gemv` then uses.
+    Asked of LLVM for the target's ``mcpu`` and ``mattr``."""
+    import tvm
+
+    return cpu_family(target) == "x86" and bool(tvm.target.codegen.llvm_cpu_has_features(["gfni"], target=target))
 
 
 def _plain(x: Any) -> Any:

@@ -44,6 +44,19 @@ def vnni_dot(acc, w, x):
     return T.call_llvm_pure_intrin("int32x8", "llvm.x86.avx512.vpdpbusd.256", acc, _i8(w), _i8(x))
 
 
+GF2_SHIFT_RIGHT_4 = 0x1020408000000000  # GF(2) bit matrix of each byte's x >> 4 (vgf2p8affineqb)
+
+
+def high_nibbles(w):
+    """Each byte's high nibble moved to its low 4 bits, the high 4 zero (``w`` 32 bytes, the
+    result int32x8): one GFNI ``vgf2p8affineqb`` in place of a 32-bit shift and a mask.
+    Bit ``i`` of a result byte is the parity of (matrix byte ``7 - i`` AND the source byte)
+    (Intel SDM, ``GF2P8AFFINEQB``): bytes 7..4 of :data:`GF2_SHIFT_RIGHT_4` pick source bits 4..7."""
+    matrix = T.reinterpret("int8x32", T.broadcast(T.int64(GF2_SHIFT_RIGHT_4), 4))
+    out = T.call_llvm_pure_intrin("int8x32", "llvm.x86.vgf2p8affineqb.256", _i8(w), matrix, T.int8(0))
+    return T.reinterpret("int32x8", out)
+
+
 def pair_sums(w, x):
     """AVX2 ``vpmaddubsw``: int16x16, lane ``j`` = ``w[2j] x[2j] + w[2j+1] x[2j+1]`` (``w``
     unsigned, ``x`` signed bytes). Saturates past ``2^15 - 1``: exact for int4 codes (at most

@@ -33,16 +33,14 @@ a dot product summing one group), each step's activation bytes in the matching o
 - int4 on AVX2, group count divisible by 4: a step is 4 groups, two of the loads below; each
   load's pair sums (low + high nibbles) in 16 bits, the two joined by ``vphaddw``, so one
   ``vpmaddwd``, convert and FMA serve 4 groups (2 lanes each: groups 0 and 2 in the low 128
-  bits, 1 and 3 in the high ones, the scales spread to match by one permute;
-  timed in ``docs/benchmarks.md``). ``K = 576`` (18 groups) keeps 2.
+  bits, 1 and 3 in the high ones, the scales spread by one permute). ``K = 576`` keeps 2.
 - int4, even group count: a step is 2 groups, 8 packed words (8 nibbles each, ``k = 8 j + t``
   in nibble ``t`` of word ``j``): one dot product with the words' low nibbles
-  (``w & 0x0F0F0F0F``: ``t = 0, 2, 4, 6``), one with their high nibbles; lanes 0-3 sum the
-  first group, 4-7 the second, and the per-lane scale is the pair of combined scales
-  spread by one permute. The activation kernel writes ``xq`` as: low-nibble bytes of both
+  (``w & 0x0F0F0F0F``: ``t = 0, 2, 4, 6``), one with their high nibbles (a shift and a mask, or
+  one GFNI ``vgf2p8affineqb``); lanes 0-3 sum the first group, 4-7 the second, the per-lane
+  scale the pair of combined scales spread by one permute. ``xq``: low-nibble bytes of both
   groups, then their high-nibble bytes.
-- int4, odd group count: a step is 1 group, 4 words loaded once into both halves; low
-  nibbles in the first half, high nibbles in the second.
+- int4, odd group count: a step is 1 group, 4 words in both halves: low nibbles in the first, high in the second.
 - int8: a step is 1 group of 8 words whose bytes are already ``k`` in order.
 
 The activation quantization is the kernel's first (serial) loop into a scratch buffer (a group's
@@ -149,6 +147,7 @@ def int8_gemv(
     norm_dtype: str = "float32",
     residual: bool = False,
     has_min: bool = False,
+    gfni: bool = False,
 ) -> tirx.PrimFunc:
     """The kernel ``y [1, 1, n] = x [1, 1, k] @ dequant(q_weight [n, kp * bits / 32], q_scale [n, kp / 32])^T``.
 
@@ -169,10 +168,10 @@ def int8_gemv(
         residual: a last input ``residual [1, 1, n]`` is added to the output.
         has_min: the weight has a per-group minimum, an input ``q_min [n, kp / 32]``
             ``scale_dtype`` after ``q_scale``: ``w = q * d_w + m`` (GGML Q4_1; ``max_int`` 0).
+        gfni: x86 with GFNI: int4 high nibbles by :func:`.int8_dot.high_nibbles` (one instruction, not two).
 
     Raises:
-        ValueError: an unsupported ``bits``/``isa`` pair, an unknown prologue, or a fused
-            prologue with ``k`` not a multiple of 32.
+        ValueError: an unsupported ``bits``/``isa`` pair, an unknown prologue, or a fused prologue with ``k`` % 32.
     """
     if bits not in BITS.get(isa, ()):
         raise ValueError(f"no int8 GEMV for {bits}-bit weights with {isa}")
@@ -194,6 +193,10 @@ def int8_gemv(
     signed8 = bits == 8 and isa == "avx2"  # the sign trick: weights q - 128
     zero_offset = 128 if signed8 else 0  # sum (q - Z) xq = sum (q - offset) xq + (offset - Z) sum xq
 
+    def high(w8, mask):  # each byte's high nibble of w8 (uint32x8) in its low bits, int32x8
+        shifted = T.bitwise_and(T.shift_right(w8, T.broadcast(T.uint32(4), 8)), mask)
+        return D.high_nibbles(w8) if gfni else T.reinterpret("int32x8", shifted)
+
     def step_terms(qw, row, s):
         """The step's ``(weight bytes, activation offset)`` pairs, int32x8 each (32 bytes)."""
         if bits == 8:
@@ -205,10 +208,7 @@ def int8_gemv(
                 w8 = qw[row, T.ramp(s * span * wpg + 8 * h, 1, 8)]
                 out += [
                     (T.reinterpret("int32x8", T.bitwise_and(w8, mask)), 64 * h),
-                    (
-                        T.reinterpret("int32x8", T.bitwise_and(T.shift_right(w8, T.broadcast(T.uint32(4), 8)), mask)),
-                        64 * h + 32,
-                    ),
+                    (high(w8, mask), 64 * h + 32),
                 ]
             return out
         # one 128-bit load broadcast to both halves, then low nibbles | high nibbles
@@ -481,7 +481,7 @@ def int8_gemv(
     config = {
         "n": n, "k": k, "bits": bits, "max_int": max_int, "x_dtype": x_dtype, "scale_dtype": scale_dtype,
         "isa": isa, "prologue": prologue or "", "eps": float(eps), "norm_dtype": norm_dtype, "residual": int(residual),
-        "has_min": int(has_min),
+        "has_min": int(has_min), "gfni": int(gfni),
     }  # fmt: skip
     # Relax names each call site; the pass that fuses neighbours reads the arguments back (gemv_arguments)
     return gemv_int8.without_attr("global_symbol").with_attr(GEMV_ATTR, config)
@@ -496,5 +496,5 @@ def gemv_arguments(func) -> dict | None:
     out = {key: int(a[key]) for key in ("n", "k", "bits", "max_int")}
     out.update({key: str(a[key]) for key in ("x_dtype", "scale_dtype", "isa", "norm_dtype")})
     out.update(prologue=str(a["prologue"]) or None, eps=float(a["eps"]), residual=bool(int(a["residual"])))
-    out.update(has_min=bool(int(a["has_min"])))
+    out.update(has_min=bool(int(a["has_min"])), gfni=bool(int(a["gfni"])))
     return out

@@ -62,12 +62,13 @@ def _weight_info(mod: tvm.IRModule, call: relax.Call) -> dict | None:
     }
 
 
-def group_kernel(weight: dict, rows: str, n: int, k: int, x_dtype: str, isa: str | None):
-    """``(name, PrimFunc)`` of our kernel for a group-quantized ``[n, k]`` weight, or ``None``."""
+def group_kernel(weight: dict, rows: str, n: int, k: int, x_dtype: str, isa: str | None, gfni: bool = False):
+    """``(name, PrimFunc)`` of our kernel for a group-quantized ``[n, k]`` weight, or ``None``
+    (``gfni``: the target has GFNI, :func:`mlcbuild.compiler.target.has_gfni`)."""
     if rows == "decode" and int8_gemv.supports(weight, isa):
         return "gemv_int8", int8_gemv.int8_gemv(
             n, k, weight["bits"], weight["max_int"], x_dtype, weight["scale_dtype"], isa,
-            has_min=bool(weight["has_min"]),
+            has_min=bool(weight["has_min"]), gfni=gfni and isa in ("avxvnni", "avx2"),
         )  # fmt: skip
     if rows == "prefill" and int8_matmul.supports(weight, n, isa, x_dtype):
         return "prefill_matmul_int8", int8_matmul.prefill_matmul_int8(
@@ -100,9 +101,9 @@ def _is_weight(func: relax.Function, e: relax.Expr) -> bool:
     return any(e.same_as(p) for p in func.params)
 
 
-def dispatch_kernels(isa: str | None):
+def dispatch_kernels(isa: str | None, gfni: bool = False):
     """The pass for an ``llvm`` target whose integer dot product is ``isa``
-    (:func:`mlcbuild.compiler.target.int8_dot_isa`)."""
+    (:func:`mlcbuild.compiler.target.int8_dot_isa`), with GFNI or not (:func:`.group_kernel`)."""
 
     @relax.expr_functor.mutator
     class _Dispatch(relax.PyExprMutator):
@@ -134,7 +135,7 @@ def dispatch_kernels(isa: str | None):
                 info, args = _weight_info(self.mod, weight), list(weight.args[1].fields)
                 if info is None or info["layout"] != "NK" or len(args) != 2 + info["has_min"]:
                     return call
-                found = group_kernel(info, rows, n, k, x_dtype, isa)
+                found = group_kernel(info, rows, n, k, x_dtype, isa, gfni)
             elif _is_weight(self.current_function, weight) and str(ty.dtype) == "float32" and x_dtype == "float32":
                 found, args = float_kernel(rows, n, k, x_dtype, isa), [w_var]
             else:
