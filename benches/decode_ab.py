@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 
-def decode_rate(engine, steps: int) -> float:
-    """Decode tokens/s of ``steps`` steps after a fresh 16-token prefill."""
+def decode_rate(engine, steps: int, prompt_tokens: int = 16) -> float:
+    """Decode tokens/s of ``steps`` steps (fixed ids) after a fresh ``prompt_tokens``-token prefill."""
     engine.reset()
-    engine.step(np.arange(16), "prefill")
+    engine.step(np.arange(prompt_tokens), "prefill")
     start = time.perf_counter()
     for i in range(steps):
         engine.step(np.asarray([5 + i]), "decode")

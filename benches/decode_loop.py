@@ -4,10 +4,7 @@ each round's decode tokens/s. No measurement of its own beyond that line; see
 ``benches/decode_overhead.py`` for the timed split of a step."""
 
 import argparse
-import time
 from pathlib import Path
-
-import numpy as np
 
 
 def main() -> None:
@@ -16,18 +13,15 @@ def main() -> None:
     ap.add_argument("weights", type=Path)
     ap.add_argument("--rounds", type=int, default=60)
     args = ap.parse_args()
+    from decode_ab import decode_rate
+
     from mlcbuild.runtime.artifact import open_local
     from mlcbuild.runtime.engine import use_all_cores
 
     use_all_cores()
     eng, _ = open_local(args.artifact, args.weights)
     for _ in range(args.rounds):
-        eng.reset()
-        eng.step(np.arange(3), "prefill")
-        t = time.perf_counter()
-        for i in range(128):
-            eng.step(np.asarray([5 + i]), "decode")
-        print(f"{128 / (time.perf_counter() - t):.1f} tok/s")
+        print(f"{decode_rate(eng, 128, prompt_tokens=3):.1f} tok/s")
 
 
 if __name__ == "__main__":

@@ -194,8 +194,9 @@ def int8_gemv(
     zero_offset = 128 if signed8 else 0  # sum (q - Z) xq = sum (q - offset) xq + (offset - Z) sum xq
 
     def high(w8, mask):  # each byte's high nibble of w8 (uint32x8) in its low bits, int32x8
-        shifted = T.bitwise_and(T.shift_right(w8, T.broadcast(T.uint32(4), 8)), mask)
-        return D.high_nibbles(w8) if gfni else T.reinterpret("int32x8", shifted)
+        if gfni:
+            return D.high_nibbles(w8)
+        return T.reinterpret("int32x8", T.bitwise_and(T.shift_right(w8, T.broadcast(T.uint32(4), 8)), mask))
 
     def step_terms(qw, row, s):
         """The step's ``(weight bytes, activation offset)`` pairs, int32x8 each (32 bytes)."""
@@ -378,9 +379,8 @@ def int8_gemv(
         xz = T.decl_buffer((steps, 8), "int32")
         xs = T.decl_buffer((groups if has_min else 1,), "float32")
         activation(x, nw, xq, xd, xz, xs)
-        # ---- GEMV, parallel over groups of `rows` rows, one from each of `rows` far-apart
-        # stretches of the weight: independent memory streams (one stream of consecutive
-        # rows reads DRAM at ~8 GB/s here, several at 25+)
+        # ---- GEMV, parallel over groups of `rows` rows, one from each of `rows` far-apart stretches
+        # of the weight: independent memory streams (one stream reads DRAM at ~8 GB/s here, several at 25+)
         for task in T.parallel(tasks):
             acc = T.decl_buffer((rows, 8), "float32")
             cs = T.decl_buffer((rows, chunk), "float32")  # d_w * d_x of a chunk of groups

@@ -68,7 +68,7 @@ def group_kernel(weight: dict, rows: str, n: int, k: int, x_dtype: str, isa: str
     if rows == "decode" and int8_gemv.supports(weight, isa):
         return "gemv_int8", int8_gemv.int8_gemv(
             n, k, weight["bits"], weight["max_int"], x_dtype, weight["scale_dtype"], isa,
-            has_min=bool(weight["has_min"]), gfni=gfni and isa in ("avxvnni", "avx2"),
+            has_min=bool(weight["has_min"]), gfni=gfni,
         )  # fmt: skip
     if rows == "prefill" and int8_matmul.supports(weight, n, isa, x_dtype):
         return "prefill_matmul_int8", int8_matmul.prefill_matmul_int8(
