@@ -5,7 +5,8 @@ change: the build key hashes mlcbuild's sources, so each source state is its own
 same recipe, ``WEIGHTS`` their converted weights. Both engines are loaded once; each round
 runs, for each build in turn (the order alternates between rounds so machine drift cancels), a
 fresh KV cache, a 16-token prefill, then ``--steps`` decode steps of fixed ids, timed. Prints
-every round's decode tokens/s per build, the medians and their ratio B / A. Threads:
+every round's decode tokens/s per build, the medians and their ratio B / A (``--prefill N``:
+the tokens/s of an ``N``-token prefill instead, as ``llama-bench -p N``). Threads:
 ``TVM_NUM_THREADS`` (all cores by default, as ``mlcbuild bench --local``).
 
     TVM_NUM_THREADS=2 .venv/bin/python benches/decode_ab.py A B WEIGHTS --rounds 16
@@ -31,6 +32,14 @@ def decode_rate(engine, steps: int, prompt_tokens: int = 16) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def prefill_rate(engine, tokens: int) -> float:
+    """Prefill tokens/s of a fresh ``tokens``-token prompt (fixed ids)."""
+    engine.reset()
+    start = time.perf_counter()
+    engine.step(np.arange(tokens) % 1000 + 5, "prefill")
+    return tokens / (time.perf_counter() - start)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a", type=Path)
@@ -38,18 +47,20 @@ def main() -> None:
     ap.add_argument("weights", type=Path)
     ap.add_argument("--rounds", type=int, default=16)
     ap.add_argument("--steps", type=int, default=64)
+    ap.add_argument("--prefill", type=int, default=0, help="time an N-token prefill instead of decode")
     args = ap.parse_args()
     from mlcbuild.runtime.artifact import open_local
     from mlcbuild.runtime.engine import use_all_cores
 
     use_all_cores()
     engines = {"A": open_local(args.a, args.weights)[0], "B": open_local(args.b, args.weights)[0]}
+    rate = (lambda e: prefill_rate(e, args.prefill)) if args.prefill else (lambda e: decode_rate(e, args.steps))
     for engine in engines.values():  # warm-up: first calls, page faults
-        decode_rate(engine, args.steps)
+        rate(engine)
     rates: dict[str, list[float]] = {"A": [], "B": []}
     for r in range(args.rounds):
         for name in "AB" if r % 2 == 0 else "BA":
-            rates[name].append(decode_rate(engines[name], args.steps))
+            rates[name].append(rate(engines[name]))
     for name in "AB":
         print(
             f"{name}: median {statistics.median(rates[name]):.1f} tok/s  " + " ".join(f"{x:.0f}" for x in rates[name])

@@ -314,6 +314,38 @@ def test_prefill_matmul_float_matches_numpy(m, n, k):
     assert np.abs(y.numpy()[0] - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
+@pytest.mark.parametrize("m,n,k", [(13, 16, 2048), (1, 8, 2064), (6, 24, 4096)])
+def test_prefill_matmul_float_dot_matches_numpy(m, n, k):
+    """The AVX-512 q0f32 prefill kernel (``prefill_matmul_float_dot``: 6 x 4 blocks of zmm
+    FMAs) equals ``x @ W^T`` (1e-5 x max), its tail rows included; compiled for an AVX-512
+    target anywhere (the FMAs on zmm registers checked in its assembly), run where the CPU has AVX-512F."""
+    from mlcbuild.compiler.target import has_avx512
+    from mlcbuild.kernels.cpu_matmul import prefill_matmul_float_dot
+
+    target = tvm.target.Target(
+        {
+            "kind": "llvm",
+            "mtriple": "x86_64-unknown-linux-gnu",
+            "mcpu": "x86-64-v3",
+            "mattr": ["+avx512f", "+prefer-256-bit"],
+        }
+    )
+    lib = tvm.tirx.build(
+        tvm.IRModule({"main": prefill_matmul_float_dot(n, k).with_attr("global_symbol", "main")}), target=target
+    )
+    assert "vfmadd231ps\t%zmm" in lib.inspect_source("asm")
+    if not has_avx512(HOST):
+        pytest.skip("the CPU has no AVX-512F (compiled and checked only)")
+    rng = np.random.default_rng(m + n + k)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    x = rng.standard_normal((1, m, k)).astype(np.float32)
+    dev = tvm.cpu()
+    y = tvm.runtime.empty((1, m, n), "float32", dev)
+    lib["main"](tvm.runtime.tensor(x, dev), tvm.runtime.tensor(w, dev), y)
+    ref = x[0] @ w.T
+    assert np.abs(y.numpy()[0] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
 # /proc/cpuinfo flags of the three x86 kinds the project meets (a subset: what decides)
 ZEN4 = frozenset("avx2 fma avx512f avx512bw avx512vl avx512dq avx512_vnni avx512_bf16".split())  # no avx_vnni
 CLIENT_INTEL = frozenset("avx2 fma avx_vnni".split())

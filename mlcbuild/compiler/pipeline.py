@@ -46,7 +46,7 @@ from mlcbuild.compiler.passes.fuse_dequantize_matmul import fuse_dequantize_matm
 from mlcbuild.compiler.passes.mark_noalias import mark_noalias
 from mlcbuild.compiler.passes.replace_attention import replace_attention
 from mlcbuild.compiler.schedules import schedule_rules
-from mlcbuild.compiler.target import has_gfni, int8_dot_isa
+from mlcbuild.compiler.target import has_avx512, has_gfni, int8_dot_isa
 
 
 def _timed(
@@ -85,7 +85,7 @@ def front_phases(variable_bounds: dict[str, int], target) -> list[tuple[str, lis
     graph = [attach_logit_processor(target), attach_softmax_with_temperature]
     graph += [attach_embedding_allocator(variable_bounds["seq_len"]), attach_gpu_sampler(target)]
     graph += [attach_variable_bounds(variable_bounds), dispatch_kv_cache(target)]
-    graph += [dispatch_kernels(int8_dot_isa(target), gfni=has_gfni(target))] if cpu else []
+    graph += [dispatch_kernels(int8_dot_isa(target), gfni=has_gfni(target), avx512=has_avx512(target))] if cpu else []
     graph += [relax.transform.FuseTransposeMatmul()] + ([fuse_decode_gemv] if cpu else [])
     return [
         ("graph", graph),

@@ -195,6 +195,15 @@ def int8_dot_isa(target) -> str | None:
     return None
 
 
+def has_avx512(target) -> bool:
+    """Whether an ``llvm`` target is x86 with AVX-512F (512-bit vectors, 32 vector registers), for
+    :func:`mlcbuild.kernels.cpu_matmul.prefill_matmul_float_dot`. Asked of LLVM for the target's
+    ``mcpu`` and ``mattr``."""
+    import tvm
+
+    return cpu_family(target) == "x86" and bool(tvm.target.codegen.llvm_cpu_has_features(["avx512f"], target=target))
+
+
 def has_gfni(target) -> bool:
     """Whether an ``llvm`` target is x86 with GFNI (Galois-field byte instructions: Intel since
     Ice Lake and Alder Lake, AMD since Zen 4), which :mod:`mlcbuild.kernels.int8_gemv` then uses.

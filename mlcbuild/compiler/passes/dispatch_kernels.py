@@ -12,6 +12,7 @@ weight                 ``x`` ``[1, 1, K]`` (decode)    ``x`` ``[1, tokens, K]`` 
 group/GGML, int8 ISA   :func:`.int8_gemv.int8_gemv`    x86 (VNNI or AVX2): :func:`.int8_matmul.prefill_matmul_int8`,
                                                        else fp32 :func:`.cpu_matmul.prefill_matmul`
 float32, x86 AVX2      :func:`.float_gemv.float_gemv`  :func:`.cpu_matmul.prefill_matmul_float`
+                                                       (AVX-512, k >= 2048: ``prefill_matmul_float_dot``)
 =====================  ==============================  =====================================
 
 Anything else (GPUs, zero-point schemes, shapes the kernels do not cover) is left to the
@@ -82,12 +83,15 @@ def group_kernel(weight: dict, rows: str, n: int, k: int, x_dtype: str, isa: str
     return None
 
 
-def float_kernel(rows: str, n: int, k: int, x_dtype: str, isa: str | None):
-    """``(name, PrimFunc)`` of our kernel for an fp32 ``[n, k]`` weight, or ``None``."""
+def float_kernel(rows: str, n: int, k: int, x_dtype: str, isa: str | None, avx512: bool = False):
+    """``(name, PrimFunc)`` of our kernel for an fp32 ``[n, k]`` weight, or ``None`` (``avx512``:
+    the target has AVX-512F, :func:`mlcbuild.compiler.target.has_avx512`)."""
     if isa not in FLOAT_ISAS:
         return None
     if rows == "decode" and float_gemv.supports(n, k, x_dtype):
         return "gemv_f32", float_gemv.float_gemv(n, k)
+    if rows == "prefill" and avx512 and x_dtype == "float32" and cpu_matmul.supports_float_dot(n, k):
+        return "prefill_matmul", cpu_matmul.prefill_matmul_float_dot(n, k)
     if rows == "prefill" and cpu_matmul.supports_float(n, x_dtype):
         return "prefill_matmul", cpu_matmul.prefill_matmul_float(n, k)
     return None
@@ -101,9 +105,10 @@ def _is_weight(func: relax.Function, e: relax.Expr) -> bool:
     return any(e.same_as(p) for p in func.params)
 
 
-def dispatch_kernels(isa: str | None, gfni: bool = False):
+def dispatch_kernels(isa: str | None, gfni: bool = False, avx512: bool = False):
     """The pass for an ``llvm`` target whose integer dot product is ``isa``
-    (:func:`mlcbuild.compiler.target.int8_dot_isa`), with GFNI or not (:func:`.group_kernel`)."""
+    (:func:`mlcbuild.compiler.target.int8_dot_isa`), with GFNI or not (:func:`.group_kernel`),
+    with AVX-512F or not (:func:`float_kernel`)."""
 
     @relax.expr_functor.mutator
     class _Dispatch(relax.PyExprMutator):
@@ -137,7 +142,7 @@ def dispatch_kernels(isa: str | None, gfni: bool = False):
                     return call
                 found = group_kernel(info, rows, n, k, x_dtype, isa, gfni)
             elif _is_weight(self.current_function, weight) and str(ty.dtype) == "float32" and x_dtype == "float32":
-                found, args = float_kernel(rows, n, k, x_dtype, isa), [w_var]
+                found, args = float_kernel(rows, n, k, x_dtype, isa, avx512), [w_var]
             else:
                 return call
             if found is None:
