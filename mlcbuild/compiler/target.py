@@ -196,12 +196,13 @@ def int8_dot_isa(target) -> str | None:
 
 
 def has_avx512(target) -> bool:
-    """Whether an ``llvm`` target is x86 with AVX-512F (512-bit vectors, 32 vector registers), for
-    :func:`mlcbuild.kernels.cpu_matmul.prefill_matmul_float_dot`. Asked of LLVM for the target's
-    ``mcpu`` and ``mattr``."""
+    """Whether an ``llvm`` target is x86 with AVX-512 F and VL (32 vector registers, also for
+    256-bit vectors), for :func:`mlcbuild.kernels.cpu_matmul.prefill_matmul_float_dot`. Asked of
+    LLVM for the target's ``mcpu`` and ``mattr``."""
     import tvm
 
-    return cpu_family(target) == "x86" and bool(tvm.target.codegen.llvm_cpu_has_features(["avx512f"], target=target))
+    has = tvm.target.codegen.llvm_cpu_has_features
+    return cpu_family(target) == "x86" and bool(has(["avx512f", "avx512vl"], target=target))
 
 
 def has_gfni(target) -> bool:

@@ -24,6 +24,7 @@ import math
 from tvm import tirx
 from tvm.script import tirx as T
 
+from mlcbuild.kernels import int8_dot as D
 from mlcbuild.kernels.signature import group_prefill_kernel
 
 TILE = 64  # output features dequantized together
@@ -181,34 +182,39 @@ def prefill_matmul_float(n: int, k: int) -> tirx.PrimFunc:
     return prefill_matmul_w.without_attr("global_symbol")  # Relax names each call site
 
 
-DOT_LANES = 16  # float32 per 512-bit vector
-DOT_ROWS, DOT_OUTS = 6, 4  # token rows x weight rows per register block: 24 zmm accumulators
+DOT_LANES = 8  # float32 per 256-bit vector: 24 accumulators need AVX-512's 32 vector registers (VL encodes ymm16-31)
+DOT_ROWS, DOT_OUTS = 6, 4  # token rows x weight rows per register block
 DOT_BLOCKS = 2  # blocks of DOT_OUTS weight rows per parallel task (the token block read once for both)
 DOT_MIN_K = 2048  # below it the final lane sums cost more than the block saves (see the kernel)
+DOT_PAD = 16  # floats added to each token row of the copy of x: its rows and the weight's fall in other L1 sets
 
 
 def supports_float_dot(n: int, k: int) -> bool:
-    """Whether :func:`prefill_matmul_float_dot` runs an ``n x k`` fp32 weight (the caller checks AVX-512F)."""
+    """Whether :func:`prefill_matmul_float_dot` runs an ``n x k`` fp32 weight (the caller checks AVX-512)."""
     return k % DOT_LANES == 0 and k >= DOT_MIN_K and n % (DOT_OUTS * DOT_BLOCKS) == 0
 
 
 @functools.lru_cache(maxsize=None)
 def prefill_matmul_float_dot(n: int, k: int) -> tirx.PrimFunc:
-    """The q0f32 prefill matmul as dot products along ``k`` in 512-bit registers (AVX-512F).
+    """The q0f32 prefill matmul as dot products along ``k``, for x86 targets with AVX-512 (F and VL).
 
     Buffers as :func:`prefill_matmul_float`: x ``[1, m, k]`` (``m`` symbolic), weight ``[n, k]``,
-    y ``[1, m, n]``, float32. Both operands are read as they are stored (no transposed weight
-    copy): a block of 6 token rows x 4 weight rows keeps 24 zmm accumulators of 16 partial
-    sums each; per 16 values of ``k`` 10 loads and 24 FMAs (31 of the 32 zmm registers), then
-    each accumulator's 16 lanes are summed once (llamafile's ``tinyBLAS`` in llama.cpp's
-    ``ggml-cpu/llamafile/sgemm.cpp`` blocks the same way). Parallel over pairs of 4-row weight
-    blocks, the 6-row token block shared by the pair; rows past the last multiple of 6 run one
-    at a time against the 4 weight rows.
+    y ``[1, m, n]``, float32. The weight is read as it is stored (no transposed copy): a block
+    of 6 token rows x 4 weight rows keeps 24 accumulators of 8 partial sums each; per 8 values
+    of ``k`` 10 loads and 24 FMAs (29 of AVX-512's 32 vector registers), then a token row's 4
+    accumulators are summed at once (3 ``vhaddps``, :func:`mlcbuild.kernels.int8_dot.row_sums4`)
+    into 4 adjacent outputs. llamafile's ``tinyBLAS`` in llama.cpp
+    (``ggml-cpu/llamafile/sgemm.cpp``) blocks the same way (4 x 6, 512-bit). Parallel over pairs
+    of 4-row weight blocks, the 6-row token block shared by the pair; rows past the last
+    multiple of 6 run one at a time against the 4 weight rows.
 
-    One Zen 4 thread, 128 tokens (2026-12-07, ``docs/benchmarks.md``): 3072 x 2048 90.9 ->
-    97.1 GFLOP/s, 2048 x 8192 87.4 -> 98.3, 16384 x 2048 92.4 -> 94.1 against
-    :func:`prefill_matmul_float` (a register FMA loop peaks at 117.5 there); at ``k = 576`` the
-    lane sums make it slower (97.2 -> 77.8), hence :data:`DOT_MIN_K`.
+    ``x`` is first copied with its rows :data:`DOT_PAD` floats apart: in a Relax VM every tensor
+    starts 64 bytes past a 4 KiB boundary, so with ``k % 1024 == 0`` each step's 6 token lines
+    and 4 weight lines fell in one 8-way L1 set (one Zen 4 thread, 128 tokens, 2026-12-07:
+    84-86 GFLOP/s unpadded against 99-104 with ``x`` elsewhere; the copy costs ~2 %). The 1B
+    shape's q0f32 prefill (its four matmuls, both builds in one process) 38.5 -> 43.7 tokens/s on
+    one thread, 73.9 -> 76.8 on two, against :func:`prefill_matmul_float`; 512-bit vectors
+    measured no faster (98.5 against 100.0 GFLOP/s). At ``k = 576`` the lane sums make it slower, hence :data:`DOT_MIN_K`.
 
     Raises:
         ValueError: a shape :func:`supports_float_dot` rejects.
@@ -222,11 +228,20 @@ def prefill_matmul_float_dot(n: int, k: int) -> tirx.PrimFunc:
     steps = k // lanes
     vec = lambda s: T.ramp(s * lanes, 1, lanes)  # noqa: E731
 
-    def lane_sum(acc, a):
-        """The 16 lanes of ``acc[a]`` summed as a tree (halves, then quarters, ...)."""
-        half = [acc[a, i] + acc[a, i + 8] for i in range(8)]
-        quarter = [half[i] + half[i + 4] for i in range(4)]
-        return (quarter[0] + quarter[2]) + (quarter[1] + quarter[3])
+    stride = k + DOT_PAD  # floats between token rows in the padded copy
+
+    @T.macro
+    def block(acc, xp, weight, row, out0, width):
+        """``acc[i * outs + j] += xp[row + i] * weight[out0 + j]`` over ``k`` for ``width`` token rows."""
+        for a in T.unroll(width * outs):
+            acc[a, vec(0)] = T.broadcast(T.float32(0), lanes)
+        for s in range(steps):
+            for i in T.unroll(width):
+                for j in T.unroll(outs):
+                    acc[i * outs + j, vec(0)] = (
+                        acc[i * outs + j, vec(0)]
+                        + xp[T.ramp((row + i) * stride + s * lanes, 1, lanes)] * weight[out0 + j, vec(s)]
+                    )
 
     @T.prim_func(s_tir=False)
     def prefill_matmul_w(var_x: T.handle, weight: T.Buffer((n, k), "float32"), var_y: T.handle):
@@ -234,34 +249,25 @@ def prefill_matmul_float_dot(n: int, k: int) -> tirx.PrimFunc:
         m = T.int64()
         x = T.match_buffer(var_x, (T.int64(1), m, k), "float32")
         y = T.match_buffer(var_y, (T.int64(1), m, n), "float32")
+        xp = T.decl_buffer((m * stride,), "float32")  # x, rows padded (a workspace)
+        for r in T.parallel(m):
+            for c in range(k // lanes):
+                for v in T.vectorized(lanes):
+                    xp[r * stride + c * lanes + v] = x[0, r, c * lanes + v]
         for task in T.parallel(n // (outs * DOT_BLOCKS)):
             acc = T.decl_buffer((rows * outs, lanes), "float32")
             for tb in range(m // rows):
                 for blk in range(DOT_BLOCKS):
-                    for a in T.unroll(rows * outs):
-                        acc[a, vec(0)] = T.broadcast(T.float32(0), lanes)
-                    for s in range(steps):
-                        for i in T.unroll(rows):
-                            for j in T.unroll(outs):
-                                acc[i * outs + j, vec(0)] = (
-                                    acc[i * outs + j, vec(0)]
-                                    + x[0, tb * rows + i, vec(s)] * weight[(task * DOT_BLOCKS + blk) * outs + j, vec(s)]
-                                )
+                    block(acc, xp, weight, tb * rows, (task * DOT_BLOCKS + blk) * outs, rows)
                     for i in T.unroll(rows):
-                        for j in T.unroll(outs):
-                            y[0, tb * rows + i, (task * DOT_BLOCKS + blk) * outs + j] = lane_sum(acc, i * outs + j)
+                        y[0, tb * rows + i, T.ramp((task * DOT_BLOCKS + blk) * outs, 1, outs)] = D.row_sums4(
+                            [acc[i * outs + j, vec(0)] for j in range(outs)]
+                        )
             for r in range(m - m // rows * rows):
                 for blk in range(DOT_BLOCKS):
-                    for j in T.unroll(outs):
-                        acc[j, vec(0)] = T.broadcast(T.float32(0), lanes)
-                    for s in range(steps):
-                        for j in T.unroll(outs):
-                            acc[j, vec(0)] = (
-                                acc[j, vec(0)]
-                                + x[0, m // rows * rows + r, vec(s)]
-                                * weight[(task * DOT_BLOCKS + blk) * outs + j, vec(s)]
-                            )
-                    for j in T.unroll(outs):
-                        y[0, m // rows * rows + r, (task * DOT_BLOCKS + blk) * outs + j] = lane_sum(acc, j)
+                    block(acc, xp, weight, m // rows * rows + r, (task * DOT_BLOCKS + blk) * outs, 1)
+                    y[0, m // rows * rows + r, T.ramp((task * DOT_BLOCKS + blk) * outs, 1, outs)] = D.row_sums4(
+                        [acc[j, vec(0)] for j in range(outs)]
+                    )
 
     return prefill_matmul_w.without_attr("global_symbol")  # Relax names each call site
