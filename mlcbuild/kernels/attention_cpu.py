@@ -17,6 +17,8 @@ from tvm.script import tirx as T
 from mlcbuild.kernels.attention_common import NEG, logit, q_factor
 from mlcbuild.kernels.tir_math import fast_exp2
 
+KEYS = 8  # keys per block of the ragged prefill: their scores and 2^x at once, one rescale
+
 
 def ragged_attend_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, softcap: float):
     """One (query, head) task of the ragged prefill (a chunk against its own keys), as a
@@ -24,43 +26,59 @@ def ragged_attend_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, soft
 
     ``attend(q, row, head, sm_scale, k, v, base, lo, hi, output, lse, tx)`` (``tx`` unused): query ``q[row, head]``
     against keys ``k/v[base + lo : base + hi]``; writes ``output[row, head]`` and
-    ``lse[row, head]`` (base 2). One key at a time: its ``lanes``-wide partial dot products,
-    a horizontal sum, the soft-capped logit (:func:`.attention_common.logit`), then the
-    online-softmax update.
+    ``lse[row, head]`` (base 2). :data:`KEYS` keys at a time, as :func:`paged_attend_cpu` does a
+    page: their scores (per key one 8-lane dot product and a 3-step horizontal sum,
+    :func:`.attention_common.logit`), their ``2^x`` as one vectorized polynomial, then one
+    rescale of the running output (online softmax). One key at a time (a scalar ``2^x`` and a
+    rescale per key) took 111 ms of the Llama-3.2-1B shape's 2.95 s q0f32 prefill of 128 tokens
+    on one Zen 4 thread (2026-12-07).
     """
     group = h_q // h_kv
-    lanes = next(x for x in (16, 8, 4, 2, 1) if d % x == 0)  # partial sums of the q.k dot product
+    chunks = d // 8
+
+    def dot8(qv, k, key, head):
+        """``q . k_key`` as 8 partial sums (float32x8)."""
+        total = None
+        for j0 in range(chunks):
+            term = qv[T.ramp(j0 * 8, 1, 8)] * T.Cast("float32x8", k[key, head // group, T.ramp(j0 * 8, 1, 8)])
+            total = term if total is None else total + term
+        return total
 
     @T.macro
     def attend(q, row, head, sm_scale, k, v, base, lo, hi, output, lse, tx):  # noqa: ARG001 - tx: GPU only
         # default (global) scope and under 1 KiB: stack allocations, not workspace calls
         acc = T.decl_buffer((d,), "float32")
-        stats = T.decl_buffer((6,), "float32")  # running max, denominator, score, new max, p, rescale
         qv = T.decl_buffer((d,), "float32")
-        part = T.decl_buffer((lanes,), "float32")
+        part = T.decl_buffer((8,), "float32")
+        score = T.decl_buffer((KEYS,), "float32")
+        stats = T.decl_buffer((4,), "float32")  # running max, denominator, block max, new max
         for j in T.vectorized(d):
+            qv[j] = T.Cast("float32", q[row, head, j]) * q_factor(sm_scale, window, softcap)
             acc[j] = T.float32(0)
-            qv[j] = T.Cast("float32", q[row, head, j])
-        stats[0] = T.float32(-5e4)
+        stats[0] = T.float32(NEG)
         stats[1] = T.float32(0)
-        for u in range(hi - lo):
-            for lane in T.vectorized(lanes):
-                part[lane] = T.float32(0)
-            for j0 in range(d // lanes):
-                for lane in T.vectorized(lanes):
-                    part[lane] = part[lane] + qv[j0 * lanes + lane] * T.Cast(
-                        "float32", k[base + lo + u, head // group, j0 * lanes + lane]
-                    )
-            stats[2] = T.float32(0)
-            for lane in range(lanes):
-                stats[2] = stats[2] + part[lane]
-            stats[2] = logit(stats[2] * q_factor(sm_scale, window, softcap), softcap)
+        for b in range((hi - lo + KEYS - 1) // KEYS):
+            for t in T.vectorized(KEYS):
+                score[t] = T.float32(NEG)
+            for u in range(T.min(hi - lo - b * KEYS, KEYS)):
+                part[T.ramp(0, 1, 8)] = dot8(qv, k, base + lo + b * KEYS + u, head)
+                part[T.ramp(0, 1, 4)] = part[T.ramp(0, 1, 4)] + part[T.ramp(4, 1, 4)]
+                score[u] = logit((part[0] + part[2]) + (part[1] + part[3]), softcap)
+            stats[2] = T.float32(NEG)
+            for t in range(KEYS):
+                stats[2] = T.max(stats[2], score[t])
             stats[3] = T.max(stats[0], stats[2])
-            stats[4] = fast_exp2(stats[2] - stats[3])
-            stats[5] = fast_exp2(stats[0] - stats[3])  # once per key (T.exp2 in the lane loop: a libm call per lane)
-            stats[1] = stats[1] * stats[5] + stats[4]
+            for t in T.vectorized(KEYS):
+                score[t] = fast_exp2(score[t] - stats[3])
+            stats[1] = stats[1] * fast_exp2(stats[0] - stats[3])
             for j in T.vectorized(d):
-                acc[j] = acc[j] * stats[5] + stats[4] * T.Cast("float32", v[base + lo + u, head // group, j])
+                acc[j] = acc[j] * fast_exp2(stats[0] - stats[3])
+            for u in range(T.min(hi - lo - b * KEYS, KEYS)):
+                stats[1] = stats[1] + score[u]
+                for j0 in T.unroll(chunks):
+                    acc[T.ramp(j0 * 8, 1, 8)] = acc[T.ramp(j0 * 8, 1, 8)] + T.broadcast(score[u], 8) * T.Cast(
+                        "float32x8", v[base + lo + b * KEYS + u, head // group, T.ramp(j0 * 8, 1, 8)]
+                    )
             stats[0] = stats[3]
         for j in T.vectorized(d):
             output[row, head, j] = T.Cast(dtype, acc[j] / stats[1])

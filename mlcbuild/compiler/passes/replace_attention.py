@@ -50,7 +50,7 @@ def replace_attention(gpu: bool):
             h_q, d = int(q.shape[1]), int(q.shape[2])
             if make is ragged_prefill:
                 k, v = func.params[2], func.params[3]
-                if int(k.shape[2]) != d or int(v.shape[2]) != d:
+                if int(k.shape[2]) != d or int(v.shape[2]) != d or (d % 8 and not gpu):
                     kept.append(symbol)
                     continue
                 ours = ragged_prefill(int(k.shape[1]), h_q, d, str(q.dtype), window, softcap, gpu)
