@@ -25,7 +25,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from mlcbuild.kernels import int8_dot as D
-from mlcbuild.kernels.signature import group_prefill_kernel
+from mlcbuild.kernels.signature import float_prefill_kernel, group_prefill_kernel
 
 TILE = 64  # output features dequantized together
 FEATS = 16  # features per register block: 2 x 8 fp32 lanes
@@ -153,12 +153,8 @@ def prefill_matmul_float(n: int, k: int) -> tirx.PrimFunc:
     # (128 tokens, 2026-12-07).
     staged = k % 1024 == 0
 
-    @T.prim_func(s_tir=False)
-    def prefill_matmul_w(var_x: T.handle, weight: T.Buffer((n, k), "float32"), var_y: T.handle):
-        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
-        m = T.int64()
-        x = T.match_buffer(var_x, (T.int64(1), m, k), "float32")
-        y = T.match_buffer(var_y, (T.int64(1), m, n), "float32")
+    @T.macro
+    def body(x, weight, y, m):
         for tile in T.parallel(n // TILE):
             wt = T.decl_buffer((TILE // FEATS, k, FEATS), "float32")  # [sub-tile, k, feature]
             acc = T.decl_buffer((ROWS, FEATS), "float32")
@@ -179,7 +175,7 @@ def prefill_matmul_float(n: int, k: int) -> tirx.PrimFunc:
                             wt[sub, kk, j] = weight[tile * TILE + sub * FEATS + j, kk]
             tile_rows(x, y, m, wt, acc, tile)
 
-    return prefill_matmul_w.without_attr("global_symbol")  # Relax names each call site
+    return float_prefill_kernel(n, k, body)
 
 
 DOT_LANES = 8  # float32 per 256-bit vector: 24 accumulators need AVX-512's 32 vector registers (VL encodes ymm16-31)
@@ -243,12 +239,8 @@ def prefill_matmul_float_dot(n: int, k: int) -> tirx.PrimFunc:
                         + xp[T.ramp((row + i) * stride + s * lanes, 1, lanes)] * weight[out0 + j, vec(s)]
                     )
 
-    @T.prim_func(s_tir=False)
-    def prefill_matmul_w(var_x: T.handle, weight: T.Buffer((n, k), "float32"), var_y: T.handle):
-        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
-        m = T.int64()
-        x = T.match_buffer(var_x, (T.int64(1), m, k), "float32")
-        y = T.match_buffer(var_y, (T.int64(1), m, n), "float32")
+    @T.macro
+    def body(x, weight, y, m):
         xp = T.decl_buffer((m * stride,), "float32")  # x, rows padded (a workspace)
         for r in T.parallel(m):
             for c in range(k // lanes):
@@ -270,4 +262,4 @@ def prefill_matmul_float_dot(n: int, k: int) -> tirx.PrimFunc:
                         [acc[j, vec(0)] for j in range(outs)]
                     )
 
-    return prefill_matmul_w.without_attr("global_symbol")  # Relax names each call site
+    return float_prefill_kernel(n, k, body)

@@ -49,3 +49,23 @@ def group_prefill_kernel(n: int, k: int, words: int, groups: int, scale_dtype: s
 
     func = prefill if has_min else without_params(prefill, {"q_min"})
     return func.without_attr("global_symbol")
+
+
+def float_prefill_kernel(n: int, k: int, body):
+    """The signature of the fp32 (q0f32) prefill kernels, around ``body``.
+
+    Buffers: x ``[1, m, k]`` (``m`` symbolic), weight ``[n, k]`` (``nn.Linear``'s layout),
+    y ``[1, m, n]``, float32. ``body(x, weight, y, m)``: a ``T.macro`` computing ``y``.
+    Returns the PrimFunc without a global symbol (Relax names each call site).
+    """
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=False)
+    def prefill(var_x: T.handle, weight: T.Buffer((n, k), "float32"), var_y: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        m = T.int64()
+        x = T.match_buffer(var_x, (T.int64(1), m, k), "float32")
+        y = T.match_buffer(var_y, (T.int64(1), m, n), "float32")
+        body(x, weight, y, m)
+
+    return prefill.without_attr("global_symbol")
