@@ -20,6 +20,24 @@ from mlcbuild.kernels.tir_math import fast_exp2
 KEYS = 8  # keys per block of the ragged prefill: their scores and 2^x at once, one rescale
 
 
+@T.macro
+def rescale(score, stats, acc, keys: int, d: int):
+    """The online-softmax step of a block of ``keys`` scores (base 2; ``NEG`` where no key):
+    ``stats`` = [running max, denominator, block max, new max]; the scores become
+    ``2^(score - new max)`` (one vectorized polynomial), the denominator and the ``d``-wide
+    running output ``acc`` are rescaled to the new max. The caller then adds the block's
+    scores to the denominator and their weighted values to ``acc``, and sets the running max."""
+    stats[2] = T.float32(NEG)
+    for t in range(keys):
+        stats[2] = T.max(stats[2], score[t])
+    stats[3] = T.max(stats[0], stats[2])
+    for t in T.vectorized(keys):
+        score[t] = fast_exp2(score[t] - stats[3])
+    stats[1] = stats[1] * fast_exp2(stats[0] - stats[3])
+    for j in T.vectorized(d):
+        acc[j] = acc[j] * fast_exp2(stats[0] - stats[3])
+
+
 def ragged_attend_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, softcap: float):
     """One (query, head) task of the ragged prefill (a chunk against its own keys), as a
     TVMScript macro with the interface of :func:`.gpu_attention.attend_gpu`.
@@ -64,15 +82,7 @@ def ragged_attend_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, soft
                 part[T.ramp(0, 1, 8)] = dot8(qv, k, base + lo + b * KEYS + u, head)
                 part[T.ramp(0, 1, 4)] = part[T.ramp(0, 1, 4)] + part[T.ramp(4, 1, 4)]
                 score[u] = logit((part[0] + part[2]) + (part[1] + part[3]), softcap)
-            stats[2] = T.float32(NEG)
-            for t in range(KEYS):
-                stats[2] = T.max(stats[2], score[t])
-            stats[3] = T.max(stats[0], stats[2])
-            for t in T.vectorized(KEYS):
-                score[t] = fast_exp2(score[t] - stats[3])
-            stats[1] = stats[1] * fast_exp2(stats[0] - stats[3])
-            for j in T.vectorized(d):
-                acc[j] = acc[j] * fast_exp2(stats[0] - stats[3])
+            rescale(score, stats, acc, KEYS, d)
             for u in range(T.min(hi - lo - b * KEYS, KEYS)):
                 stats[1] = stats[1] + score[u]
                 for j0 in T.unroll(chunks):
@@ -151,15 +161,7 @@ def paged_attend_cpu(h_kv: int, h_q: int, d: int, page_size: int, dtype: str, wi
                 part[T.ramp(0, 1, 8)] = dot8(qv, pages, values, first, head, page(lo, p), slot(lo, p, u))
                 part[T.ramp(0, 1, 4)] = part[T.ramp(0, 1, 4)] + part[T.ramp(4, 1, 4)]
                 score[slot(lo, p, u)] = logit((part[0] + part[2]) + (part[1] + part[3]), softcap)
-            stats[2] = T.float32(NEG)
-            for t in range(page_size):
-                stats[2] = T.max(stats[2], score[t])
-            stats[3] = T.max(stats[0], stats[2])
-            for t in T.vectorized(page_size):
-                score[t] = fast_exp2(score[t] - stats[3])
-            stats[1] = stats[1] * fast_exp2(stats[0] - stats[3])
-            for j in T.vectorized(d):
-                acc[j] = acc[j] * fast_exp2(stats[0] - stats[3])
+            rescale(score, stats, acc, page_size, d)
             for u in range(end(page(lo, p), hi) - begin(page(lo, p), lo)):
                 stats[1] = stats[1] + score[slot(lo, p, u)]
                 for j0 in T.unroll(chunks):

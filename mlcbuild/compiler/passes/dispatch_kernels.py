@@ -85,7 +85,7 @@ def group_kernel(weight: dict, rows: str, n: int, k: int, x_dtype: str, isa: str
 
 def float_kernel(rows: str, n: int, k: int, x_dtype: str, isa: str | None, avx512: bool = False):
     """``(name, PrimFunc)`` of our kernel for an fp32 ``[n, k]`` weight, or ``None`` (``avx512``:
-    the target has AVX-512F, :func:`mlcbuild.compiler.target.has_avx512`)."""
+    the target has AVX-512 F and VL, :func:`mlcbuild.compiler.target.has_avx512`)."""
     if isa not in FLOAT_ISAS:
         return None
     if rows == "decode" and float_gemv.supports(n, k, x_dtype):
@@ -108,7 +108,7 @@ def _is_weight(func: relax.Function, e: relax.Expr) -> bool:
 def dispatch_kernels(isa: str | None, gfni: bool = False, avx512: bool = False):
     """The pass for an ``llvm`` target whose integer dot product is ``isa``
     (:func:`mlcbuild.compiler.target.int8_dot_isa`), with GFNI or not (:func:`.group_kernel`),
-    with AVX-512F or not (:func:`float_kernel`)."""
+    with AVX-512 or not (:func:`float_kernel`)."""
 
     @relax.expr_functor.mutator
     class _Dispatch(relax.PyExprMutator):
