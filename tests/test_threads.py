@@ -43,11 +43,20 @@ def test_a_busy_core_moves_decode_to_one_thread_fewer_and_back_when_it_goes():
     m.run(dt, 20)
     m.times[2] = 4.0  # another process takes a core: the static split waits for it
     used = m.run(dt, T.WINDOW + 2 * T.PROBE_STEPS + 10)
-    assert used[: T.WINDOW] == [2] * T.WINDOW  # noticed after a window of slow steps
+    assert T.WINDOW // 2 < used.index(1) <= T.WINDOW + T.PROBE_STEPS  # noticed within a window of slow steps
     assert dt.current == 1 and used[-10:] == [1] * 10
     m.times[2] = 1.0  # the load goes: found at the next scheduled probe
     used = m.run(dt, T.REPROBE_EVERY + 2 * T.PROBE_STEPS + 5)
     assert dt.current == 2 and used[-5:] == [2] * 5
+
+
+def test_fewer_threads_must_be_clearly_faster():
+    """A probe keeps every thread unless fewer are ``MARGIN`` times faster: idle drift of this
+    project's VMs (+-30 %) must not settle on one thread."""
+    m = FakeMachine({2: 1.0, 1: 1.0 / (T.MARGIN * 0.98)})
+    dt = T.DecodeThreads(2, m.configure)
+    m.run(dt, 2 * T.PROBE_STEPS + 5)
+    assert dt.current == 2
 
 
 def test_small_drift_does_not_probe():

@@ -37,7 +37,7 @@ from mlcbuild.device.rpc import device_calls
 from mlcbuild.errors import MlcbuildError
 from mlcbuild.runtime.artifact import checked_build, engine_sizes
 from mlcbuild.runtime.engine import Engine, use_all_cores
-from mlcbuild.runtime.threads import decode_threads
+from mlcbuild.runtime.threads import PROBE_STEPS, decode_threads
 
 
 def remote_engine(session, artifact: Path, weights: Path, key: str = "local") -> tuple[Engine, BuildInfo]:
@@ -174,9 +174,10 @@ def run_bench(model: DeviceModel, spec: BenchSpec, device: str) -> list[dict[str
     rng = np.random.default_rng(spec.seed)
     prompt = rng.integers(0, model.vocab_size, size=spec.n_prompt)
     gen = rng.integers(0, model.vocab_size, size=spec.n_gen)
-    # warm-up: first calls, page faults, thread pool (a decode-only run, ``-p 0``, warms up on its tokens)
+    # warm-up: first calls, page faults, thread pool (a decode-only run, ``-p 0``, warms up on its
+    # tokens), and on a local CPU the decode thread choice's first probe (its later ones are timed)
     model.prefill(prompt[:8] if spec.n_prompt else gen[:1])
-    model.decode(gen[:2])
+    model.decode(gen[: 2 + 2 * PROBE_STEPS])
     pp_s, ttft_s, tg_s = [], [], []
     for _ in range(spec.repeat):
         if spec.n_prompt:

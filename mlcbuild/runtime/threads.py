@@ -13,9 +13,17 @@ threads, one fewer) now and then; it keeps the count whose recent steps were fas
 - at the first decode steps of an engine, :data:`PROBE_STEPS` steps on each candidate;
 - again when the current count's last :data:`WINDOW` steps got :data:`SLOWDOWN` times slower
   than when it was chosen (load appeared), and every :data:`REPROBE_EVERY` steps (load went).
+  Not sooner: under load a probe's steps on every thread are the slow ones (probing 32 steps
+  after moving to one thread, doubling up to 256, cut SmolLM2-135M's decode under load from
+  212-243 to 94-166 tokens/s on the Zen 4 host, 2026-12-07).
 
-Idle, this costs the probes' slower steps: :data:`PROBE_STEPS` per :data:`REPROBE_EVERY`
-decode steps. The count is set with TVM's ``runtime.config_threadpool`` (the calling thread's
+A probe moves off all threads only when fewer are :data:`MARGIN` times faster. Idle, this costs
+the probes' slower steps: :data:`PROBE_STEPS` per :data:`REPROBE_EVERY` decode steps. The
+thresholds are set against this project's 2-vCPU VMs, whose idle step times drift by +-30 %
+within a run while a busy core slows a 2-thread step 3.8x (Zen 4) to 10x (Intel): with
+``SLOWDOWN = 1.3`` over 4 steps and no margin, drift alone re-probed 2-3 times per 320 steps and
+once in two runs kept one thread (SmolLM2-135M q4f32_1 on the Zen 4 host, 2026-12-07:
+``mlcbuild bench --local`` decode 216-268 tokens/s against 265-293 with the choice off). The count is set with TVM's ``runtime.config_threadpool`` (the calling thread's
 pool: ``num_workers_used``, no thread is created or pinned), so it never exceeds the pool's size
 (``TVM_NUM_THREADS``, :func:`mlcbuild.runtime.engine.use_all_cores`). ``MLCBUILD_ADAPT_THREADS=0``
 keeps the pool's size.
@@ -29,8 +37,9 @@ from collections import deque
 from typing import Callable
 
 PROBE_STEPS = 3  # steps timed per candidate when probing
-WINDOW = 4  # recent steps whose median is compared
-SLOWDOWN = 1.3  # re-probe when the current count's recent median exceeds its reference by this
+WINDOW = 8  # recent steps whose median is compared
+SLOWDOWN = 1.6  # re-probe when the current count's recent median exceeds its reference by this
+MARGIN = 1.15  # fewer threads are chosen only when their probe median is this much faster
 REPROBE_EVERY = 256  # decode steps between scheduled probes
 
 
@@ -98,7 +107,9 @@ class DecodeThreads:
 
     def _finish_probe(self) -> None:
         medians = {c: statistics.median(s for n, s in self._probe if n == c) for c in self.candidates}
-        self.current = min(medians, key=medians.__getitem__)
+        most = self.candidates[0]
+        fastest = min(medians, key=medians.__getitem__)
+        self.current = fastest if MARGIN * medians[fastest] < medians[most] else most
         self._reference = medians[self.current]
         self._recent.clear()
         self._since_probe = 0
