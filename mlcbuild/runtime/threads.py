@@ -21,10 +21,14 @@ A probe moves off all threads only when fewer are :data:`MARGIN` times faster. I
 the probes' slower steps: :data:`PROBE_STEPS` per :data:`REPROBE_EVERY` decode steps. The
 thresholds are set against this project's 2-vCPU VMs, whose idle step times drift by +-30 %
 within a run while a busy core slows a 2-thread step 3.8x (Zen 4) to 10x (Intel): with
-``SLOWDOWN = 1.3`` over 4 steps and no margin, drift alone re-probed 2-3 times per 320 steps and
-once in two runs kept one thread (SmolLM2-135M q4f32_1 on the Zen 4 host, 2026-12-07:
-``mlcbuild bench --local`` decode 216-268 tokens/s against 265-293 with the choice off). The count is set with TVM's ``runtime.config_threadpool`` (the calling thread's
-pool: ``num_workers_used``, no thread is created or pinned), so it never exceeds the pool's size
+``SLOWDOWN = 1.3`` over 4 steps and no margin, idle drift alone started 1 to 15 extra probes
+per 5 x 64 timed steps and in 4 of 10 runs chose one thread for a while (SmolLM2-135M q4f32_1,
+``mlcbuild bench --local``, 2 threads, on the Zen 4 host, 2026-12-07; decode 216-268 tokens/s
+against 265-293 with the choice off); with these settings one extra probe in 12 idle runs, and
+one thread chosen in 2 of them, each next to a run of the old settings that chose it too.
+
+The count is set with TVM's ``runtime.config_threadpool`` (the calling thread's pool:
+``num_workers_used``, no thread is created or pinned), so it never exceeds the pool's size
 (``TVM_NUM_THREADS``, :func:`mlcbuild.runtime.engine.use_all_cores`). ``MLCBUILD_ADAPT_THREADS=0``
 keeps the pool's size.
 """
