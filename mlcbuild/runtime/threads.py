@@ -21,8 +21,8 @@ A probe moves off all threads only when fewer are :data:`MARGIN` times faster. I
 the probes' slower steps: :data:`PROBE_STEPS` per :data:`REPROBE_EVERY` decode steps. The
 thresholds are set against this project's 2-vCPU VMs, whose idle step times drift by +-30 %
 within a run while a busy core slows a 2-thread step 3.8x (Zen 4) to 10x (Intel): with
-``SLOWDOWN = 1.3`` over 4 steps and no margin, idle drift alone started 1 to 15 extra probes
-per 5 x 64 timed steps and in 4 of 10 runs chose one thread for a while (SmolLM2-135M q4f32_1,
+``SLOWDOWN = 1.3`` over 4 steps and no margin, idle drift alone started up to 15 extra probes
+per 5 x 64 timed steps and in 5 of 10 runs chose one thread for a while (SmolLM2-135M q4f32_1,
 ``mlcbuild bench --local``, 2 threads, on the Zen 4 host, 2026-12-07; decode 216-268 tokens/s
 against 265-293 with the choice off); with these settings one extra probe in 12 idle runs, and
 one thread chosen in 2 of them, each next to a run of the old settings that chose it too.
