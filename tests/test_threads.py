@@ -50,15 +50,6 @@ def test_a_busy_core_moves_decode_to_one_thread_fewer_and_back_when_it_goes():
     assert dt.current == 2 and used[-5:] == [2] * 5
 
 
-def test_fewer_threads_must_be_clearly_faster():
-    """A probe keeps every thread unless fewer are ``MARGIN`` times faster: idle drift of this
-    project's VMs (+-30 %) must not settle on one thread."""
-    m = FakeMachine({2: 1.0, 1: 1.0 / (T.MARGIN * 0.98)})
-    dt = T.DecodeThreads(2, m.configure)
-    m.run(dt, 2 * T.PROBE_STEPS + 5)
-    assert dt.current == 2
-
-
 def test_small_drift_does_not_probe():
     m = FakeMachine({2: 1.0, 1: 1.6})
     dt = T.DecodeThreads(2, m.configure)

@@ -14,18 +14,20 @@ threads, one fewer) now and then; it keeps the count whose recent steps were fas
 - again when the current count's last :data:`WINDOW` steps got :data:`SLOWDOWN` times slower
   than when it was chosen (load appeared), and every :data:`REPROBE_EVERY` steps (load went).
   Not sooner: under load a probe's steps on every thread are the slow ones (probing 32 steps
-  after moving to one thread, doubling up to 256, cut SmolLM2-135M's decode under load from
-  212-243 to 94-166 tokens/s on the Zen 4 host, 2026-12-07).
+  after moving to one thread, doubling up to 256: SmolLM2-135M's decode under load 94-166
+  tokens/s against 212-243, on the Zen 4 host, 2026-12-07, measured together with the margin
+  tried below, while 7 of its 8 probes chose one thread).
 
-A probe moves off all threads only when fewer are :data:`MARGIN` times faster. Idle, this costs
-the probes' slower steps: :data:`PROBE_STEPS` per :data:`REPROBE_EVERY` decode steps. The
-thresholds are set against this project's 2-vCPU VMs, whose idle step times drift by +-30 %
-within a run while a busy core slows a 2-thread step 3.8x (Zen 4) to 10x (Intel): with
-``SLOWDOWN = 1.3`` over 4 steps and no margin, idle drift alone started up to 15 extra probes
-per 5 x 64 timed steps and in 5 of 10 runs chose one thread for a while (SmolLM2-135M q4f32_1,
-``mlcbuild bench --local``, 2 threads, on the Zen 4 host, 2026-12-07; decode 216-268 tokens/s
-against 265-293 with the choice off); with these settings one extra probe in 12 idle runs, and
-one thread chosen in 2 of them, each next to a run of the old settings that chose it too.
+Idle, this costs the probes' slower steps: :data:`PROBE_STEPS` per :data:`REPROBE_EVERY`
+decode steps. The thresholds are set against this project's 2-vCPU VMs, whose idle step times
+drift by +-30 % within a run while a busy core slows a 2-thread step 3.8x (Zen 4) to 10x (Intel):
+with ``SLOWDOWN = 1.3`` over 4 steps, idle drift alone started up to 15 extra probes per 5 x 64
+timed steps (SmolLM2-135M q4f32_1, ``mlcbuild bench --local``, 2 threads, on the Zen 4 host,
+2026-12-07; decode 216-268 tokens/s against 265-293 with the choice off). A probe keeps the
+faster count, with no margin for all threads: in the first steps under load the two counts'
+steps can be within 10 % (8.3 against 7.7 ms) before the thread sharing the busy core falls
+behind (90-200 ms steps later), and a 1.15x margin then kept every thread (SmolLM2 q8f32_1
+decode with one core busy 30 tokens/s, against 113-143 without the margin).
 
 The count is set with TVM's ``runtime.config_threadpool`` (the calling thread's pool:
 ``num_workers_used``, no thread is created or pinned), so it never exceeds the pool's size
@@ -43,7 +45,6 @@ from typing import Callable
 PROBE_STEPS = 3  # steps timed per candidate when probing
 WINDOW = 8  # recent steps whose median is compared
 SLOWDOWN = 1.6  # re-probe when the current count's recent median exceeds its reference by this
-MARGIN = 1.15  # fewer threads are chosen only when their probe median is this much faster
 REPROBE_EVERY = 256  # decode steps between scheduled probes
 
 
@@ -111,9 +112,7 @@ class DecodeThreads:
 
     def _finish_probe(self) -> None:
         medians = {c: statistics.median(s for n, s in self._probe if n == c) for c in self.candidates}
-        most = self.candidates[0]
-        fastest = min(medians, key=medians.__getitem__)
-        self.current = fastest if MARGIN * medians[fastest] < medians[most] else most
+        self.current = min(medians, key=medians.__getitem__)
         self._reference = medians[self.current]
         self._recent.clear()
         self._since_probe = 0
