@@ -20,6 +20,25 @@ from mlcbuild.kernels.tir_math import fast_exp2
 KEYS = 8  # keys per block of the ragged prefill: their scores and 2^x at once, one rescale
 
 
+def dot8(qv, d: int, key8):
+    """``q . k`` as 8 partial sums (float32x8): ``qv`` the ``d``-wide query (float32),
+    ``key8(j0)`` the key's values ``[8 j0, 8 j0 + 8)`` as float32x8."""
+    total = None
+    for j0 in range(d // 8):
+        term = qv[T.ramp(j0 * 8, 1, 8)] * key8(j0)
+        total = term if total is None else total + term
+    return total
+
+
+@T.macro
+def key_score(part, score, u, dot, softcap: float):
+    """``score[u]``: the soft-capped logit (:func:`.attention_common.logit`) of a key whose
+    8 partial sums are ``dot``, summed in 3 steps through ``part``."""
+    part[T.ramp(0, 1, 8)] = dot
+    part[T.ramp(0, 1, 4)] = part[T.ramp(0, 1, 4)] + part[T.ramp(4, 1, 4)]
+    score[u] = logit((part[0] + part[2]) + (part[1] + part[3]), softcap)
+
+
 @T.macro
 def rescale(score, stats, acc, keys: int, d: int):
     """The online-softmax step of a block of ``keys`` scores (base 2; ``NEG`` where no key):
@@ -54,13 +73,9 @@ def ragged_attend_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, soft
     group = h_q // h_kv
     chunks = d // 8
 
-    def dot8(qv, k, key, head):
+    def key_dot(qv, k, key, head):
         """``q . k_key`` as 8 partial sums (float32x8)."""
-        total = None
-        for j0 in range(chunks):
-            term = qv[T.ramp(j0 * 8, 1, 8)] * T.Cast("float32x8", k[key, head // group, T.ramp(j0 * 8, 1, 8)])
-            total = term if total is None else total + term
-        return total
+        return dot8(qv, d, lambda j0: T.Cast("float32x8", k[key, head // group, T.ramp(j0 * 8, 1, 8)]))
 
     @T.macro
     def attend(q, row, head, sm_scale, k, v, base, lo, hi, output, lse, tx):  # noqa: ARG001 - tx: GPU only
@@ -79,9 +94,7 @@ def ragged_attend_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, soft
             for t in T.vectorized(KEYS):
                 score[t] = T.float32(NEG)
             for u in range(T.min(hi - lo - b * KEYS, KEYS)):
-                part[T.ramp(0, 1, 8)] = dot8(qv, k, base + lo + b * KEYS + u, head)
-                part[T.ramp(0, 1, 4)] = part[T.ramp(0, 1, 4)] + part[T.ramp(4, 1, 4)]
-                score[u] = logit((part[0] + part[2]) + (part[1] + part[3]), softcap)
+                key_score(part, score, u, key_dot(qv, k, base + lo + b * KEYS + u, head), softcap)
             rescale(score, stats, acc, KEYS, d)
             for u in range(T.min(hi - lo - b * KEYS, KEYS)):
                 stats[1] = stats[1] + score[u]
@@ -117,13 +130,9 @@ def paged_attend_cpu(h_kv: int, h_q: int, d: int, page_size: int, dtype: str, wi
         """8 values ``[8 j0, 8 j0 + 8)`` of key (``kv`` 0) or value (1) ``t`` of page ``pg``, float32x8."""
         return T.Cast("float32x8", pages[values[first + pg], kv, head // group, t, T.ramp(j0 * 8, 1, 8)])
 
-    def dot8(qv, pages, values, first, head, pg, t):
+    def key_dot(qv, pages, values, first, head, pg, t):
         """``q . k_t`` as 8 partial sums (float32x8)."""
-        total = None
-        for j0 in range(chunks):
-            term = qv[T.ramp(j0 * 8, 1, 8)] * kv_at(pages, values, first, head, pg, 0, t, j0)
-            total = term if total is None else total + term
-        return total
+        return dot8(qv, d, lambda j0: kv_at(pages, values, first, head, pg, 0, t, j0))
 
     def begin(pg, lo):
         """The page's first slot holding a key in ``[lo, hi)``."""
@@ -158,9 +167,13 @@ def paged_attend_cpu(h_kv: int, h_q: int, d: int, page_size: int, dtype: str, wi
             for t in T.vectorized(page_size):
                 score[t] = T.float32(NEG)
             for u in range(end(page(lo, p), hi) - begin(page(lo, p), lo)):
-                part[T.ramp(0, 1, 8)] = dot8(qv, pages, values, first, head, page(lo, p), slot(lo, p, u))
-                part[T.ramp(0, 1, 4)] = part[T.ramp(0, 1, 4)] + part[T.ramp(4, 1, 4)]
-                score[slot(lo, p, u)] = logit((part[0] + part[2]) + (part[1] + part[3]), softcap)
+                key_score(
+                    part,
+                    score,
+                    slot(lo, p, u),
+                    key_dot(qv, pages, values, first, head, page(lo, p), slot(lo, p, u)),
+                    softcap,
+                )
             rescale(score, stats, acc, page_size, d)
             for u in range(end(page(lo, p), hi) - begin(page(lo, p), lo)):
                 stats[1] = stats[1] + score[slot(lo, p, u)]
