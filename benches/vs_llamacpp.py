@@ -23,7 +23,9 @@ the last CPU, bounded in time) occupies one core.
 
 Decode roofline: tokens/s <= read bandwidth / bytes of weights read per token (every stored
 weight tensor; both models tie the LM head to the embedding, so the whole table is read),
-bandwidth from ``decode_host.read_bandwidth`` on the same thread count.
+bandwidth from ``decode_host.read_bandwidth`` on the same thread count, measured before every
+round of the pair (the best of those probes; results before 2026-12-08 used one probe at the
+start of the run).
 
     make llamacpp                                   # llama-bench, llama-quantize (~10 min, once)
     .venv/bin/python benches/vs_llamacpp.py         # both models, 1 and 2 threads, then under load
@@ -218,11 +220,19 @@ class BusyCore:
         self.proc.wait()
 
 
-def measure(pair: dict, threads: int, args, t: dict, rounds: int) -> dict:
-    """Both sides of a pair, ``rounds`` alternating rounds at ``threads``: every sample (tokens/s)."""
+def measure(pair: dict, threads: int, args, t: dict, rounds: int, probe: bool = True) -> dict:
+    """Both sides of a pair, ``rounds`` alternating rounds at ``threads``: every sample (tokens/s).
+
+    ``probe``: the read bandwidth (bytes/s, :func:`bandwidth`) is measured before every round, so
+    each run's roofline comes from the minutes it ran in (this VM's bandwidth drifts by up to 2x
+    within an hour: a roofline from the start of a run put later rows at 121 % of it).
+    """
     samples = {"mlcbuild": {"pp": [], "tg": []}, "llama.cpp": {"pp": [], "tg": []}}
+    probes = []
     info = {}
     for r in range(rounds):
+        if probe:
+            probes.append(round(bandwidth(threads)))
         order = ("mlcbuild", "llama.cpp") if r % 2 == 0 else ("llama.cpp", "mlcbuild")
         for side in order:
             if side == "mlcbuild":
@@ -241,6 +251,7 @@ def measure(pair: dict, threads: int, args, t: dict, rounds: int) -> dict:
         "ratio_prefill": round(med["mlcbuild"]["pp"] / med["llama.cpp"]["pp"], 3),
         "ratio_decode": round(med["mlcbuild"]["tg"] / med["llama.cpp"]["tg"], 3),
         "llama_bench": info,
+        "read_bandwidth_bytes_per_s": probes,
     }
 
 
@@ -295,6 +306,8 @@ def markdown(path: Path) -> str:
                 p, t, f = r["prefill_tokens_per_s"], r["decode_tokens_per_s"], r.get("roofline_fraction")
                 load = ", one core busy" if r["under_load"] else ""
                 roof = f"{100 * f['mlcbuild']:.0f} % / {100 * f['llama.cpp']:.0f} %" if f else "-"
+                if f and r.get("read_bandwidth_bytes_per_s"):  # probed between the rounds
+                    roof += f" of {max(r['read_bandwidth_bytes_per_s']) / 1e9:.1f} GB/s"
                 ceiling = f"{r['ratio_decode'] / f['mlcbuild']:.2f}x" if f else "-"
                 lines.append(
                     f"| {names.get(model, model)} | {pair['scheme']} | {other} | {r['threads']}{load} "
@@ -372,7 +385,7 @@ def main() -> None:
                    "ours_build": ours, "runs": []}  # fmt: skip
             for n in threads:
                 m = measure(pair, n, args, t, args.rounds)
-                bw = result["read_bandwidth_bytes_per_s"][str(n)]
+                bw = max(m["read_bandwidth_bytes_per_s"])  # the best of the probes between its rounds
                 m["roofline_fraction"] = {
                     "mlcbuild": round(m["decode_tokens_per_s"]["mlcbuild"] * ours["weight_bytes"] / bw, 4),
                     "llama.cpp": round(m["decode_tokens_per_s"]["llama.cpp"] * lc_bytes / bw, 4),
@@ -383,7 +396,7 @@ def main() -> None:
             if scheme in load_schemes:
                 n = max(threads)
                 with BusyCore(seconds=1800):
-                    m = measure(pair, n, args, t, args.rounds)
+                    m = measure(pair, n, args, t, args.rounds, probe=False)
                 m["under_load"] = True
                 base = next(r for r in row["runs"] if r["threads"] == n and not r["under_load"])
                 m["slowdown_under_load"] = {
