@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from mlcbuild.errors import MlcbuildError
+from mlcbuild.runtime.host_memory import host_tensors
 from mlcbuild.runtime.threads import DecodeThreads, decode_threads
 
 
@@ -143,7 +144,10 @@ class Engine:
         device = device_for(device_kind)  # before the library: its device modules need the runtime's loader
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), device)
         # one FFI array, converted once: a Python list of ~300 tensors costs ~20 us per VM call
-        arr = tvm_ffi.Array([tvm.runtime.tensor(np.ascontiguousarray(p), device) for p in params])
+        if device_kind == "llvm":  # on transparent huge pages (host_memory)
+            arr = tvm_ffi.Array(host_tensors(list(params), device))
+        else:
+            arr = tvm_ffi.Array([tvm.runtime.tensor(np.ascontiguousarray(p), device) for p in params])
         return cls(vm, arr, device, threads=decode_threads(max_threads) if device_kind == "llvm" else None, **sizes)
 
     def reset(self) -> None:
