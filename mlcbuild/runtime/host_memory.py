@@ -12,9 +12,8 @@ maps part of it in 2 MiB pages (``FilePmdMapped``: 293 of ~700 MB of the 1B Q4_0
 Measured on a 2-core AMD EPYC Zen 4 VM (2026-12-07; one process, two engines of one build
 decoding 64 steps in alternation, params by ``tvm.runtime.tensor`` against these; 2 threads):
 the Llama-3.2-1B shape q4f16_1 +4.0 % and +2.6 % (ahead in 12 and 10 of 16 rounds), q0f32
-+7.5 % (7 of 10), q8f32_1 -1.1 % (7 of 12 ahead); SmolLM2-135M q4f32_1 -0.4 % (8 of 16: its
-85 MB mostly stay in the 32 MB L3's reach of the TLB either way). The int4 GEMV at the 1B's LM
-head shape from DRAM: 35.2 -> 39.6 GB/s (8 of 10 rounds).
++7.5 % (7 of 10), q8f32_1 -1.1 % (7 of 12 ahead); SmolLM2-135M q4f32_1 -0.4 % (8 of 16). The
+int4 GEMV at the 1B's LM head shape from DRAM: 35.2 -> 39.6 GB/s (8 of 10 rounds).
 """
 
 from __future__ import annotations
