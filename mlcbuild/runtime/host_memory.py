@@ -42,6 +42,9 @@ def host_tensors(arrays: Sequence[np.ndarray], device) -> list:
     copy. Whether the kernel grants huge pages is its policy
     (``/sys/kernel/mm/transparent_hugepage/enabled``: ``never`` grants none); the values are
     the same either way.
+
+    Raises:
+        OSError: the mapping cannot be made (``ENOMEM``: the weights do not fit in memory).
     """
     import tvm
 
