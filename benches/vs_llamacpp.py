@@ -24,8 +24,8 @@ the last CPU, bounded in time) occupies one core.
 Decode roofline: tokens/s <= read bandwidth / bytes of weights read per token (every stored
 weight tensor; both models tie the LM head to the embedding, so the whole table is read),
 bandwidth from ``decode_host.read_bandwidth`` on the same thread count, measured before every
-round of the pair (the best of those probes; results before 2026-12-08 used one probe at the
-start of the run).
+round of the pair (the best of those probes; results without per-run probes, before commit
+06ee5ca, used one probe at the start of the run).
 
     make llamacpp                                   # llama-bench, llama-quantize (~10 min, once)
     .venv/bin/python benches/vs_llamacpp.py         # both models, 1 and 2 threads, then under load
@@ -225,7 +225,7 @@ def measure(pair: dict, threads: int, args, t: dict, rounds: int, probe: bool = 
 
     ``probe``: the read bandwidth (bytes/s, :func:`bandwidth`) is measured before every round, so
     each run's roofline comes from the minutes it ran in (this VM's bandwidth drifts by up to 2x
-    within an hour: a roofline from the start of a run put later rows at 121 % of it).
+    within an hour: a roofline from the start of a run put later rows at up to 123 % of it).
     """
     samples = {"mlcbuild": {"pp": [], "tg": []}, "llama.cpp": {"pp": [], "tg": []}}
     probes = []

@@ -50,22 +50,24 @@ def host_tensors(arrays: Sequence[np.ndarray], device) -> list:
 
     advice = getattr(mmap, "MADV_HUGEPAGE", None)
     placed = [advice is not None and a.dtype.kind in _DLPACK_KINDS for a in arrays]
-    offsets, size = [], 0
-    for a, here in zip(arrays, placed, strict=True):
-        offsets.append(size)
-        size += -(-a.nbytes // ALIGN) * ALIGN if here else 0
-    if size == 0:
-        return [tvm.runtime.tensor(np.ascontiguousarray(a), device) for a in arrays]
-    region = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    region.madvise(advice)
-    raw = np.frombuffer(region, dtype=np.uint8)  # keeps the mapping alive as long as any view
-    base = -raw.ctypes.data % HUGE_PAGE
+    size = sum(_aligned(a.nbytes) for a, here in zip(arrays, placed, strict=True) if here)
+    if size:
+        region = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        region.madvise(advice)
+        raw = np.frombuffer(region, dtype=np.uint8)  # keeps the mapping alive as long as any view
+        offset = -raw.ctypes.data % HUGE_PAGE
     out = []
-    for a, here, off in zip(arrays, placed, offsets, strict=True):
+    for a, here in zip(arrays, placed, strict=True):
         if not here:
             out.append(tvm.runtime.tensor(np.ascontiguousarray(a), device))
             continue
-        view = raw[base + off : base + off + a.nbytes].view(a.dtype).reshape(a.shape)
+        view = raw[offset : offset + a.nbytes].view(a.dtype).reshape(a.shape)
         view[...] = a
         out.append(tvm.runtime.from_dlpack(view))
+        offset += _aligned(a.nbytes)
     return out
+
+
+def _aligned(nbytes: int) -> int:
+    """``nbytes`` rounded up to a multiple of :data:`ALIGN`."""
+    return -(-nbytes // ALIGN) * ALIGN
